@@ -1,0 +1,96 @@
+"""Argument helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from recipe_lib.config import SamplingSettings, VideoSettings, get_profile
+
+
+def add_profile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=["demo", "full"],
+        default="demo",
+        help="defaults for model, device and video sampling (default: demo)",
+    )
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="local checkpoint folder or hub id (default: the profile's critic)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default: the profile's)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the profile's)")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow code shipped with the checkpoint to run (off unless asked)",
+    )
+
+
+def add_video_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("video sampling")
+    g.add_argument("--fps", type=float, help="frames per second sampled from each clip")
+    g.add_argument("--total-pixels", type=int, help="cap on frames x pixels over the clip")
+    g.add_argument("--max-pixels", type=int, help="cap on pixels of one frame")
+    g.add_argument("--max-frames", type=int, help="cap on frames per clip")
+
+
+def add_sampling_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("generation (mode=generate)")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--repetition-penalty", type=float)
+    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--trials", type=int, help="answers sampled per clip")
+    g.add_argument("--seed", type=int)
+
+
+def _override(obj: Any, args: argparse.Namespace, names: dict[str, str]) -> Any:
+    for arg, field in names.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            setattr(obj, field, value)
+    return obj
+
+
+def video_settings(args: argparse.Namespace) -> VideoSettings:
+    base = get_profile(args.profile).video
+    return _override(
+        base,
+        args,
+        {"fps": "fps", "total_pixels": "total_pixels", "max_pixels": "max_pixels", "max_frames": "max_frames"},
+    )
+
+
+def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
+    base = get_profile(args.profile).sampling
+    return _override(
+        base,
+        args,
+        {
+            "temperature": "temperature",
+            "top_p": "top_p",
+            "top_k": "top_k",
+            "repetition_penalty": "repetition_penalty",
+            "max_new_tokens": "max_new_tokens",
+            "trials": "trials",
+            "seed": "seed",
+        },
+    )
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as YAML scalars (numbers, booleans, strings, lists)."""
+    import yaml
+
+    from recipe_lib.errors import ConfigError
+
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"parameter '{pair}' is not key=value")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = yaml.safe_load(value)
+    return params

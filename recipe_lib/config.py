@@ -1,0 +1,214 @@
+"""Typed configuration: strict loading of dataclasses from TOML/mappings, and the two profiles.
+
+Profiles
+--------
+``demo``  the embedded tiny Qwen2.5-VL critic (built locally), synthetic known-truth clips, CPU, everything under
+          ``build/``. Runs on a fresh machine with no GPU and no hub access.
+``full``  ``nvidia/Cosmos-Reason1-7B`` (hub id or a local path), VideoPhy-2 from the hub, GPUs.
+
+Every stage takes a dataclass config; :func:`from_mapping` builds one from a mapping and rejects unknown keys with the
+closest valid name, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from recipe_lib.errors import ConfigError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROMPTS_DIR = REPO_ROOT / "prompts"
+CONFIGS_DIR = REPO_ROOT / "configs"
+
+
+def build_dir() -> Path:
+    """Where results land (``$PLAUSIBILITY_BUILD_DIR`` or ``<repo>/build``)."""
+    return Path(os.environ.get("PLAUSIBILITY_BUILD_DIR", REPO_ROOT / "build")).resolve()
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(f"{where}: {value!r} does not fit {hint}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table of settings, got {type(value).__name__}")
+        return from_mapping(hint, value, where)  # type: ignore[arg-type]
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    return value
+
+
+def from_mapping(cls: type[T], mapping: Mapping[str, Any], where: str | None = None) -> T:
+    """Build dataclass ``cls`` from ``mapping``; unknown keys and wrong types raise :class:`ConfigError`."""
+    where = where or cls.__name__
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: expected a table of settings, got {type(mapping).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in mapping if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        suggestion = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(fields))}"
+        raise ConfigError(f"{where}: unknown key '{key}'", hint=suggestion)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in mapping.items()}
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key '{missing[0]}'")
+    return cls(**kwargs)
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file (safe: TOML has no code execution) with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-friendly dict of a dataclass (paths become strings)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+@dataclasses.dataclass
+class VideoSettings:
+    """How a clip is sampled for the critic (the keys Qwen2.5-VL reads from a video message).
+
+    ``total_pixels`` bounds frames x height x width over the whole clip; ``max_pixels`` bounds one frame.
+    The seed recipe uses fps 16 and total_pixels 8192*28*28 for inference, fps 1 and max_pixels 81920 for GRPO.
+    """
+
+    fps: float = 16.0
+    total_pixels: int | None = 8192 * 28 * 28
+    max_pixels: int | None = None
+    min_pixels: int | None = None
+    max_frames: int = 768
+
+
+@dataclasses.dataclass
+class SamplingSettings:
+    """Decoding settings for ``generate`` mode (the seed recipe's values)."""
+
+    temperature: float = 0.6
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.05
+    max_new_tokens: int = 4096
+    seed: int = 1
+    trials: int = 1
+
+
+@dataclasses.dataclass
+class Profile:
+    """Named defaults for a whole run of the recipe."""
+
+    name: str
+    model: str
+    device: str
+    dtype: str
+    video: VideoSettings
+    sampling: SamplingSettings
+    batch_size: int
+
+
+def demo_model_dir() -> Path:
+    return build_dir() / "models" / "tiny-critic"
+
+
+def get_profile(name: str) -> Profile:
+    """The ``demo`` or ``full`` profile."""
+    if name == "demo":
+        return Profile(
+            name="demo",
+            model=str(demo_model_dir()),
+            device="cpu",
+            dtype="float32",
+            # Demo clips are 112x112: 8 frames at 4 fps gives a (4, 8, 8) grid, 64 visual tokens after merging.
+            video=VideoSettings(fps=4.0, total_pixels=None, max_pixels=112 * 112, min_pixels=56 * 56, max_frames=8),
+            sampling=SamplingSettings(max_new_tokens=16, temperature=0.6),
+            batch_size=8,
+        )
+    if name == "full":
+        return Profile(
+            name="full",
+            model="nvidia/Cosmos-Reason1-7B",
+            device="cuda",
+            dtype="bfloat16",
+            video=VideoSettings(),
+            sampling=SamplingSettings(),
+            batch_size=8,
+        )
+    raise ConfigError(f"unknown profile '{name}'", hint="use 'demo' or 'full'")

@@ -1,0 +1,1 @@
+"""Scoring backends, answer parsing and the resumable result store."""

@@ -1,0 +1,262 @@
+"""The scoring stage: clips in, one cached row per clip out, resumable and honest about every skip.
+
+``score_videos(ScoreConfig) -> ScoreResult`` is what ``plausibility score``, the notebooks and the evaluation code call.
+Clips are decoded and sized on CPU worker threads one batch ahead of the model. Finished batches are appended to
+``results.jsonl`` (fsynced), so a killed run loses at most the batch in flight and a rerun scores only what is missing.
+Clips that cannot be read are recorded in ``skipped.jsonl`` with the reason and counted in the summary; they are tried
+again on the next run (after the user fixes them).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
+from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
+from recipe_lib.errors import DataError, RecipeError
+from recipe_lib.inference.store import ResultStore, result_key
+from recipe_lib.prompts import load_prompt
+from recipe_lib.video import file_digest, find_videos
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    inputs: list[str]
+    out_dir: Path
+    model: str
+    prompt: str = "video_reward"
+    mode: Literal["generate", "expected"] = "expected"
+    video: VideoSettings = dataclasses.field(default_factory=VideoSettings)
+    sampling: SamplingSettings = dataclasses.field(default_factory=SamplingSettings)
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    split: str | None = None
+    limit: int | None = None
+    use_caption: bool = False
+    workers: int = 2
+    backend: Literal["hf", "vllm"] = "hf"
+    trust_remote_code: bool = False
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    n_inputs: int
+    n_scored_now: int
+    n_cached: int
+    seconds: float
+
+    @property
+    def n_unparsed(self) -> int:
+        return sum(1 for r in self.rows if r.get("score") is None)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "inputs": self.n_inputs,
+            "scored": len(self.rows),
+            "scored_this_run": self.n_scored_now,
+            "from_cache": self.n_cached,
+            "unparsed": self.n_unparsed,
+            "skipped": len(self.skipped),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def frame(self):  # noqa: ANN201 - pandas.DataFrame
+
+        return results_frame(self.rows)
+
+
+def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
+    """A flat table of result rows (probabilities as p1..p5 columns)."""
+    import pandas as pd
+
+    flat = []
+    for r in rows:
+        item = dict(r.get("item") or {})
+        rec = {
+            "video": r["video"],
+            "label": item.get("pc"),
+            "score": r.get("score"),
+            "expected_score": r.get("expected_score"),
+            "parse_error": r.get("parse_error"),
+            "caption": item.get("caption"),
+        }
+        for i, p in enumerate(r.get("probs") or [None] * 5, start=1):
+            rec[f"p{i}"] = p
+        rec["digit_mass"] = r.get("digit_mass")
+        rec["raw_output"] = r.get("raw_output")
+        rec["model_s"] = (r.get("timing") or {}).get("model_s")
+        for k in ("violation", "violation_category", "scene", "model_name", "category", "is_hard"):
+            if k in item:
+                rec[k] = item[k]
+        flat.append(rec)
+    return pd.DataFrame(flat)
+
+
+def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """Turn files, folders, globs, dataset folders and tables into item dicts with a ``video_url``."""
+    if not inputs:
+        raise RecipeError("no videos given", hint="pass video files, a folder, a glob, a dataset folder or a table")
+    items: list[dict[str, Any]] = []
+    loose: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if is_dataset_dir(path) or is_table(path):
+            rows = load_rows(path, split=split)
+            for i, row in enumerate(rows):
+                url = row.get("video_url")
+                if not url:
+                    raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
+                url = str(url)
+                if not url.startswith(("http://", "https://")) and not Path(url).is_absolute():
+                    url = str((path.parent if path.is_file() else path).joinpath(url))
+                items.append({**row, "video_url": url})
+        else:
+            loose.append(raw)
+    if loose:
+        items.extend({"video_url": str(p)} for p in find_videos(loose))
+    if not items:
+        raise RecipeError(f"no videos found in {', '.join(inputs)}")
+    return items
+
+
+def model_fingerprint(model: str) -> str:
+    """Identity of a model for cache keys: a hub id as is; a local folder by path plus its weights' size and mtime,
+    so retraining into the same folder scores again."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
+    return f"{path.resolve()}::{result_key(stats=stats)}"
+
+
+def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
+    out = cfg.out_dir
+    result.frame().to_csv(out / "scores.csv", index=False)
+    tmp = out / "skipped.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for s in result.skipped:
+            fh.write(json.dumps(s, ensure_ascii=False) + "\n")
+    tmp.replace(out / "skipped.jsonl")
+    summary = {"config": to_dict(cfg), **result.summary()}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out / "summary.json")
+
+
+def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
+    if cfg.backend == "vllm":
+        from recipe_lib.inference.vllm import VLLMScorer
+
+        return VLLMScorer(cfg, prompt)
+    from recipe_lib.models.loading import load_critic
+
+    from recipe_lib.inference.hf import HFScorer
+
+    critic = load_critic(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    return HFScorer(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
+
+
+def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) -> ScoreResult:
+    """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one."""
+    from tqdm.auto import tqdm
+
+    from recipe_lib.errors import VideoError
+
+    start = time.perf_counter()
+    if cfg.batch_size < 1:
+        raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
+    prompt = load_prompt(cfg.prompt)
+    items = resolve_items(cfg.inputs, split=cfg.split)
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
+
+    settings = {
+        "model": model_fingerprint(cfg.model),
+        "prompt": prompt.digest(),
+        "mode": cfg.mode,
+        "video": to_dict(cfg.video),
+        "sampling": to_dict(cfg.sampling) if cfg.mode == "generate" else None,
+        "caption": cfg.use_caption,
+    }
+    skipped: list[dict[str, Any]] = []
+    keyed: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for item in items:
+        url = item["video_url"]
+        try:
+            digest = file_digest(url)
+        except FileNotFoundError:
+            skipped.append({"video": url, "reason": f"video not found: {url}"})
+            continue
+        except IsADirectoryError:
+            skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
+            continue
+        key = result_key(video=digest, **settings)
+        if key in seen:
+            skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
+            continue
+        seen.add(key)
+        keyed.append((key, {**item, "video_sha256": digest}))
+
+    with ResultStore(out / "results.jsonl") as store:
+        todo = [(k, it) for k, it in keyed if k not in store]
+        n_cached = len(keyed) - len(todo)
+        n_now = 0
+        if todo:
+            scorer = scorer or _make_scorer(cfg, prompt)
+            batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
+            bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
+            with cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+
+                def submit(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
+                    return [(k, pool.submit(scorer.prepare, it)) for k, it in batch]
+
+                pending = submit(batches[0])
+                for b in range(len(batches)):
+                    current = pending
+                    if b + 1 < len(batches):
+                        pending = submit(batches[b + 1])  # decode the next batch while the model runs
+                    ready, keys = [], []
+                    for (key, fut), (_, it) in zip(current, batches[b]):
+                        try:
+                            ready.append(fut.result())
+                            keys.append(key)
+                        except VideoError as exc:
+                            skipped.append({"video": it["video_url"], "reason": exc.message})
+                    if ready:
+                        rows = scorer.score_batch(ready)
+                        for key, prep, row in zip(keys, ready, rows):
+                            item = {k: v for k, v in prep.item.items() if k != "video_sha256"}
+                            row.update(
+                                {
+                                    "key": key,
+                                    "video": prep.item["video_url"],
+                                    "video_sha256": prep.item["video_sha256"],
+                                    "model": cfg.model,
+                                    "prompt": prompt.name,
+                                    "mode": cfg.mode,
+                                    "item": item,
+                                }
+                            )
+                        n_now += store.append(rows)
+                    bar.update(len(batches[b]))
+            bar.close()
+        by_key = {r["key"]: r for r in store.rows()}
+        rows = [by_key[k] for k, _ in keyed if k in by_key]
+    result = ScoreResult(out, rows, skipped, len(items), n_now, n_cached, time.perf_counter() - start)
+    _write_outputs(cfg, result)
+    return result

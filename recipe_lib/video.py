@@ -1,0 +1,255 @@
+"""Video I/O: probe, frame sampling for the critic, and contact-sheet thumbnails.
+
+Decoding uses PyAV (FFmpeg). qwen-vl-utils' own torchvision reader is broken with torchvision 0.29 (``io.read_video``
+was removed), so frames are read here and sized with the same rules Qwen2.5-VL's utilities use: the number of frames
+from ``fps`` (rounded to a multiple of 2, at least 4), and each frame resized to multiples of 28 within ``min_pixels`` /
+``max_pixels``, where ``total_pixels`` caps frames x pixels over the whole clip.
+
+Memory stays bounded for any clip length: frames are decoded one at a time and only the sampled ones are kept.
+Every failure is a :class:`~recipe_lib.errors.VideoError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recipe_lib.config import VideoSettings
+from recipe_lib.errors import VideoError
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+PATCH_FACTOR = 28  # patch 14 x spatial merge 2
+FRAME_FACTOR = 2  # temporal patch
+MIN_FRAMES = 4
+VIDEO_MIN_PIXELS = 128 * PATCH_FACTOR * PATCH_FACTOR  # qwen-vl-utils' per-frame defaults
+VIDEO_MAX_PIXELS = 768 * PATCH_FACTOR * PATCH_FACTOR
+MAX_DIMENSION = 16384  # refuse absurd frame sizes before decoding
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+    codec: str
+
+
+def _open(path: Path):  # noqa: ANN202 - av container
+    import av
+
+    if not path.exists():
+        raise VideoError(
+            f"video not found: {path}", hint="check the path; relative paths resolve from the working folder"
+        )
+    if path.is_dir():
+        raise VideoError(f"expected a video file, got a folder: {path}")
+    if path.stat().st_size == 0:
+        raise VideoError(f"video is an empty file (0 bytes): {path}", hint="re-export or re-download the clip")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise VideoError(
+            f"not a readable video: {path} ({exc.__class__.__name__}: {exc})",
+            hint="the file is truncated or not a video container (mp4/mkv/webm/mov)",
+        ) from exc
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"no video stream in {path}", hint="the file holds no video track (audio only?)")
+    return container
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frames, fps, duration and size from the container (no full decode)."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        duration = 0.0
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        frames = int(stream.frames or 0)
+        if frames == 0 and fps and duration:
+            frames = int(round(duration * fps))
+        if frames == 0:
+            frames = sum(1 for _ in container.decode(stream))
+        if not duration and fps:
+            duration = frames / fps
+        codec = stream.codec_context.name
+    finally:
+        container.close()
+    if width <= 0 or height <= 0:
+        raise VideoError(f"video has no frame size: {path}")
+    if frames <= 0:
+        raise VideoError(f"video has no frames: {path}", hint="the clip is empty or truncated")
+    return VideoInfo(str(path), frames, fps or 0.0, duration, width, height, codec)
+
+
+def sample_indices(total_frames: int, video_fps: float, fps: float, max_frames: int) -> list[int]:
+    """Evenly spaced frame indices at ``fps`` (Qwen2.5-VL's rule: a multiple of 2 frames, at least 4, at most
+    ``max_frames``); short clips repeat frames so the temporal patch of 2 is always filled."""
+    video_fps = video_fps or fps
+    wanted = total_frames / video_fps * fps
+    upper = max(FRAME_FACTOR, (max_frames // FRAME_FACTOR) * FRAME_FACTOR)
+    n = min(max(wanted, MIN_FRAMES), upper, max(total_frames, MIN_FRAMES))
+    n = max(FRAME_FACTOR, int(n // FRAME_FACTOR) * FRAME_FACTOR)
+    return [int(round(x)) for x in np.linspace(0, total_frames - 1, n)]
+
+
+def target_size(height: int, width: int, n_frames: int, settings: VideoSettings) -> tuple[int, int]:
+    """Resized (height, width), multiples of 28, within the per-frame and whole-clip pixel budgets."""
+    from qwen_vl_utils.vision_process import smart_resize
+
+    min_pixels = settings.min_pixels if settings.min_pixels is not None else VIDEO_MIN_PIXELS
+    max_pixels = VIDEO_MAX_PIXELS
+    if settings.total_pixels is not None:
+        max_pixels = max(min(max_pixels, settings.total_pixels / n_frames * FRAME_FACTOR), int(min_pixels * 1.05))
+    if settings.max_pixels is not None:
+        max_pixels = min(max_pixels, settings.max_pixels)
+    max_pixels = max(max_pixels, min_pixels)
+    if max(height, width) / min(height, width) > 200:
+        raise VideoError(f"frame aspect ratio {width}x{height} is too extreme (over 200:1)")
+    return smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=int(min_pixels), max_pixels=int(max_pixels))
+
+
+def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: int = 16) -> np.ndarray:
+    """Decode the frames at ``indices`` (default: ``max_frames`` evenly spaced) as uint8 (T, H, W, 3).
+
+    Decodes sequentially and keeps only wanted frames, so memory is O(len(indices)). A clip that ends before a wanted
+    index (truncated stream) raises :class:`VideoError` unless at least one frame was read, in which case the last
+    decoded frame fills the missing positions and nothing is silently dropped from the count.
+    """
+    import av
+
+    path = Path(path)
+    info = probe(path)
+    if info.width > MAX_DIMENSION or info.height > MAX_DIMENSION:
+        raise VideoError(f"frame size {info.width}x{info.height} is larger than {MAX_DIMENSION} pixels a side: {path}")
+    if indices is None:
+        indices = [int(round(x)) for x in np.linspace(0, info.frames - 1, min(max_frames, info.frames))]
+    wanted = sorted(set(indices))
+    picked: dict[int, np.ndarray] = {}
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        target = iter(wanted)
+        nxt = next(target, None)
+        for position, frame in enumerate(container.decode(stream)):
+            if nxt is None:
+                break
+            if position == nxt:
+                picked[position] = frame.to_ndarray(format="rgb24")
+                nxt = next(target, None)
+    except (av.error.FFmpegError, ValueError) as exc:
+        if not picked:
+            raise VideoError(f"cannot decode {path}: {exc}", hint="the file is corrupt or truncated") from exc
+    finally:
+        container.close()
+    if not picked:
+        raise VideoError(f"no decodable frames in {path}", hint="the file is corrupt or truncated")
+    # A stream shorter than its header said: wanted frames past its end repeat the last decoded frame.
+    decoded = sorted(picked)
+    out = [picked[i] if i in picked else picked[max([k for k in decoded if k <= i] or decoded[:1])] for i in indices]
+    return np.stack(out)
+
+
+@dataclasses.dataclass
+class ModelVideo:
+    """A clip ready for the processor: uint8 tensor (T, C, H, W) and the fps its frames represent."""
+
+    frames: object  # torch.Tensor
+    sample_fps: float
+    info: VideoInfo
+
+
+def load_for_model(path: str | Path, settings: VideoSettings) -> ModelVideo:
+    """Sample and resize a clip the way Qwen2.5-VL expects (see module docstring)."""
+    import torch
+    from torchvision.transforms.v2 import functional as tvf
+
+    info = probe(path)
+    if info.width > MAX_DIMENSION or info.height > MAX_DIMENSION:
+        raise VideoError(f"frame size {info.width}x{info.height} is larger than {MAX_DIMENSION} pixels a side: {path}")
+    indices = sample_indices(info.frames, info.fps, settings.fps, settings.max_frames)
+    frames = read_frames(path, indices)
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    height, width = target_size(info.height, info.width, len(indices), settings)
+    if (height, width) != (info.height, info.width):
+        video = tvf.resize(video, [height, width], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
+    # The same rule as qwen-vl-utils: the sampled frames stand for the whole clip's duration.
+    sample_fps = len(indices) / max(info.frames, 1) * info.fps if info.fps else settings.fps
+    return ModelVideo(frames=video, sample_fps=float(sample_fps), info=info)
+
+
+def visual_tokens(n_frames: int, height: int, width: int) -> int:
+    """Visual tokens the language model sees for a sized clip (after the 2x2 merge and temporal patch of 2)."""
+    return math.ceil(n_frames / FRAME_FACTOR) * (height // PATCH_FACTOR) * (width // PATCH_FACTOR)
+
+
+def contact_sheet(path: str | Path, out_png: str | Path, n: int = 4, tile_height: int = 96) -> Path:
+    """A PNG strip of ``n`` evenly spaced frames, each ``tile_height`` pixels tall."""
+    from PIL import Image
+
+    frames = read_frames(path, max_frames=n)
+    tiles = []
+    for frame in frames:
+        img = Image.fromarray(frame)
+        scale = tile_height / img.height
+        tiles.append(img.resize((max(1, round(img.width * scale)), tile_height), Image.BILINEAR))
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 2 * (len(tiles) - 1), tile_height), (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 2
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(out_png.name + ".tmp.png")
+    sheet.save(tmp, format="PNG")
+    tmp.replace(out_png)
+    return out_png
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of the file's bytes (the content key of cached results)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_videos(inputs: list[str | Path]) -> list[Path]:
+    """Expand folders (recursively), globs and files into a sorted, de-duplicated list of video paths."""
+    import glob
+
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file()))
+        elif any(ch in str(item) for ch in "*?[") and not p.exists():
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+            if not matches:
+                raise VideoError(f"no files match {item}")
+            found.extend(m for m in matches if m.is_file())
+        else:
+            found.append(p)
+    seen: set[str] = set()
+    unique = []
+    for p in found:
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
