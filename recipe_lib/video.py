@@ -116,7 +116,7 @@ def target_size(height: int, width: int, n_frames: int, settings: VideoSettings)
         max_pixels = max(min(max_pixels, settings.total_pixels / n_frames * FRAME_FACTOR), int(min_pixels * 1.05))
     if settings.max_pixels is not None:
         max_pixels = min(max_pixels, settings.max_pixels)
-    max_pixels = max(max_pixels, min_pixels)
+    min_pixels = min(min_pixels, max_pixels)  # an explicit per-frame cap wins over the default floor
     if max(height, width) / min(height, width) > 200:
         raise VideoError(f"frame aspect ratio {width}x{height} is too extreme (over 200:1)")
     return smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=int(min_pixels), max_pixels=int(max_pixels))

@@ -48,8 +48,13 @@ def test_missing_prompt_lists_known():
 
 
 def test_messages_carry_video_settings():
-    msgs = build_messages(load_prompt(), "/v/a.mp4", VideoSettings(fps=4, total_pixels=None, max_pixels=12544),
-                          caption="a ball", answer=format_answer(3))
+    msgs = build_messages(
+        load_prompt(),
+        "/v/a.mp4",
+        VideoSettings(fps=4, total_pixels=None, max_pixels=12544),
+        caption="a ball",
+        answer=format_answer(3),
+    )
     assert [m["role"] for m in msgs] == ["system", "user", "assistant"]
     video = msgs[1]["content"][0]
     assert video == {"type": "video", "video": "/v/a.mp4", "fps": 4, "max_pixels": 12544}

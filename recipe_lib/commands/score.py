@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from recipe_lib.commands._common import (
@@ -88,4 +89,7 @@ def run(args: argparse.Namespace) -> int:
             f"pearson={m.pearson:.3f} spearman={m.spearman:.3f}"
         )
     print(f"results: {args.out / 'results.jsonl'}, {args.out / 'scores.csv'}")
+    if not result.rows:
+        print("error: nothing was scored; see the skipped clips above", file=sys.stderr)
+        return 1
     return 0

@@ -205,7 +205,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         except IsADirectoryError:
             skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
             continue
-        key = result_key(video=digest, **settings)
+        key = result_key(content=digest, **settings)
         if key in seen:
             skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
             continue

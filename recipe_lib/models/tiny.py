@@ -1,4 +1,4 @@
-"""The embedded demo critic: a tiny, randomly initialised Qwen2.5-VL built locally in a second.
+"""The embedded demo critic: a tiny, randomly initialised Qwen2.5-VL built locally in seconds.
 
 The ``demo`` profile needs a critic with the same architecture, processor, chat format and special tokens as
 ``nvidia/Cosmos-Reason1-7B`` (a Qwen2.5-VL-7B fine-tune) but small enough to build, train and run on a laptop CPU
@@ -9,7 +9,7 @@ with no hub access. :func:`build_tiny_critic` makes one from scratch:
 * a ChatML chat template that renders ``{"type": "video"}`` parts as ``<|vision_start|><|video_pad|><|vision_end|>``;
 * a :class:`transformers.Qwen2_5_VLProcessor` with the real checkpoint's pixel bounds (a 112x112 frame stays
   112x112);
-* a :class:`transformers.Qwen2_5_VLForConditionalGeneration` with ~1 M parameters, seeded, saved as safetensors.
+* a :class:`transformers.Qwen2_5_VLForConditionalGeneration` with ~0.83 M parameters, seeded, saved as safetensors.
 
 The result loads with ``AutoProcessor`` / ``AutoModelForImageTextToText`` exactly like the real checkpoint, so every
 code path of the recipe book runs unchanged on it. Its answers are noise until it is trained.
@@ -23,9 +23,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recipe_lib.errors import RecipeError
+
+if TYPE_CHECKING:
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2TokenizerFast
 
 # The Qwen2.5-VL special tokens, in the order the real tokenizer numbers them (they follow the BPE vocabulary).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -97,7 +100,7 @@ CHAT_TEMPLATE = (
 
 @dataclasses.dataclass
 class TinyCriticConfig:
-    """Shape of the tiny critic. The defaults give ~1 M parameters (~4 MB in float32)."""
+    """Shape of the tiny critic. The defaults give ~0.83 M parameters (~3.4 MB on disk, float32)."""
 
     # Language model.
     hidden_size: int = 128
@@ -121,8 +124,8 @@ class TinyCriticConfig:
     window_size: int = 112
     # Blocks with full attention (the others attend within windows); the real 7B closes every group of 8 with one.
     fullatt_block_indexes: list[int] = dataclasses.field(default_factory=lambda: [1])
-    # With 0.02 (the library default) a tiny critic trained from scratch learned nothing in the demo's few steps:
-    # its logits stayed nearly uniform. With 0.08 the same run learned, so the demo critic starts from the wider init.
+    # Wider than the library default of 0.02 on purpose: a tiny critic trained from scratch with 0.02 learned nothing,
+    # while the same training with 0.08 learned, so the demo critic starts from the wider init.
     initializer_range: float = 0.08
     # Target size of the BPE vocabulary (the trainer stops earlier when the corpus has no more frequent pairs). The
     # model's vocabulary is the tokenizer's length rounded up to a multiple of 64, as the real checkpoint pads its own.
@@ -256,7 +259,7 @@ def _corpus() -> list[str]:
     return texts
 
 
-def _build_tokenizer(cfg: TinyCriticConfig) -> Any:
+def _build_tokenizer(cfg: TinyCriticConfig) -> Qwen2TokenizerFast:
     """Train the byte-level BPE tokenizer and wrap it as a ``Qwen2TokenizerFast``."""
     from tokenizers import (
         AddedToken,
@@ -307,20 +310,20 @@ def _build_tokenizer(cfg: TinyCriticConfig) -> Any:
     return tokenizer
 
 
-def _build_processor(tokenizer: Any, cfg: TinyCriticConfig) -> Any:
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+def _build_processor(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qwen2_5_VLProcessor:
+    """The real checkpoint's processor classes as transformers 4.57 loads them (the fast image processor)."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorFast, Qwen2VLVideoProcessor
 
-    pixels = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
     shape = {
         "patch_size": cfg.patch_size,
         "merge_size": cfg.spatial_merge_size,
         "temporal_patch_size": cfg.temporal_patch_size,
+        "min_pixels": MIN_PIXELS,
+        "max_pixels": MAX_PIXELS,
     }
-    image_processor = Qwen2VLImageProcessor(**pixels, **shape)
-    # A fresh ``size`` dict: the video processor otherwise writes the pixel bounds into its class-level default.
-    video_processor = Qwen2VLVideoProcessor(
-        size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **pixels, **shape
-    )
+    # Each gets a fresh ``size`` dict: given only min/max_pixels, these classes write them into their class default.
+    image_processor = Qwen2VLImageProcessorFast(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **shape)
+    video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **shape)
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -329,7 +332,7 @@ def _build_processor(tokenizer: Any, cfg: TinyCriticConfig) -> Any:
     )
 
 
-def _build_model(tokenizer: Any, cfg: TinyCriticConfig) -> Any:
+def _build_model(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qwen2_5_VLForConditionalGeneration:
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -441,6 +444,7 @@ def build_tiny_critic(out_dir: str | Path, cfg: TinyCriticConfig | None = None) 
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes the folder private; the critic is an ordinary build output
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         marker = {
@@ -460,7 +464,12 @@ def build_tiny_critic(out_dir: str | Path, cfg: TinyCriticConfig | None = None) 
             os.replace(staging, out_dir)
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            os.replace(staging, out_dir)
+            try:
+                os.replace(staging, out_dir)
+            except OSError:
+                # Another process finished the same (deterministic) build first: keep its folder.
+                if not is_tiny_critic(out_dir):
+                    raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

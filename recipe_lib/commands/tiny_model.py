@@ -1,0 +1,43 @@
+"""``plausibility tiny-model``: build the embedded demo critic (a tiny Qwen2.5-VL) into a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recipe_lib.config import demo_model_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tiny-model",
+        help="build the tiny demo critic (random Qwen2.5-VL, ~3 MB) used by the demo profile",
+        description="Build the tiny demo critic: a locally trained tokenizer, a Qwen2.5-VL processor and a randomly "
+        "initialised ~0.8 M parameter Qwen2.5-VL model. Deterministic for a given seed; needs no network.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"folder to write (default: {demo_model_dir()})", metavar="DIR"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default: 0)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a complete tiny critic is there")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recipe_lib.models.tiny import (
+        TinyCriticConfig,
+        build_tiny_critic,
+        count_parameters,
+        folder_size,
+        is_tiny_critic,
+    )
+
+    out = Path(args.out).expanduser().resolve() if args.out is not None else demo_model_dir()
+    if is_tiny_critic(out) and not args.force:
+        print(f"tiny critic already built at {out} (use --force to rebuild)")
+    else:
+        build_tiny_critic(out, TinyCriticConfig(seed=args.seed))
+        print(f"saved tiny critic to {out}")
+    print(f"parameters: {count_parameters(out):,}")
+    print(f"size on disk: {folder_size(out) / 1e6:.1f} MB")
+    return 0

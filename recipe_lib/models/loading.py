@@ -1,0 +1,247 @@
+"""Load a critic (processor + model) from a local folder or a hub id, with user mistakes turned into RecipeErrors.
+
+The demo critic (a folder built by :func:`recipe_lib.models.tiny.build_tiny_critic`) and
+``nvidia/Cosmos-Reason1-7B`` go through the same code path: ``AutoProcessor`` and ``AutoModelForImageTextToText``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from recipe_lib.errors import RecipeError
+from recipe_lib.models.tiny import TinyCriticConfig, build_tiny_critic, is_tiny_critic
+
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+# owner/name (or a bare legacy name); the characters the hub allows in repository ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+_OFFLINE_HINT = (
+    "pass a local folder instead (for example the folder written by `hf download {model} --local-dir DIR` "
+    "on a machine with network), or set HF_HUB_OFFLINE=1 if the model is already in the Hugging Face cache"
+)
+
+
+@dataclasses.dataclass
+class LoadedCritic:
+    """A critic ready for inference: the model (in eval mode), its processor, and where it runs."""
+
+    model: Any
+    processor: Any
+    name: str
+    device: str
+    dtype: str = "float32"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; a GPU that is not there is a RecipeError."""
+    import torch
+
+    device = device.strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match:
+        if not torch.cuda.is_available():
+            raise RecipeError(
+                f"device '{device}' was asked for but no CUDA GPU is visible", hint="use --device cpu (or auto)"
+            )
+        index = int(match.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise RecipeError(
+                f"device '{device}' does not exist: {torch.cuda.device_count()} GPU(s) visible",
+                hint="pick cuda:0 .. cuda:N-1, or check CUDA_VISIBLE_DEVICES",
+            )
+        return device
+    if device == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise RecipeError("device 'mps' was asked for but Apple MPS is not available", hint="use --device cpu")
+        return device
+    raise RecipeError(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto`` becomes ``bfloat16`` on a GPU and ``float32`` elsewhere; aliases such as ``bf16`` are accepted."""
+    key = dtype.strip().lower()
+    if key == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if key not in DTYPES:
+        raise RecipeError(f"unknown dtype '{dtype}'", hint="use auto, float32, bfloat16 or float16")
+    return DTYPES[key]
+
+
+def _local_folder(model: str) -> Path | None:
+    """The local folder ``model`` names, ``None`` for a hub id; a path-like string that does not exist raises."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise RecipeError(
+                f"model path {path} is a file, not a model folder",
+                hint="pass the folder that holds config.json and the weights",
+            )
+        return path.resolve()
+    path_like = model.startswith(("/", ".", "~")) or "\\" in model or not _HUB_ID.match(model)
+    if path_like:
+        from recipe_lib.config import demo_model_dir
+
+        hint = "check the path, or pass a hub id such as nvidia/Cosmos-Reason1-7B"
+        if path.resolve() == demo_model_dir():
+            hint = "build the demo critic first: `plausibility tiny-model` (or `make demo`)"
+        raise RecipeError(f"model folder not found: {path}", hint=hint)
+    return None
+
+
+def _check_folder(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise RecipeError(
+            f"{folder} has no config.json, so it is not a Hugging Face model folder",
+            hint="pass the folder that holds config.json, the *.safetensors weights and the tokenizer files "
+            "(for a hub cache entry: .../snapshots/<revision>)",
+        )
+
+
+def _hub_source(model: str) -> bool:
+    """Check that a hub id can be used; return True when it must be read from the local cache only.
+
+    One quick metadata request avoids transformers' minutes of download retries when the hub is unreachable.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cached = isinstance(huggingface_hub.try_to_load_from_cache(model, "config.json"), str)
+    # The environment is read again here: huggingface_hub reads it once, when first imported.
+    offline = constants.HF_HUB_OFFLINE or any(
+        os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+    if offline:
+        if not cached:
+            raise RecipeError(
+                f"'{model}' is not a local folder and is not in the Hugging Face cache (HF_HUB_OFFLINE is set)",
+                hint=_OFFLINE_HINT.format(model=model),
+            )
+        return True
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        huggingface_hub.model_info(model, timeout=15)
+    except GatedRepoError as exc:
+        raise RecipeError(
+            f"'{model}' is a gated repository on the hub",
+            hint="accept its license on huggingface.co and log in with `hf auth login`, or pass a local folder",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise RecipeError(
+            f"'{model}' is neither a local folder nor a model on the Hugging Face hub",
+            hint="check the spelling (for example nvidia/Cosmos-Reason1-7B) or the path of a local folder",
+        ) from exc
+    except OSError as exc:  # no network, DNS failure, timeout, proxy errors
+        if cached:
+            return True
+        raise RecipeError(
+            f"could not reach the Hugging Face hub to fetch '{model}' ({type(exc).__name__})",
+            hint=_OFFLINE_HINT.format(model=model),
+        ) from exc
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_critic(
+    model: str | os.PathLike[str],
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> LoadedCritic:
+    """Load processor and model from a local folder or a hub id (e.g. ``nvidia/Cosmos-Reason1-7B``).
+
+    ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (bfloat16 on GPU, float32 on CPU) | float32 |
+    bfloat16 | float16. ``trust_remote_code`` is only passed on when asked. The model is returned in eval mode.
+    """
+    model_str = os.fspath(model).strip()
+    if not model_str:
+        raise RecipeError("no model given", hint="pass a model folder or a hub id such as nvidia/Cosmos-Reason1-7B")
+    folder = _local_folder(model_str)
+    if folder is not None:
+        _check_folder(folder)
+        source, name, local_only = str(folder), str(folder), True
+    else:
+        source, name = model_str, model_str
+        local_only = _hub_source(model_str)
+
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
+    try:
+        processor = AutoProcessor.from_pretrained(source, **common)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecipeError(
+            f"could not load the processor of '{name}': {_first_line(exc)}",
+            hint="the folder needs the tokenizer files and preprocessor_config.json of a Qwen2.5-VL checkpoint",
+        ) from exc
+    if not hasattr(processor, "video_processor"):
+        raise RecipeError(
+            f"'{name}' has no video processor ({type(processor).__name__}), so it cannot read videos",
+            hint="use a video-language checkpoint such as nvidia/Cosmos-Reason1-7B",
+        )
+
+    model_kwargs: dict[str, Any] = {**common, "dtype": getattr(torch, resolved_dtype)}
+    if attn_implementation is not None:
+        model_kwargs["attn_implementation"] = attn_implementation
+    if resolved_device.startswith("cuda"):
+        model_kwargs["device_map"] = {"": resolved_device}
+    try:
+        loaded = AutoModelForImageTextToText.from_pretrained(source, **model_kwargs)
+    except ImportError as exc:
+        raise RecipeError(
+            f"could not load '{name}': {_first_line(exc)}",
+            hint="install the missing package, or drop --attn-implementation (sdpa is the default)",
+        ) from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecipeError(
+            f"could not load the model of '{name}': {_first_line(exc)}",
+            hint="the folder needs config.json and *.safetensors weights of an image-text-to-text model "
+            "(Qwen2.5-VL / Cosmos-Reason1)",
+        ) from exc
+    if not resolved_device.startswith("cuda"):
+        loaded = loaded.to(resolved_device)
+    loaded.eval()
+    return LoadedCritic(model=loaded, processor=processor, name=name, device=resolved_device, dtype=resolved_dtype)
+
+
+def ensure_demo_critic(path: str | os.PathLike[str] | None = None, cfg: TinyCriticConfig | None = None) -> Path:
+    """Return the demo critic folder, building it first when it is missing or incomplete.
+
+    ``path`` defaults to :func:`recipe_lib.config.demo_model_dir` (``build/models/tiny-critic``). A complete folder
+    is kept as it is, whatever config built it; use ``plausibility tiny-model --force`` to rebuild.
+    """
+    if path is None:
+        from recipe_lib.config import demo_model_dir
+
+        path = demo_model_dir()
+    folder = Path(path).expanduser().resolve()
+    if is_tiny_critic(folder):
+        return folder
+    return build_tiny_critic(folder, cfg)

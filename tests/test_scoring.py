@@ -1,0 +1,191 @@
+"""Scoring with the real tiny Qwen2.5-VL on real mp4 files: both modes, skips, cache, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recipe_lib.config import SamplingSettings, get_profile
+from recipe_lib.inference.scoring import ScoreConfig, score_videos
+from recipe_lib.metrics import metrics_from_rows
+
+from conftest import REPO, run_cli
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def _cfg(tiny_critic, inputs, out, **kw) -> ScoreConfig:
+    demo = get_profile("demo")
+    return ScoreConfig(
+        inputs=[str(i) for i in inputs],
+        out_dir=out,
+        model=str(tiny_critic),
+        video=demo.video,
+        sampling=demo.sampling,
+        device="cpu",
+        dtype="float32",
+        batch_size=4,
+        **kw,
+    )
+
+
+def test_expected_mode_on_dataset(tiny_critic, synth_clips, tmp_path):
+    result = score_videos(_cfg(tiny_critic, [synth_clips.dataset_dir], tmp_path), progress=False)
+    assert len(result.rows) == synth_clips.n_clips and not result.skipped
+    for row in result.rows:
+        assert abs(sum(row["probs"]) - 1) < 1e-5 and 1 <= row["expected_score"] <= 5
+        assert row["score"] in (1, 2, 3, 4, 5) and 0 < row["digit_mass"] <= 1
+        assert row["item"]["pc"] in (1, 2, 3, 4, 5)
+    m = metrics_from_rows(result.rows)
+    assert m.n == synth_clips.n_clips and m.coverage == 1.0
+    table = (tmp_path / "scores.csv").read_text().splitlines()
+    assert len(table) == synth_clips.n_clips + 1
+    again = score_videos(_cfg(tiny_critic, [synth_clips.dataset_dir], tmp_path), progress=False)
+    assert again.n_scored_now == 0 and again.n_cached == synth_clips.n_clips
+    assert [r["key"] for r in again.rows] == [r["key"] for r in result.rows]
+
+
+def test_generate_mode_counts_unparsed(tiny_critic, synth_clips, tmp_path):
+    clips = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[:3]
+    cfg = _cfg(tiny_critic, clips, tmp_path, mode="generate")
+    cfg.sampling = SamplingSettings(max_new_tokens=6, trials=2, temperature=1.0, seed=5)
+    result = score_videos(cfg, progress=False)
+    assert len(result.rows) == 3
+    for row in result.rows:
+        assert len(row["trials"]) == 2 and row["raw_output"] == row["trials"][0]["text"]
+        if row["score"] is None:
+            assert row["parse_error"]  # the untrained critic babbles: the reason is recorded, the row kept
+    assert result.summary()["unparsed"] == sum(r["score"] is None for r in result.rows)
+    # Same seed and settings in a fresh output folder -> the same sampled answers.
+    cfg2 = _cfg(tiny_critic, clips, tmp_path / "b", mode="generate")
+    cfg2.sampling = cfg.sampling
+    again = score_videos(cfg2, progress=False)
+    assert [r["trials"] for r in again.rows] == [r["trials"] for r in result.rows]
+
+
+def test_bad_inputs_are_counted_skips(tiny_critic, synth_clips, tmp_path):
+    good = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[:2]
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(good[0].read_bytes()[:300])
+    missing = tmp_path / "missing.mp4"
+    result = score_videos(
+        _cfg(tiny_critic, [*good, empty, text, truncated, missing, good[0]], tmp_path / "out"), progress=False
+    )
+    assert len(result.rows) == 2
+    reasons = {Path(s["video"]).name: s["reason"] for s in result.skipped}
+    assert set(reasons) == {"empty.mp4", "notes.mp4", "cut.mp4", "missing.mp4"}
+    assert "0 bytes" in reasons["empty.mp4"] and "not found" in reasons["missing.mp4"]
+    assert "not a readable video" in reasons["notes.mp4"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["skipped"] == 4 and summary["scored"] == 2
+    assert len((tmp_path / "out" / "skipped.jsonl").read_text().splitlines()) == 4
+
+
+def test_duplicate_paths_scored_once(tiny_critic, synth_clips, tmp_path):
+    clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clip.read_bytes())
+    result = score_videos(_cfg(tiny_critic, [clip, copy], tmp_path / "o"), progress=False)
+    assert len(result.rows) == 1 and len(result.skipped) == 1 and "duplicate" in result.skipped[0]["reason"]
+
+
+def test_real_videophy2_clips(tiny_critic, shared_videos, tmp_path):
+    result = score_videos(_cfg(tiny_critic, [shared_videos[0].parent], tmp_path), progress=False)
+    assert len(result.rows) == len(shared_videos) and not result.skipped
+
+
+def test_kill_midway_then_resume(tiny_critic, synth_clips, tmp_path):
+    """SIGKILL a scoring run after some batches landed; the rerun completes with no lost and no duplicated rows,
+    and the same results as an uninterrupted run."""
+    videos = str(synth_clips.out_dir / "videos")
+    args = ["score", videos, "--model", str(tiny_critic), "--batch-size", "1", "--workers", "1"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recipe_lib.cli", *args, "--out", str(out)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if results.exists() and len(results.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    landed = len(results.read_bytes().splitlines())
+    assert 3 <= landed < synth_clips.n_clips, "the run should have been killed midway"
+    with results.open("ab") as fh:  # a torn write from the killed process
+        fh.write(b'{"key": "half-written')
+    done = run_cli(*args, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == synth_clips.n_clips
+    reference = run_cli(*args, "--out", str(tmp_path / "whole"))
+    assert reference.returncode == 0, reference.stderr
+    ref_rows = {json.loads(x)["key"]: json.loads(x) for x in (tmp_path / "whole" / "results.jsonl").open()}
+    assert set(ref_rows) == set(keys)
+    for r in rows:
+        assert r["score"] == ref_rows[r["key"]]["score"]
+        assert abs(r["expected_score"] - ref_rows[r["key"]]["expected_score"]) < 1e-4
+
+
+def test_second_writer_is_refused(tiny_critic, synth_clips, tmp_path):
+    from recipe_lib.errors import RecipeError
+    from recipe_lib.inference.store import ResultStore
+
+    with ResultStore(tmp_path / "results.jsonl"), pytest.raises(RecipeError, match="another run"):
+        score_videos(_cfg(tiny_critic, [synth_clips.dataset_dir], tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("prompt", ["video_reward", "video_reward_with_thinking"])
+def test_prompt_snapshot(tiny_critic, prompt):
+    """The rendered chat text of each shipped prompt is pinned, so prompt drift shows up in review."""
+    from transformers import AutoProcessor
+
+    from recipe_lib.inference.hf import render_prompt
+    from recipe_lib.prompts import load_prompt
+
+    processor = AutoProcessor.from_pretrained(tiny_critic)
+    text = render_prompt(
+        processor,
+        load_prompt(prompt),
+        "/clips/a.mp4",
+        get_profile("demo").video,
+        caption=None,
+        answer_prefix=prompt == "video_reward",
+    )
+    snap = SNAPSHOTS / f"{prompt}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snap.parent.mkdir(exist_ok=True)
+        snap.write_text(text)
+    assert text == snap.read_text(), f"rendered prompt changed; review and rerun with UPDATE_SNAPSHOTS=1 ({snap})"
+    assert text.count("<|video_pad|>") == 1
+
+
+def test_cli_user_mistakes_are_one_line(tiny_critic, synth_clips, tmp_path):
+    r = run_cli("score", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "o"), "--model", str(tiny_critic))
+    assert (
+        r.returncode == 1 and "1 skipped" in r.stdout and "not found" in r.stdout and "nothing was scored" in r.stderr
+    )
+    clip = str(sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0])
+    r = run_cli("score", clip, "--out", str(tmp_path / "o"), "--model", str(tmp_path / "no-model"))
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+    bad = tmp_path / "p.yaml"
+    bad.write_text("system_prompt: a\nuser_promt: b\n")
+    r = run_cli("score", "x.mp4", "--out", str(tmp_path / "o"), "--model", str(tiny_critic), "--prompt", str(bad))
+    assert r.returncode == 2 and "unknown key 'user_promt'" in r.stderr and "Traceback" not in r.stderr
