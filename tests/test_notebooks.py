@@ -3,8 +3,6 @@ and on the figures they produced."""
 
 from __future__ import annotations
 
-import json
-
 import nbformat
 import pytest
 
