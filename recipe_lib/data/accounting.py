@@ -22,8 +22,13 @@ class DroppedRow:
     label: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"row": self.row, "reason": self.reason, "detail": self.detail, "video_url": self.video_url,
-                "label": _jsonable(self.label)}
+        return {
+            "row": self.row,
+            "reason": self.reason,
+            "detail": self.detail,
+            "video_url": self.video_url,
+            "label": _jsonable(self.label),
+        }
 
 
 def _jsonable(value: Any) -> Any:

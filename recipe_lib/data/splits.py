@@ -99,10 +99,10 @@ def split_report(train: Any, evaluation: Any, label_column: str = "pc") -> Split
     """Label counts of a train/eval pair of ``datasets.Dataset`` (see :class:`SplitReport`)."""
     for name, ds in (("train", train), ("eval", evaluation)):
         if label_column not in ds.column_names:
-            raise DataError(f"{name} split has no '{label_column}' column", hint=f"columns: {', '.join(ds.column_names)}")
-    return SplitReport(
-        label_column, {"train": _counts(train[label_column]), "eval": _counts(evaluation[label_column])}
-    )
+            raise DataError(
+                f"{name} split has no '{label_column}' column", hint=f"columns: {', '.join(ds.column_names)}"
+            )
+    return SplitReport(label_column, {"train": _counts(train[label_column]), "eval": _counts(evaluation[label_column])})
 
 
 @dataclasses.dataclass
@@ -183,7 +183,7 @@ def scale_labels(values: Iterable[Any], src_min: float, src_max: float) -> list[
     bad: list[str] = []
     numbers: list[float] = []
     for i, v in enumerate(values):
-        number = _as_number(v)
+        number = as_number(v)
         if number is None or not src_min <= number <= src_max:
             bad.append(f"#{i}: {v!r}")
         else:
@@ -198,7 +198,7 @@ def scale_labels(values: Iterable[Any], src_min: float, src_max: float) -> list[
     return [int(math.floor(SCORE_MIN + (SCORE_MAX - SCORE_MIN) * (x - src_min) / span + 0.5)) for x in numbers]
 
 
-def _as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A finite float from a number or numeric text; ``None`` for anything else (booleans included)."""
     if isinstance(value, bool) or value is None:
         return None
@@ -216,7 +216,7 @@ def _as_number(value: Any) -> float | None:
 
 def as_score(value: Any) -> int | None:
     """A whole 1-5 score from ``value`` (``4``, ``4.0``, ``"4"``), else ``None``."""
-    number = _as_number(value)
+    number = as_number(value)
     if number is None or number != int(number) or not SCORE_MIN <= number <= SCORE_MAX:
         return None
     return int(number)

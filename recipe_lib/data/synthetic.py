@@ -987,7 +987,7 @@ def _apply_violation(
                 bodies[p].vx = bodies[p].vy = 0.0
 
             return setup, at(k, freeze)
-        lift = float(rng.uniform(0.8, 1.3))
+        lift = float(rng.uniform(1.5, 2.5))
 
         def reverse(bodies: list[_Body]) -> None:
             bodies[p].gravity = -lift
@@ -1173,6 +1173,20 @@ def _onset(setup: _Setup, plain: _Run, bent: _Run) -> int | None:
     return onset
 
 
+def _shows(violation: str, setup: _Setup, bent: _Run, onset: int) -> bool:
+    """Violation-specific checks that the clip shows what the violation's name says."""
+    states = bent.states
+    if violation == "upward_acceleration":
+        # It ends up clearly higher than where it was when the violation began: it falls up.
+        p = setup.primary
+        return min(f[p].y for f in states[onset:]) < states[onset - 1][p].y - 0.05 * setup.height
+    if violation == "effect_before_cause":
+        # The struck ball is seen moving while a clear gap still separates it from the other ball.
+        a, b = states[onset][setup.primary], states[onset][1 - setup.primary]
+        return abs(b.x - a.x) - a.hw - b.hw >= max(2.0, 0.04 * setup.width)
+    return True
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Drawing
 # --------------------------------------------------------------------------------------------------------------------
@@ -1293,8 +1307,9 @@ def render_clip(
         setup, events = changed
         run = _simulate(setup, events)
         onset = _onset(setup, plain, run)
-        if onset is not None:
+        if onset is not None and _shows(violation, setup, run, onset):
             break
+        onset = None
     else:  # pragma: no cover - every scene/violation pair is exercised by the tests
         raise RecipeError(
             f"could not draw a clip of {scene}/{violation} at {cfg.width}x{cfg.height}x{cfg.frames}",
@@ -1389,7 +1404,9 @@ def write_clip(frames: np.ndarray, path: str | Path, fps: float = 8) -> Path:
             if codec == "mpeg4":
                 stream.options = {"qscale": "3"}
             else:
-                stream.options = {"crf": "18", "preset": "medium"}
+                # x264's macroblock-tree rate control reads uninitialised memory at some frame sizes (112x112
+                # among them), so the same frames could encode to different bytes; without it output is repeatable.
+                stream.options = {"crf": "18", "preset": "medium", "x264-params": "mbtree=0"}
             for index, image in enumerate(arr):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
                 frame.pts = index
@@ -1587,7 +1604,7 @@ def generate_clips(cfg: SynthConfig) -> SynthResult:
 def load_synthetic(out_dir: str | Path) -> datasets.Dataset:
     """The dataset written by :func:`generate_clips` (pass its ``out_dir`` or the ``dataset`` folder itself).
 
-    When the folder was moved since it was written, ``video_url`` is pointed at the clips in its ``videos/`` folder.
+    ``video_url`` points at the clips in the folder's own ``videos/`` (so a moved or copied folder still works).
     """
     import datasets
 
@@ -1610,16 +1627,17 @@ def load_synthetic(out_dir: str | Path) -> datasets.Dataset:
     missing = [c for c in RECORD_COLUMNS if c not in ds.column_names]
     if missing:
         raise DataError(f"{dataset_dir} is not a synthetic dataset: missing columns {', '.join(missing)}")
-    if len(ds) and not Path(ds[0]["video_url"]).exists():
-        videos = root / "videos"
-
-        def rebase(row: dict[str, Any]) -> dict[str, Any]:
-            return {"video_url": str(videos / Path(row["video_url"]).name)}
-
-        ds = ds.map(rebase, desc=None)
-        if not Path(ds[0]["video_url"]).exists():
+    if len(ds):
+        stored = Path(ds[0]["video_url"])
+        local = root / "videos" / stored.name
+        if local.is_file() and local != stored:
+            videos = root / "videos"
+            urls = [str(videos / Path(url).name) for url in ds["video_url"]]
+            ds = ds.remove_columns("video_url").add_column("video_url", urls, feature=ds.features["video_url"])
+            ds = ds.select_columns(list(RECORD_COLUMNS))
+        elif not stored.is_file():
             raise DataError(
-                f"the clips of {dataset_dir} are missing (looked for {ds[0]['video_url']})",
+                f"the clips of {dataset_dir} are missing (looked for {stored} and {local})",
                 hint="regenerate the set with `plausibility synth`",
             )
     return ds

@@ -53,7 +53,7 @@ from typing import Any
 from recipe_lib.config import build_dir, to_dict
 from recipe_lib.data.accounting import DroppedRow, count_reasons, describe_dropped, replace_dir, write_json
 from recipe_lib.data.download import DEFAULT_MAX_BYTES, DownloadCache, DownloadConfig, download_all, is_remote
-from recipe_lib.data.splits import as_score
+from recipe_lib.data.splits import as_number, as_score
 from recipe_lib.errors import DataError
 
 VIDEOPHY2_COLUMNS = (
@@ -238,8 +238,10 @@ def check_columns(columns: list[str], source: str) -> None:
     for required in REQUIRED_COLUMNS:
         if required not in columns:
             close = difflib.get_close_matches(required, columns, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? pass --rename {close[0]}={required}" if close else (
-                f"columns found: {', '.join(columns) or '(none)'}; map one with --rename SOURCE={required}"
+            hint = (
+                f"did you mean '{close[0]}'? pass --rename {close[0]}={required}"
+                if close
+                else (f"columns found: {', '.join(columns) or '(none)'}; map one with --rename SOURCE={required}")
             )
             raise DataError(f"{source} has no '{required}' column (required)", hint=hint)
 
@@ -277,8 +279,8 @@ def _local_candidates(url: str, base: Path, videos_dir: Path | None) -> list[Pat
     return list(dict.fromkeys(found))
 
 
-def _probe_all(paths: list[Path], workers: int) -> dict[Path, str]:
-    """Unreadable clips -> the reason (readable ones are absent from the result)."""
+def find_unreadable(paths: list[Path], workers: int) -> dict[Path, str]:
+    """Probe every clip on ``workers`` threads; returns unreadable clip -> the reason (readable ones are absent)."""
     from recipe_lib.errors import VideoError
     from recipe_lib.video import probe
 
@@ -319,10 +321,14 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
     columns = list(dict.fromkeys(k for r in raw for k in r))
     for src, dst in cfg.rename.items():
         if src not in columns:
-            raise DataError(f"cannot rename '{src}': {cfg.source} has no such column", hint=f"columns: {', '.join(columns)}")
+            raise DataError(
+                f"cannot rename '{src}': {cfg.source} has no such column", hint=f"columns: {', '.join(columns)}"
+            )
         if dst not in VIDEOPHY2_COLUMNS:
-            raise DataError(f"cannot rename '{src}' to '{dst}': not a VideoPhy-2 column",
-                            hint=f"VideoPhy-2 columns: {', '.join(VIDEOPHY2_COLUMNS)}")
+            raise DataError(
+                f"cannot rename '{src}' to '{dst}': not a VideoPhy-2 column",
+                hint=f"VideoPhy-2 columns: {', '.join(VIDEOPHY2_COLUMNS)}",
+            )
     rows = [{cfg.rename.get(k, k): _plain(v) for k, v in r.items()} for r in raw]
     columns = [cfg.rename.get(c, c) for c in columns]
     check_columns(columns, cfg.source)
@@ -345,14 +351,18 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
             if label is None or (isinstance(label, str) and not label.strip()):
                 dropped.append(DroppedRow(i, "missing_label", "pc is empty", url, label))
             elif _is_number(label):
-                dropped.append(DroppedRow(i, "label_out_of_range", f"pc {label!r} is not a whole score 1-5", url, label))
+                dropped.append(
+                    DroppedRow(i, "label_out_of_range", f"pc {label!r} is not a whole score 1-5", url, label)
+                )
             else:
                 dropped.append(DroppedRow(i, "label_not_a_number", f"pc {label!r} is not a number", url, label))
             continue
         if url in first_seen:
             j, other = first_seen[url]
             note = "" if other == score else f" with a different label ({other} there, {score} here)"
-            dropped.append(DroppedRow(i, "duplicate", f"same video_url as row {j}{note}; the first is kept", url, label))
+            dropped.append(
+                DroppedRow(i, "duplicate", f"same video_url as row {j}{note}; the first is kept", url, label)
+            )
             continue
         first_seen[url] = (i, score)
         kept.append((i, {**row, "video_url": url, "pc": score}))
@@ -367,8 +377,11 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
         if is_remote(url):
             scheme = urllib.parse.urlsplit(url).scheme.lower()
             if scheme not in ("http", "https"):
-                dropped.append(DroppedRow(i, "refused_url", f"'{scheme}://' URLs are not fetched (http/https only)",
-                                          url, row["pc"]))
+                dropped.append(
+                    DroppedRow(
+                        i, "refused_url", f"'{scheme}://' URLs are not fetched (http/https only)", url, row["pc"]
+                    )
+                )
             elif cfg.download:
                 remote[i] = url
             else:
@@ -379,39 +392,52 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
                     local[i] = hit
                 else:
                     where = f" or in {videos_dir}" if videos_dir else ""
-                    dropped.append(DroppedRow(
-                        i, "remote_offline",
-                        f"remote URL and downloads are off; no copy in the cache{where} (use --download)",
-                        url, row["pc"],
-                    ))
+                    dropped.append(
+                        DroppedRow(
+                            i,
+                            "remote_offline",
+                            f"remote URL and downloads are off; no copy in the cache{where} (use --download)",
+                            url,
+                            row["pc"],
+                        )
+                    )
         else:
             tried = _local_candidates(url, base, videos_dir)
             found = next((p for p in tried if p.is_file()), None)
             if found is None:
-                dropped.append(DroppedRow(i, "video_not_found", "no file at " + " or ".join(map(str, tried)),
-                                          url, row["pc"]))
+                dropped.append(
+                    DroppedRow(i, "video_not_found", "no file at " + " or ".join(map(str, tried)), url, row["pc"])
+                )
             else:
                 local[i] = found
     downloads = None
     if remote:
         result = download_all(
             list(remote.values()),
-            DownloadConfig(cache_dir=cache_dir, workers=cfg.workers, timeout=cfg.timeout, retries=cfg.retries,
-                           max_bytes=cfg.max_bytes, progress=cfg.progress),
+            DownloadConfig(
+                cache_dir=cache_dir,
+                workers=cfg.workers,
+                timeout=cfg.timeout,
+                retries=cfg.retries,
+                max_bytes=cfg.max_bytes,
+                progress=cfg.progress,
+            ),
         )
         downloads = result.summary()
         for i, url in remote.items():
             if url in result.files:
                 local[i] = result.files[url]
             else:
-                dropped.append(DroppedRow(i, "download_failed", result.failures.get(url, "unknown error"), url,
-                                          rows[i].get("pc")))
+                dropped.append(
+                    DroppedRow(i, "download_failed", result.failures.get(url, "unknown error"), url, rows[i].get("pc"))
+                )
     if cfg.check_videos and local:
         unique = sorted({p.resolve() for p in local.values()})
-        bad = _probe_all(unique, cfg.workers)
+        bad = find_unreadable(unique, cfg.workers)
         for i in [i for i, p in local.items() if p.resolve() in bad]:
-            dropped.append(DroppedRow(i, "unreadable_video", bad[local[i].resolve()], rows[i].get("video_url"),
-                                      rows[i].get("pc")))
+            dropped.append(
+                DroppedRow(i, "unreadable_video", bad[local[i].resolve()], rows[i].get("video_url"), rows[i].get("pc"))
+            )
             del local[i]
 
     final = [(i, row) for i, row in kept if i in local]
@@ -423,8 +449,10 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
             f"e.g. row {first.row}: {first.detail}",
             hint="pass --download for remote URLs, --videos-dir for clips on disk, or fix the labels",
         )
-    records: dict[str, list[Any]] = {"video_url": [str(local[i].resolve()) for i, _ in final],
-                                     "pc": [row["pc"] for _, row in final]}
+    records: dict[str, list[Any]] = {
+        "video_url": [str(local[i].resolve()) for i, _ in final],
+        "pc": [row["pc"] for _, row in final],
+    }
     converted: list[str] = []
     for column in known:
         if column in ("video_url", "pc"):
@@ -475,9 +503,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
 
 
 def _is_number(value: Any) -> bool:
-    from recipe_lib.data.splits import _as_number
-
-    return _as_number(value) is not None
+    return as_number(value) is not None
 
 
 def _count(values: list[int]) -> dict[int, int]:

@@ -123,7 +123,7 @@ class GRPOPolicyConfig:
             raise ConfigError(f"train.train_policy.kl_beta must be >= 0, got {self.kl_beta}")
         if self.temperature <= 0:
             raise ConfigError(f"train.train_policy.temperature must be positive, got {self.temperature}")
-        if not (0 < self.epsilon_low < 1 and 0 < self.epsilon_high):
+        if not (0 < self.epsilon_low < 1 and self.epsilon_high > 0):
             raise ConfigError(
                 f"train.train_policy.epsilon_low/epsilon_high must be in (0, 1) and positive, "
                 f"got {self.epsilon_low}/{self.epsilon_high}"
