@@ -101,9 +101,7 @@ def score_reward(name: str, completion_text: str, reference: object) -> float:
     return SCORE_REWARDS[name](parsed.score, ref)
 
 
-def combined_reward(
-    completion_text: str, reference: object, score: str = "dense", format_weight: float = 0.0
-) -> float:
+def combined_reward(completion_text: str, reference: object, score: str = "dense", format_weight: float = 0.0) -> float:
     """``score`` reward plus ``format_weight`` x format reward (see the module docstring for the default)."""
     if format_weight < 0:
         raise ConfigError(f"format_weight must be >= 0, got {format_weight}")

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+
+def _quiet_cosmos() -> None:
+    """cosmos-rl logs INFO lines on import and config checks; keep warnings and errors only (unless set)."""
+    os.environ.setdefault("COSMOS_LOG_LEVEL", "WARNING")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    _quiet_cosmos()
     from recipe_lib.config import load_toml
     from recipe_lib.train.cosmos import ENTRIES, gpus_needed, write_config
 
@@ -60,6 +67,7 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    _quiet_cosmos()
     from recipe_lib.config import load_toml
     from recipe_lib.train.cosmos import check_prerequisites, gpus_needed, validate_config_file
 
@@ -82,12 +90,12 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_launch(args: argparse.Namespace) -> int:
+    _quiet_cosmos()
     from recipe_lib.train.cosmos import launch
 
     result = launch(args.config, entry=args.entry, dry_run=not args.run, log_dir=args.log_dir)
-    env = " ".join(f"{k}={v}" for k, v in result.env.items() if k == "PYTHONPATH")
     if not result.ran:
-        print(f"{env} {result.command_line}")
+        print(result.command_line)
         print("(dry run: add --run to launch)")
         return 0
     return int(result.returncode or 0)

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
         help="prepare VideoPhy-2 or your own labelled videos as datasets",
-        description="Check labels, bring clips onto local disk and save datasets (with an account of every dropped row).",
+        description="Check labels, bring clips onto local disk and save datasets "
+        "(with an account of every dropped row).",
     )
     inner = p.add_subparsers(dest="dataset", metavar="DATASET")
 
@@ -42,10 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--cache-dir", type=Path, help="download cache (default: build/cache/videos)")
     v.add_argument("--workers", type=int, default=4, help="parallel downloads and clip checks (default 4)")
     v.add_argument("--limit", type=int, help="use only the first N rows")
-    v.add_argument("--rename", type=_pair, action="append", default=[], metavar="SRC=DST",
-                   help="map a source column onto a VideoPhy-2 column, e.g. videopath=video_url (repeatable)")
-    v.add_argument("--no-check-videos", dest="check_videos", action="store_false",
-                   help="skip opening every clip to check it is a readable video")
+    v.add_argument(
+        "--rename",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="SRC=DST",
+        help="map a source column onto a VideoPhy-2 column, e.g. videopath=video_url (repeatable)",
+    )
+    v.add_argument(
+        "--no-check-videos",
+        dest="check_videos",
+        action="store_false",
+        help="skip opening every clip to check it is a readable video",
+    )
     v.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a server (default 30)")
     v.add_argument("--retries", type=int, default=3, help="extra attempts for transient download errors")
     v.add_argument("--max-mb", type=float, default=2048, help="size cap per downloaded file in MB (default 2048)")
@@ -63,24 +74,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, type=Path, help="output folder (train/, eval/, split_info.json)")
     c.add_argument("--sheet-name", help="worksheet to read (default: the first)")
     c.add_argument("--link-column", default="output_link", help="column with the video links (default output_link)")
-    c.add_argument("--label-column", default="Physical common sense",
-                   help="column with the labels (default 'Physical common sense')")
+    c.add_argument(
+        "--label-column",
+        default="Physical common sense",
+        help="column with the labels (default 'Physical common sense')",
+    )
     c.add_argument("--caption-column", help="column with a caption (used when there is no prompt file)")
     rule = c.add_mutually_exclusive_group()
-    rule.add_argument("--link-pattern", metavar="REGEX",
-                      help="regex with a named group 'name' giving the file name, e.g. 'renders/(?P<name>[^?]+)'")
-    rule.add_argument("--link-template", metavar="TEMPLATE",
-                      help="file name template over {name} {stem} {suffix} {ext} {path} {parent} {host} {row}")
+    rule.add_argument(
+        "--link-pattern",
+        metavar="REGEX",
+        help="regex with a named group 'name' giving the file name, e.g. 'renders/(?P<name>[^?]+)'",
+    )
+    rule.add_argument(
+        "--link-template",
+        metavar="TEMPLATE",
+        help="file name template over {name} {stem} {suffix} {ext} {path} {parent} {host} {row}",
+    )
     c.add_argument("--prompts-dir", type=Path, help="folder of <video stem>.txt captions")
     c.add_argument("--scale-labels", action="store_true", help="map labels from --label-range (default 0-1) to 1-5")
-    c.add_argument("--label-range", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="declared range of the raw labels, with --scale-labels (default 0 1)")
-    c.add_argument("--balance-labels", action="store_true",
-                   help="resample the train split to the mean count per label (eval is never balanced)")
+    c.add_argument(
+        "--label-range",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="declared range of the raw labels, with --scale-labels (default 0 1)",
+    )
+    c.add_argument(
+        "--balance-labels",
+        action="store_true",
+        help="resample the train split to the mean count per label (eval is never balanced)",
+    )
     c.add_argument("--eval-size", type=float, default=0.1, help="share of rows for eval (default 0.1)")
     c.add_argument("--seed", type=int, default=42, help="seed of the split and of balancing (default 42)")
-    c.add_argument("--no-check-videos", dest="check_videos", action="store_false",
-                   help="skip opening every clip to check it is a readable video")
+    c.add_argument(
+        "--no-check-videos",
+        dest="check_videos",
+        action="store_false",
+        help="skip opening every clip to check it is a readable video",
+    )
     c.set_defaults(func=run_custom)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

@@ -1,10 +1,11 @@
-"""``plausibility score VIDEOS... --out DIR``: score clips with the critic (resumable)."""
+"""``plausibility score VIDEOS... --out DIR``: score clips with the critic (resumable), write the per-video files, a
+keep/reject manifest at ``--threshold`` and an HTML report."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recipe_lib.commands._common import (
     add_model_args,
@@ -14,6 +15,9 @@ from recipe_lib.commands._common import (
     sampling_settings,
     video_settings,
 )
+
+if TYPE_CHECKING:
+    from recipe_lib.inference.scoring import ScoreConfig, ScoreResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("videos", nargs="+", help="video files, folders, globs, dataset folders or tables")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    add_scoring_args(p)
+    add_filter_args(p)
+    p.set_defaults(func=run)
+
+
+def add_scoring_args(p: argparse.ArgumentParser) -> None:
+    """Critic, prompt, mode, batching and video/sampling options shared by the commands that score clips."""
     add_profile_args(p)
     add_model_args(p)
     p.add_argument("--prompt", default="video_reward", help="prompt YAML path or name in prompts/")
@@ -42,13 +53,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     add_video_args(p)
     add_sampling_args(p)
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def add_filter_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filtering and report")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=4.0,
+        help="keep a clip when its expected score (else its score) is at least this (default: 4)",
+    )
+    g.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write OUT/report.html and OUT/evaluation_results.json (default: on)",
+    )
+    g.add_argument("--report-title", default=None, help="title of the HTML report")
+    g.add_argument("--label-column", default="pc", help="label column when the clips' table has labels (default: pc)")
+
+
+def score_config(args: argparse.Namespace) -> ScoreConfig:
+    """The scoring stage's config from the shared arguments (used by score and rank)."""
     from recipe_lib.config import get_profile
-    from recipe_lib.inference.scoring import ScoreConfig, score_videos
-    from recipe_lib.metrics import metrics_from_rows
+    from recipe_lib.inference.scoring import ScoreConfig
 
     profile = get_profile(args.profile)
     model = args.model or profile.model
@@ -56,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         from recipe_lib.models.loading import ensure_demo_critic
 
         ensure_demo_critic(Path(model))
-    cfg = ScoreConfig(
+    return ScoreConfig(
         inputs=list(args.videos),
         out_dir=args.out,
         model=model,
@@ -74,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         trust_remote_code=args.trust_remote_code,
     )
-    result = score_videos(cfg)
+
+
+def print_summary(result: ScoreResult) -> None:
     s = result.summary()
     print(
         f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
@@ -82,14 +112,51 @@ def run(args: argparse.Namespace) -> int:
     )
     for skip in result.skipped:
         print(f"  skipped {skip['video']}: {skip['reason']}")
-    m = metrics_from_rows(result.rows)
-    if m.n:
+
+
+def run(args: argparse.Namespace) -> int:
+    from recipe_lib.filtering import write_filter_outputs
+    from recipe_lib.inference.scoring import score_videos
+    from recipe_lib.metrics import labelled_rows, suite_from_rows
+    from recipe_lib.report import CriticScores, ReportConfig, write_report
+
+    cfg = score_config(args)
+    result = score_videos(cfg)
+    print_summary(result)
+    filtered = write_filter_outputs(result.rows, result.skipped, args.out, args.threshold, args.label_column)
+    c = filtered.counts
+    print(
+        f"at threshold {args.threshold:g}: keep {c['keep']}, reject {c['reject']}, "
+        f"unparsed {c['unparsed']}, skipped {c['skipped']}"
+    )
+    suite = None
+    if labelled_rows(result.rows, args.label_column):
+        suite = suite_from_rows(result.rows, args.label_column, threshold=args.threshold)
+        m = suite.values
         print(
-            f"against labels: n={m.n} coverage={m.coverage:.2f} accuracy={m.accuracy:.3f} "
-            f"pearson={m.pearson:.3f} spearman={m.spearman:.3f}"
+            f"against labels: n={suite.n} coverage={suite.coverage:.2f} accuracy={m['accuracy']:.3f} "
+            f"within1={m['within1']:.3f} pearson={m['pearson']:.3f} spearman={m['spearman']:.3f}"
         )
-    print(f"results: {args.out / 'results.jsonl'}, {args.out / 'scores.csv'}")
-    if not result.rows:
-        print("error: nothing was scored; see the skipped clips above", file=sys.stderr)
-        return 1
+    print(f"results: {filtered.predictions_csv}, {filtered.predictions_jsonl}, manifest: {filtered.manifest_csv}")
+    if args.report:
+        report = write_report(
+            [
+                CriticScores(
+                    name=Path(cfg.model).name or cfg.model,
+                    model=cfg.model,
+                    rows=result.rows,
+                    skipped=result.skipped,
+                    metrics=suite,
+                )
+            ],
+            ReportConfig(
+                out_path=args.out / "report.html",
+                title=args.report_title or f"Plausibility scores: {len(result.rows) + len(result.skipped)} clips",
+                subtitle=f"critic {cfg.model}, prompt {cfg.prompt}, mode {cfg.mode}",
+                threshold=args.threshold,
+                label_key=args.label_column,
+                workers=args.workers,
+            ),
+        )
+        print(f"report: {report.html}")
     return 0

@@ -18,6 +18,7 @@ def _names(text: str) -> list[str] | None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from recipe_lib.config import build_dir
+    from recipe_lib.data.synthetic import SCENES, VIOLATIONS
 
     default_out = build_dir() / "data" / "synthetic"
     parser = subparsers.add_parser(
@@ -44,8 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--plausible-fraction", type=float, default=0.5, help="share of clips without a violation (0-1, default 0.5)"
     )
-    parser.add_argument("--scenes", type=_names, default=None, help="comma list of scenes (default all)")
-    parser.add_argument("--violations", type=_names, default=None, help="comma list of violations (default all)")
+    parser.add_argument(
+        "--scenes", type=_names, default=None, help=f"comma list of scenes (default all: {', '.join(SCENES)})"
+    )
+    parser.add_argument(
+        "--violations",
+        type=_names,
+        default=None,
+        help=f"comma list of violations (default all that apply: {', '.join(VIOLATIONS)})",
+    )
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0 = one per CPU core)")
     parser.set_defaults(func=run)
 

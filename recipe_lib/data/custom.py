@@ -46,6 +46,7 @@ import dataclasses
 import difflib
 import os
 import re
+import shutil
 import string
 import time
 import urllib.parse
@@ -142,16 +143,22 @@ class LinkRule:
         """The template fields of a link."""
         split = urllib.parse.urlsplit(link)
         if len(split.scheme) > 1:
-            raw_path, host = split.path, split.netloc
-        else:  # a plain path (possibly Windows style)
-            raw_path, host = link.replace("\\", "/"), ""
-        path = urllib.parse.unquote(raw_path).lstrip("/")
+            # The file name is the last segment of the URL path, decoded after splitting: an encoded '/' (%2F)
+            # stays part of the name (and is then refused as a path), it never silently selects another file.
+            segments = split.path.split("/")
+            name = urllib.parse.unquote(segments[-1])
+            path = urllib.parse.unquote(split.path).lstrip("/")
+            host = split.netloc
+        else:  # a plain path (possibly Windows style), used as written
+            path = link.replace("\\", "/").lstrip("/")
+            name, host = PurePosixPath(path).name, ""
         p = PurePosixPath(path)
+        stem, suffix = (name.rsplit(".", 1)[0], "." + name.rsplit(".", 1)[1]) if "." in name.strip(".") else (name, "")
         return {
-            "name": p.name,
-            "stem": p.stem,
-            "suffix": p.suffix,
-            "ext": p.suffix.lstrip("."),
+            "name": name,
+            "stem": stem,
+            "suffix": suffix,
+            "ext": suffix.lstrip("."),
             "path": path,
             "parent": "" if str(p.parent) == "." else str(p.parent),
             "host": host,
@@ -319,7 +326,13 @@ def read_sheet(path: str | Path, link_column: str, label_column: str, sheet_name
                 f"; the header has merged cells ({_col_letter(m[1])}{m[0]}:{_col_letter(m[3])}{m[2]} "
                 f"'{m[4]}') - give every column its own header cell"
             )
-        _find_column([c for c in first_row if c], link_column, "link", where)  # raises with the columns and a guess
+        try:
+            _find_column([c for c in first_row if c], link_column, "link", where)  # raises naming the columns
+        except DataError as exc:
+            if other:
+                exc.hint = f"{exc.hint}; the workbook also has sheet(s) {', '.join(other)} (pick one with --sheet-name)"
+            exc.message += extra
+            raise
         raise DataError(f"{where}: no header row with '{link_column}' in the first {HEADER_SEARCH_ROWS} rows{extra}")
     header_row = header_idx + 1
     if header_idx:
@@ -528,7 +541,8 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
     out_of_range = sum(1 for d in dropped if d.reason == "label_out_of_range")
     if not cfg.scale_labels and (numbers or out_of_range):
         all_numbers = numbers + [as_number(d.label) for d in dropped if d.reason == "label_out_of_range"]
-        if all_numbers and set(all_numbers) <= {0.0, 1.0} and 0.0 in all_numbers:
+        binary = sum(1 for x in all_numbers if x in (0.0, 1.0))
+        if all_numbers and 0.0 in all_numbers and binary >= 0.9 * len(all_numbers):
             raise DataError(
                 f"the labels in '{label_key}' are binary (0/1), but the critic's scale is 1-5",
                 hint="add --scale-labels to map 0 -> 1 and 1 -> 5",
@@ -614,7 +628,7 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
             {
                 "counts": result.counts(),
                 "dropped_by_reason": result.dropped_by_reason(),
-                "dropped_rows": [d.to_dict() for d in sorted(dropped, key=lambda d: d.row)],
+                "dropped_rows": [_dropped_dict(d) for d in sorted(dropped, key=lambda d: d.row)],
                 "labels": {
                     "raw": result.raw_label_counts,
                     "scaled": {str(k): v for k, v in result.label_counts.items()},
@@ -643,6 +657,17 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
     return result
 
 
+def _dropped_dict(d: DroppedRow) -> dict[str, Any]:
+    out = d.to_dict()
+    return {
+        "sheet_row": out["row"],
+        "reason": out["reason"],
+        "detail": out["detail"],
+        "link": out["video_url"],
+        "label": out["label"],
+    }
+
+
 def load_split_info(out_dir: str | Path) -> dict[str, Any]:
     import json
 
@@ -650,3 +675,125 @@ def load_split_info(out_dir: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise DataError(f"no {SPLIT_INFO} in {out_dir}", hint="run `plausibility prepare custom` first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the demo team's data (notebook 05) and where a notebook finds a team's data
+
+DEMO_HOST = "https://storage.example.com/renders/"
+
+
+@dataclasses.dataclass
+class TeamData:
+    """Where a team's label sheet, videos and (optional) prompt files are."""
+
+    sheet: Path
+    videos_dir: Path
+    prompts_dir: Path | None
+    planted: dict[int, str] = dataclasses.field(default_factory=dict)  # demo only: sheet row -> planted problem
+
+
+def make_demo_sheet(data_dir: Path, n: int = 60, seed: int = 0) -> TeamData:
+    """A labelled sheet as teams hand it over, built from the demo's synthetic clips.
+
+    ``data_dir`` receives ``videos/`` (``n`` clips, half plausible, half with a violation), ``prompts/<stem>.txt``
+    (the clip's caption) and ``labels.xlsx`` with the seed recipe's columns and *binary* labels (plausible -> 1,
+    violation -> 0). Links look like real storage URLs (``https://storage.example.com/renders/<name>.mp4``). Planted
+    problems, so the account of dropped rows has something to show: two links that match no file, one label outside
+    0/1 and one empty row (``TeamData.planted`` maps their sheet rows to the expected reason).
+    """
+    import datasets
+    import numpy as np
+    import pandas as pd
+
+    from recipe_lib.data.demo import ensure_demo_data
+
+    if n < 8:
+        raise ConfigError(f"the demo sheet needs at least 8 clips, got {n}")
+    ds = datasets.load_from_disk(str(ensure_demo_data().all_dir))
+    rng = np.random.default_rng(seed)
+    violation = list(ds["violation"])
+    plausible = [i for i, v in enumerate(violation) if v == "none"]
+    broken = [i for i, v in enumerate(violation) if v != "none"]
+    half = n // 2
+    if len(plausible) < half or len(broken) < n - half:
+        raise DataError(f"the demo clips hold too few plausible/violation clips for n={n}")
+    chosen = [int(i) for i in rng.choice(plausible, half, replace=False)]
+    chosen += [int(i) for i in rng.choice(broken, n - half, replace=False)]
+    chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    data_dir = Path(data_dir)
+    videos, prompts = data_dir / "videos", data_dir / "prompts"
+    for folder in (videos, prompts):
+        folder.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for i in chosen:
+        rec = ds[i]
+        src = Path(rec["video_url"])
+        shutil.copyfile(src, videos / src.name)
+        (prompts / f"{src.stem}.txt").write_text(str(rec["caption"]) + "\n", encoding="utf-8")
+        rows.append(
+            {
+                "output_link": DEMO_HOST + urllib.parse.quote(src.name),
+                "Action alignment": 1,
+                "Physical common sense": 1 if rec["violation"] == "none" else 0,
+                "Quality": 1,
+            }
+        )
+    planted: dict[int, str] = {}
+    # Data rows start on sheet row 2 (row 1 is the header).
+    rows[3]["Physical common sense"] = 2
+    planted[2 + 3] = "label_out_of_range"
+    rows.insert(
+        10,
+        {
+            "output_link": DEMO_HOST + "take_7_final.mp4",
+            "Action alignment": 1,
+            "Physical common sense": 1,
+            "Quality": 1,
+        },
+    )
+    planted[2 + 10] = "video_not_found"
+    rows.insert(20, {})
+    planted[2 + 20] = "empty_row"
+    rows.insert(
+        30,
+        {
+            "output_link": DEMO_HOST + "s9999_bounce_retake.mp4",
+            "Action alignment": 1,
+            "Physical common sense": 0,
+            "Quality": 1,
+        },
+    )
+    planted[2 + 30] = "video_not_found"
+    sheet = data_dir / "labels.xlsx"
+    tmp = data_dir / "labels.tmp.xlsx"
+    columns = ["output_link", "Action alignment", "Physical common sense", "Quality"]
+    pd.DataFrame(rows, columns=columns).to_excel(tmp, index=False, sheet_name="labels")
+    os.replace(tmp, sheet)
+    return TeamData(sheet, videos, prompts, planted)
+
+
+def find_team_data(profile: str, excel_path: str | Path | None, data_dir: str | Path | None) -> TeamData:
+    """The sheet and folders notebook 05 works on.
+
+    ``excel_path`` None (demo): a demo sheet is made under ``data_dir`` (default ``build/05_custom_dataset/team``).
+    Otherwise ``data_dir`` is the team's folder: its ``videos/`` sub-folder (or the folder itself) holds the clips and
+    ``prompts/`` the optional prompt files; a relative ``excel_path`` is looked up in ``data_dir`` first.
+    """
+    from recipe_lib.config import build_dir
+
+    if excel_path is None:
+        if profile != "demo":
+            raise ConfigError("set excel_path (and data_dir) to your label sheet and video folder for this profile")
+        return make_demo_sheet(Path(data_dir or build_dir() / "05_custom_dataset" / "team"))
+    if data_dir is None:
+        raise ConfigError("set data_dir to the folder that holds your videos (and prompts/)")
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(f"data folder not found: {data_dir}")
+    sheet = Path(excel_path).expanduser()
+    if not sheet.is_absolute() and (data_dir / sheet).exists():
+        sheet = data_dir / sheet
+    videos = data_dir / "videos" if (data_dir / "videos").is_dir() else data_dir
+    prompts = data_dir / "prompts" if (data_dir / "prompts").is_dir() else None
+    return TeamData(sheet, videos, prompts)

@@ -20,11 +20,13 @@ Scenes and the violations that apply to them (``x`` = applies; the same table is
     teleport (permanence)                 x         x        x          x            x          x
 
 Onset
-    ``onset_frame`` is the first frame whose picture differs from the plausible twin of the clip (same scene, same
-    parameters, no violation) by at least one pixel of motion, half a pixel of size, or a change of visibility. Frames
-    before it are identical to correct physics. Every violation clip shows at least ``MIN_VISIBLE_FRAMES`` frames from
+    ``onset_frame`` is the first frame in which the clip departs from its plausible twin (same scene, same
+    parameters, no violation): an object's position, size or visibility differs. Frames before it are exactly what
+    correct physics shows (pixel for pixel). Every violation clip shows at least ``MIN_VISIBLE_FRAMES`` frames from
     the onset on, and its deviation from correct physics reaches at least 8% of the frame's smaller side (or an object
-    disappears), so the violation is clearly visible. Plausible clips have ``onset_frame = -1``.
+    disappears), so the violation is clearly visible. Some violations get extra checks (an object that falls up ends
+    clearly higher than where it turned; a struck ball moves while a clear gap still separates it from the striker).
+    Plausible clips have ``onset_frame = -1``.
 
 Physical-commonsense score (``pc``, 1-5), deterministic
     plausible                                   -> 5
@@ -299,6 +301,8 @@ def pc_score(violation: str, onset_frame: int | None, frames: int) -> int:
     """The physical-commonsense score of a clip (see the module docstring for the rule)."""
     if violation == "none":
         return 5
+    if violation not in VIOLATIONS:
+        raise RecipeError(f"unknown violation {violation!r}; valid violations: none, {', '.join(VIOLATIONS)}")
     severity = VIOLATIONS[violation].severity
     if onset_frame is None or onset_frame < 0:
         raise RecipeError(f"violation '{violation}' needs an onset frame")
@@ -308,7 +312,7 @@ def pc_score(violation: str, onset_frame: int | None, frames: int) -> int:
 
 def is_hard(violation: str, onset_frame: int | None, frames: int) -> bool:
     """Subtle (severity 1) violations and late onsets are the hard subset."""
-    if violation == "none":
+    if violation not in VIOLATIONS:
         return False
     late = onset_frame is not None and onset_frame > frames / 2
     return VIOLATIONS[violation].severity == 1 or late
@@ -1066,18 +1070,22 @@ def _apply_violation(
     if violation == "effect_before_cause":
         if not plain.log.pair_hits:
             return None
-        t_hit, i, j, avx, avy, bvx, bvy = plain.log.pair_hits[0]
-        lead = max(1.5 / fps, float(rng.uniform(0.1, 0.22)) * (frames - 1) / fps)
+        t_hit, i, j, ivx, ivy, jvx, jvy = plain.log.pair_hits[0]
+        after = {i: (ivx, ivy), j: (jvx, jvy)}
+        struck, striker = 1 - p, p
+        lead = max(1.5 / fps, float(rng.uniform(0.15, 0.3)) * (frames - 1) / fps)
         if t_hit - lead < 1.0 / fps:
             return None
 
         def early(bodies: list[_Body]) -> None:
+            # The struck ball leaves with the velocity the contact would give it, before the contact happens.
             for body in bodies:
                 body.ghost = True
-            bodies[j].vx, bodies[j].vy = bvx, bvy
+            bodies[struck].vx, bodies[struck].vy = after[struck]
 
         def late(bodies: list[_Body]) -> None:
-            bodies[i].vx, bodies[i].vy = avx, avy
+            # The striker reacts at the moment it would have touched the (now departed) ball.
+            bodies[striker].vx, bodies[striker].vy = after[striker]
 
         return setup, [(t_hit - lead, early), (t_hit, late)]
 
@@ -1159,9 +1167,9 @@ def _deviation(a: _State, b: _State) -> float:
 
 
 def _onset(setup: _Setup, plain: _Run, bent: _Run) -> int | None:
-    """First visibly different frame, when the violation is clearly visible from it on; else None."""
+    """First frame that departs from correct physics, when the violation is clearly visible from it on; else None."""
     devs = [max(_deviation(a, b) for a, b in zip(pa, pb)) for pa, pb in zip(plain.states, bent.states)]
-    onset = next((k for k, d in enumerate(devs) if d >= 1.0), None)
+    onset = next((k for k, d in enumerate(devs) if d > 1e-6), None)
     if onset is None or onset < 1 or onset > setup.frames - MIN_VISIBLE_FRAMES:
         return None
     if max(devs[onset:]) < max(3.0, 0.08 * min(setup.width, setup.height)):
@@ -1401,12 +1409,12 @@ def write_clip(frames: np.ndarray, path: str | Path, fps: float = 8) -> Path:
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p" if even or codec == "mpeg4" else "yuv444p"
             stream.codec_context.thread_count = 1
-            if codec == "mpeg4":
-                stream.options = {"qscale": "3"}
-            else:
-                # x264's macroblock-tree rate control reads uninitialised memory at some frame sizes (112x112
-                # among them), so the same frames could encode to different bytes; without it output is repeatable.
+            if codec == "libx264":
+                # With x264's macroblock-tree rate control the same frames sometimes encoded to different bytes from
+                # run to run (seen at 112x112); without it the output is repeatable.
                 stream.options = {"crf": "18", "preset": "medium", "x264-params": "mbtree=0"}
+            elif codec == "mpeg4":
+                stream.options = {"qscale": "3"}
             for index, image in enumerate(arr):
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
                 frame.pts = index
@@ -1548,6 +1556,8 @@ def generate_clips(cfg: SynthConfig) -> SynthResult:
     cfg.validate()
     start = time.perf_counter()
     out_dir = Path(cfg.out_dir).expanduser().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out_dir is a file, not a folder: {out_dir}")
     videos = out_dir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     plan = plan_clips(cfg)
@@ -1633,8 +1643,9 @@ def load_synthetic(out_dir: str | Path) -> datasets.Dataset:
         if local.is_file() and local != stored:
             videos = root / "videos"
             urls = [str(videos / Path(url).name) for url in ds["video_url"]]
+            order = ds.column_names
             ds = ds.remove_columns("video_url").add_column("video_url", urls, feature=ds.features["video_url"])
-            ds = ds.select_columns(list(RECORD_COLUMNS))
+            ds = ds.select_columns(order)
         elif not stored.is_file():
             raise DataError(
                 f"the clips of {dataset_dir} are missing (looked for {stored} and {local})",

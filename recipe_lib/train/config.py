@@ -50,13 +50,22 @@ DEFAULT_MODEL = "nvidia/Cosmos-Reason1-7B"
 
 @dataclasses.dataclass
 class OptimConfig:
-    """Optimizer settings; the keys sit directly in ``[train]`` as in cosmos-rl (``optm_*``)."""
+    """Optimizer and schedule; the keys sit directly in ``[train]`` as in cosmos-rl (``optm_*``, same defaults).
+
+    ``optm_warmup_steps``: an integer step count, or a float in [0, 1] read as a fraction of the run. After warm-up
+    (from ``optm_warmup_start_factor`` x lr) the rate is constant unless ``optm_decay_type`` (linear | sqrt | cosine)
+    decays it over the last ``optm_decay_ratio`` of the run down to ``optm_min_lr_factor`` x lr.
+    """
 
     optm_name: str = "AdamW"
     optm_lr: float = 2e-6
     optm_betas: tuple[float, float] = (0.9, 0.999)
     optm_weight_decay: float = 0.01
-    optm_warmup_steps: int = 20
+    optm_warmup_steps: int | float = 20
+    optm_warmup_start_factor: float = 0.0
+    optm_decay_type: str | None = None
+    optm_decay_ratio: float | None = None
+    optm_min_lr_factor: float = 0.0
     optm_grad_norm_clip: float = 1.0
 
     def __post_init__(self) -> None:
@@ -66,8 +75,21 @@ class OptimConfig:
             raise ConfigError(f"train.optm_betas must be two numbers in [0, 1), got {list(self.optm_betas)}")
         if self.optm_weight_decay < 0:
             raise ConfigError(f"train.optm_weight_decay must be >= 0, got {self.optm_weight_decay}")
-        if self.optm_warmup_steps < 0:
-            raise ConfigError(f"train.optm_warmup_steps must be >= 0, got {self.optm_warmup_steps}")
+        if self.optm_warmup_steps < 0 or (isinstance(self.optm_warmup_steps, float) and self.optm_warmup_steps > 1):
+            raise ConfigError(
+                f"train.optm_warmup_steps must be a step count >= 0 or a fraction in [0, 1], "
+                f"got {self.optm_warmup_steps}"
+            )
+        for key in ("optm_warmup_start_factor", "optm_min_lr_factor"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"train.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.optm_decay_type not in (None, "none", "linear", "sqrt", "cosine"):
+            raise ConfigError(
+                f"train.optm_decay_type: unknown decay '{self.optm_decay_type}'",
+                hint="use linear, sqrt, cosine or none",
+            )
+        if self.optm_decay_ratio is not None and not 0.0 <= self.optm_decay_ratio <= 1.0:
+            raise ConfigError(f"train.optm_decay_ratio must be in [0, 1], got {self.optm_decay_ratio}")
         if self.optm_grad_norm_clip <= 0:
             raise ConfigError(f"train.optm_grad_norm_clip must be positive, got {self.optm_grad_norm_clip}")
 
@@ -176,7 +198,8 @@ class GRPOTrainConfig(_TrainBase):
 def _check_batch_split(batch: int, mini_batch: int) -> None:
     if batch % mini_batch:
         raise ConfigError(
-            f"train.train_batch_per_replica ({batch}) is not a multiple of train.train_policy.mini_batch ({mini_batch})",
+            f"train.train_batch_per_replica ({batch}) is not a multiple of "
+            f"train.train_policy.mini_batch ({mini_batch})",
             hint="the batch is split into mini-batches for gradient accumulation; pick sizes that divide",
         )
 
@@ -311,7 +334,8 @@ class LoraConfig:
 class LocalConfig:
     """``[local]``: settings of the in-process trainers only (cosmos-rl never reads them).
 
-    ``max_steps`` caps optimizer steps (None: run all epochs); ``tensorboard_dir`` None means ``<output_dir>/tensorboard``.
+    ``max_steps`` caps optimizer steps (None: run all epochs); ``tensorboard_dir`` None means
+    ``<output_dir>/tensorboard``.
     """
 
     device: str = "cpu"
@@ -384,9 +408,7 @@ def _kind_of(mapping: Mapping[str, Any], where: str) -> str:
     policy = train.get("train_policy", {}) if isinstance(train, Mapping) else {}
     kind = policy.get("type") if isinstance(policy, Mapping) else None
     if kind not in CONFIG_CLASSES:
-        raise ConfigError(
-            f"{where}: cannot tell SFT from GRPO", hint="set [train.train_policy] type = \"sft\" or \"grpo\""
-        )
+        raise ConfigError(f"{where}: cannot tell SFT from GRPO", hint='set [train.train_policy] type = "sft" or "grpo"')
     return str(kind)
 
 

@@ -56,7 +56,7 @@ def training_kind(mapping: dict[str, Any]) -> str:
     """``sft`` or ``grpo`` from ``train.train_policy.type``."""
     kind = mapping.get("train", {}).get("train_policy", {}).get("type")
     if kind not in ("sft", "grpo"):
-        raise ConfigError("config has no [train.train_policy] type = \"sft\" or \"grpo\"")
+        raise ConfigError('config has no [train.train_policy] type = "sft" or "grpo"')
     return kind
 
 
@@ -155,9 +155,7 @@ def _cosmos_config_class() -> Any:
     try:
         from cosmos_rl.policy.config import Config
     except ImportError as exc:
-        raise RecipeError(
-            "cosmos-rl is not installed", hint="pip install -e '.[cosmos]' (cosmos-rl==0.4.7)"
-        ) from exc
+        raise RecipeError("cosmos-rl is not installed", hint="pip install -e '.[cosmos]' (cosmos-rl==0.4.7)") from exc
     return Config
 
 
@@ -205,11 +203,10 @@ def validate_config(mapping: dict[str, Any]) -> Any:
     Config = _cosmos_config_class()
     extra = [k for k in unknown_keys(Config, mapping) if not k.startswith("custom.")]
     if extra:
-        import difflib
-
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
         raise ConfigError(
-            f"cosmos-rl does not know the key '{extra[0]}'" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
-            hint=_key_hint(Config, extra[0], difflib),
+            f"cosmos-rl does not know the key '{extra[0]}'{more}",
+            hint=_key_hint(Config, mapping, extra[0]),
         )
     custom_cls = GRPOCustomConfig if kind == "grpo" else SFTCustomConfig
     custom = from_mapping(custom_cls, mapping.get("custom", {}), "custom")
@@ -228,12 +225,15 @@ def validate_config(mapping: dict[str, Any]) -> Any:
         raise ConfigError(f"cosmos-rl rejects the config: {' '.join(first[:3])}") from exc
 
 
-def _key_hint(Config: Any, dotted: str, difflib: Any) -> str:
+def _key_hint(Config: Any, mapping: dict[str, Any], dotted: str) -> str:
+    import difflib
+
     parts = dotted.split(".")
-    model = Config
+    model, node = Config, mapping
     for part in parts[:-1]:
         field = model.model_fields.get(part)
-        sub = _submodel(field.annotation, {}) if field is not None else None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        sub = _submodel(field.annotation, node) if field is not None else None
         if sub is None:
             break
         model = sub
@@ -331,6 +331,8 @@ def check_prerequisites(kind: str = "sft", n_gpus: int | None = None) -> Prerequ
 
 @dataclasses.dataclass
 class LaunchResult:
+    """The command, the folders put first on PATH / PYTHONPATH for it, and whether it ran."""
+
     command: list[str]
     env: dict[str, str]
     ran: bool
@@ -338,17 +340,22 @@ class LaunchResult:
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.command)
+        """The command as one shell line, environment included (copy-paste ready)."""
+        prefix = " ".join(f'{k}={shlex.quote(v)}:"${k}"' for k, v in self.env.items())
+        return f"{prefix} {shlex.join(self.command)}"
+
+    def environment(self) -> dict[str, str]:
+        """``os.environ`` with :attr:`env` prepended."""
+        full = dict(os.environ)
+        for key, value in self.env.items():
+            full[key] = os.pathsep.join([value, full[key]]) if full.get(key) else value
+        return full
 
 
 def launch_env() -> dict[str, str]:
-    """Environment additions for the launched processes: this venv's ``python`` first and ``recipe_lib`` importable."""
-    path = os.environ.get("PATH", "")
-    pythonpath = os.environ.get("PYTHONPATH", "")
-    return {
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), path]) if path else str(Path(sys.executable).parent),
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), pythonpath]) if pythonpath else str(REPO_ROOT),
-    }
+    """Folders put first for the launched processes: this venv's ``python`` (cosmos-rl's scripts call ``python``)
+    on PATH, and the repository on PYTHONPATH so the entry scripts import ``recipe_lib``."""
+    return {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(REPO_ROOT)}
 
 
 def launch(
@@ -385,5 +392,7 @@ def launch(
             f"cannot launch cosmos-rl: missing {'; '.join(missing)}",
             hint="run 'plausibility cosmos check' to see what this machine has",
         )
-    proc = subprocess.run(command, env={**os.environ, **env}, check=False)
-    return LaunchResult(command=command, env=env, ran=True, returncode=proc.returncode)
+    result = LaunchResult(command=command, env=env, ran=True)
+    proc = subprocess.run(command, env=result.environment(), check=False)
+    result.returncode = proc.returncode
+    return result

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import torch.utils.data
 
 from recipe_lib.config import from_mapping
 from recipe_lib.data.conversations import load_conversations
-from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.rewards import format_reward, reference_score, score_reward
 from recipe_lib.train.config import DatasetPath, RewardConfig, VisionConfig
 
@@ -49,7 +50,7 @@ def reward_settings(config: Any) -> RewardConfig:
 def dataset_path(config: Any, key: str = "dataset") -> Path:
     table = _custom(config).get(key)
     if table is None:
-        raise ConfigError(f"config has no [custom.{key}] table", hint=f"add [custom.{key}] path = \"...\"")
+        raise ConfigError(f"config has no [custom.{key}] table", hint=f'add [custom.{key}] path = "..."')
     path = from_mapping(DatasetPath, table, f"custom.{key}").path
     if not path:
         raise ConfigError(f"custom.{key}.path is empty", hint="point it at a conversation dataset on disk")
@@ -90,7 +91,8 @@ class ConversationDataset(torch.utils.data.Dataset):
         self.column = column
         self.data = load_conversations(self.path)
         if column not in self.data.column_names:
-            raise DataError(f"{self.path} has no '{column}' column", hint=f"columns: {', '.join(self.data.column_names)}")
+            columns = ", ".join(self.data.column_names)
+            raise DataError(f"{self.path} has no '{column}' column", hint=f"columns: {columns}")
         if len(self.data) == 0:
             raise DataError(f"{self.path} holds no samples")
         self._references = self._read_references() if kind == "grpo" else None
@@ -100,7 +102,8 @@ class ConversationDataset(torch.utils.data.Dataset):
     @classmethod
     def from_cosmos_config(cls, config: Any, kind: str, key: str = "dataset") -> ConversationDataset:
         """The dataset named by ``[custom.<key>]`` with the ``[custom.vision]`` overrides."""
-        column = getattr(getattr(getattr(config, "train", None), "train_policy", None), "conversation_column_name", None)
+        policy = getattr(getattr(config, "train", None), "train_policy", None)
+        column = getattr(policy, "conversation_column_name", None)
         return cls(dataset_path(config, key), kind=kind, vision=vision_of(config), column=column or "conversations")
 
     def __len__(self) -> int:
@@ -231,12 +234,19 @@ def main(kind: str, argv: list[str] | None = None) -> None:
     def eval_set(cfg: Any) -> ConversationDataset:
         return ConversationDataset.from_cosmos_config(cfg, kind, key="eval_dataset")
 
-    # Open once here so a bad path, label or clip stops this process with a clear message.
-    first = train_set(config)
-    first[0]
-    has_eval = bool(config.validation.enable and "eval_dataset" in _custom(config))
+    # Open once here so a bad path, label or clip stops this process with one clear line, before any GPU work.
+    try:
+        first = train_set(config)
+        first[0]
+        has_eval = bool(config.validation.enable and "eval_dataset" in _custom(config))
+        if has_eval:
+            eval_set(config)
+        if kind == "grpo":
+            reward_settings(config)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     if kind == "grpo":
-        reward_settings(config)
         launch_worker(
             dataset=train_set,
             val_dataset=eval_set if has_eval else None,

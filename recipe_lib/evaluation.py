@@ -1,0 +1,414 @@
+"""Evaluation stage (notebook 06): several critics on one labelled split, side by side.
+
+``evaluate_critics(EvalConfig) -> EvalResult`` scores every critic through the cached scoring stage
+(``build/06_evaluation/scores/<critic>/results.jsonl``: a rerun scores only what is missing), computes the metric suite
+per critic (every number with a bootstrap interval), per-group breakdowns, a comparison table, confusion matrices,
+the threshold that best separates good from bad clips, and, on the synthetic suite, how often each kind of violation
+is caught (share of violating clips scored below the threshold) against the false-alarm rate on plausible clips. It
+writes ``evaluation_report.html`` and ``evaluation_results.json`` (every number in the page) into the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from recipe_lib.config import SamplingSettings, VideoSettings, build_dir, get_profile
+from recipe_lib.errors import ConfigError, DataError, RecipeError
+from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
+from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
+from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
+
+# Where the other notebooks leave their trained critics (only folders that exist are used).
+SFT_CHECKPOINT = Path("03_sft") / "checkpoints" / "final"
+GRPO_CHECKPOINT = Path("04_rl_grpo") / "checkpoints" / "final"
+FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
+REPORT_NAME = "evaluation_report.html"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def default_demo_critics() -> dict[str, str]:
+    """The demo's critics: the untrained tiny critic (built if missing) and, when notebooks 03/04 have run, their
+    fine-tuned checkpoints (``build/03_sft/checkpoints/final``, ``build/04_rl_grpo/checkpoints/final``)."""
+    from recipe_lib.config import demo_model_dir
+    from recipe_lib.models.loading import ensure_demo_critic
+
+    critics = {"untrained": str(ensure_demo_critic(demo_model_dir()))}
+    for name, rel in (("sft", SFT_CHECKPOINT), ("grpo", GRPO_CHECKPOINT)):
+        path = build_dir() / rel
+        if path.is_dir():
+            critics[name] = str(path)
+    return critics
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What to evaluate. ``critics`` maps a short name (used in tables and folder names) to a model folder or hub id;
+    None means the profile's default (demo: :func:`default_demo_critics`; full: Cosmos-Reason1-7B zero-shot)."""
+
+    critics: dict[str, str] | None = None
+    eval_data: str | None = None  # dataset folder or table with labels; demo default: the synthetic eval split
+    profile: str = "demo"
+    mode: Literal["expected", "generate"] = "expected"
+    threshold: float = 4.0
+    out_dir: Path | None = None  # default: build/06_evaluation
+    prompt: str = "video_reward"
+    label_key: str = "pc"
+    batch_size: int | None = None
+    limit: int | None = None
+    split: str | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    confidence: float = 0.95
+    objective: Literal["f1", "precision"] = "f1"
+    target_precision: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+    video: VideoSettings | None = None
+    sampling: SamplingSettings | None = None
+    thumbnails: bool = True
+
+
+@dataclasses.dataclass
+class EvalResult:
+    out_dir: Path
+    critics: dict[str, str]
+    scores: dict[str, ScoreResult]
+    metrics: dict[str, MetricSuite]
+    groups: dict[str, Any]  # critic -> DataFrame (metrics.group_breakdown)
+    thresholds: dict[str, ThresholdChoice | None]
+    threshold_notes: dict[str, str]
+    table: Any  # DataFrame: one row per critic, metric values and interval bounds
+    detection: Any  # DataFrame: per critic and violation type (empty when the clips carry no violation column)
+    report: ReportResult
+    threshold: float
+
+    def display_table(self) -> Any:
+        """The comparison table with each metric as "value [low, high]" (for reading, not computing)."""
+        import pandas as pd
+
+        out = {}
+        for name, suite in self.metrics.items():
+            rec = {"n": suite.n, "coverage": f"{suite.coverage:.2f}"}
+            for m in METRICS:
+                v = suite.values[m]
+                lo, hi = suite.intervals[m]
+                rec[m] = "–" if math.isnan(v) else f"{v:.3f} [{_f(lo)}, {_f(hi)}]"
+            rec["majority_accuracy"] = _f(suite.majority_accuracy)
+            out[name] = rec
+        return pd.DataFrame(out).T
+
+    def confusion_figures(self) -> dict[str, Any]:
+        return {name: confusion_figure(s, f"{name}: labels vs predictions") for name, s in self.metrics.items()}
+
+    def threshold_figure(self) -> Any:
+        chosen = {k: v for k, v in self.thresholds.items() if v is not None}
+        if not chosen:
+            return None
+        return threshold_figure(chosen, title="precision / recall / F1 of keeping clips scored at least t")
+
+    def detection_figure(self) -> Any:
+        return detection_figure(self.detection, self.threshold)
+
+    def summary(self) -> dict[str, Any]:
+        """Per-critic headline numbers (for ``save_metrics``)."""
+        out: dict[str, Any] = {}
+        for name, suite in self.metrics.items():
+            rec: dict[str, Any] = {"n": suite.n, "coverage": _none(suite.coverage)}
+            rec.update({m: _none(v) for m, v in suite.values.items()})
+            rec["intervals"] = {m: [_none(lo), _none(hi)] for m, (lo, hi) in suite.intervals.items()}
+            choice = self.thresholds.get(name)
+            rec["best_threshold"] = choice.threshold if choice else None
+            rec["best_threshold_f1"] = choice.f1 if choice else None
+            if len(self.detection):
+                d = self.detection[self.detection["critic"] == name]
+                viol = d[d["violation"] != "none"]
+                plausible = d[d["violation"] == "none"]
+                rec["detection_rate"] = _none(viol["rejected"].sum() / viol["n"].sum()) if viol["n"].sum() else None
+                rec["false_alarm_rate"] = _none(plausible["rate"].iloc[0]) if len(plausible) else None
+            out[name] = rec
+        return out
+
+
+def _f(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _none(value: Any) -> Any:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _check_critics(critics: dict[str, str]) -> None:
+    if not critics:
+        raise ConfigError("no critics to evaluate", hint="pass at least one NAME=MODEL")
+    for name, model in critics.items():
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"critic name {name!r} is not usable as a short name",
+                hint="use letters, digits, '.', '_' or '-' (it names a folder and a table column)",
+            )
+        if not model or not str(model).strip():
+            raise ConfigError(f"critic '{name}' has no model path or hub id")
+
+
+def detection_rates(
+    rows_by_critic: dict[str, list[dict[str, Any]]],
+    threshold: float,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Any:
+    """Per critic and violation type: the share of clips scored below ``threshold`` (a *detection* for violating
+    clips, a *false alarm* for plausible ones, ``violation == "none"``), with a bootstrap interval. Unparsed clips
+    count as not detected (and are counted in ``unparsed``)."""
+    import pandas as pd
+
+    records = []
+    rng_seed = seed
+    for critic, rows in rows_by_critic.items():
+        groups: dict[tuple[str, str], list[bool | None]] = {}
+        for r in rows:
+            item = r.get("item") or {}
+            if item.get("violation") is None:
+                continue
+            value = decision_value(r)[0] if r.get("score") is not None else None
+            key = (str(item["violation"]), str(item.get("violation_category") or ""))
+            groups.setdefault(key, []).append(None if value is None else value < threshold)
+        for (violation, category), flags in sorted(groups.items(), key=lambda kv: (kv[0][0] != "none", kv[0])):
+            hits = np.array([bool(f) for f in flags], dtype=float)
+            n = len(hits)
+            rate = float(hits.mean()) if n else float("nan")
+            rng = np.random.default_rng(rng_seed)
+            if n and n_boot > 0:
+                means = hits[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+                alpha = (1 - confidence) / 2
+                lo, hi = (float(x) for x in np.quantile(means, [alpha, 1 - alpha]))
+            else:
+                lo = hi = float("nan")
+            records.append(
+                {
+                    "critic": critic,
+                    "violation": violation,
+                    "category": category or ("none" if violation == "none" else ""),
+                    "kind": "false alarm" if violation == "none" else "detection",
+                    "n": n,
+                    "rejected": int(hits.sum()),
+                    "unparsed": sum(1 for f in flags if f is None),
+                    "rate": rate,
+                    "rate_lo": lo,
+                    "rate_hi": hi,
+                }
+            )
+    columns = ["critic", "violation", "category", "kind", "n", "rejected", "unparsed", "rate", "rate_lo", "rate_hi"]
+    return pd.DataFrame(records, columns=columns)
+
+
+def detection_figure(detection: Any, threshold: float = 4.0):  # noqa: ANN201
+    """Grouped bars: per violation type, the share of clips each critic scored below the threshold (the first group,
+    ``none``, is the false-alarm rate on plausible clips), with bootstrap error bars."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    if detection is None or not len(detection):
+        ax.text(0.5, 0.5, "the clips carry no violation column", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    violations = list(dict.fromkeys(detection["violation"]))
+    critics = list(dict.fromkeys(detection["critic"]))
+    width = 0.8 / len(critics)
+    x = np.arange(len(violations))
+    for k, critic in enumerate(critics):
+        d = detection[detection["critic"] == critic].set_index("violation").reindex(violations)
+        rate = d["rate"].to_numpy(dtype=float)
+        err = np.vstack([rate - d["rate_lo"].to_numpy(dtype=float), d["rate_hi"].to_numpy(dtype=float) - rate])
+        ax.bar(x + (k - (len(critics) - 1) / 2) * width, rate, width, yerr=np.nan_to_num(err), capsize=2, label=critic)
+    ax.set_xticks(
+        x, [("none\n(false alarm)" if v == "none" else v) for v in violations], rotation=30, ha="right", fontsize=8
+    )
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"share scored < {threshold:g}")
+    ax.set_title("Violations caught per type (and false alarms on plausible clips)", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
+    if cfg.profile not in ("demo", "full"):
+        get_profile(cfg.profile)  # raises the standard error
+    critics = dict(cfg.critics) if cfg.critics else None
+    eval_data = cfg.eval_data
+    if cfg.profile == "demo":
+        if critics is None:
+            critics = default_demo_critics()
+        if eval_data is None:
+            from recipe_lib.data.demo import ensure_demo_data
+
+            eval_data = str(ensure_demo_data().eval_dir)
+    else:
+        critics = critics or {"cosmos-reason1-7b": FULL_CRITIC}
+    if eval_data is None:
+        raise RecipeError(
+            "no evaluation data given for the full profile",
+            hint="prepare VideoPhy-2 (or your own labelled clips) and pass its folder as eval_data / --data",
+        )
+    _check_critics(critics)
+    return critics, eval_data
+
+
+def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+    """Score each critic on the evaluation split and compare them; see the module docstring."""
+    critics, eval_data = _resolve(cfg)
+    profile = get_profile(cfg.profile)
+    out = Path(cfg.out_dir or build_dir() / "06_evaluation")
+    out.mkdir(parents=True, exist_ok=True)
+    scores: dict[str, ScoreResult] = {}
+    for name, model in critics.items():
+        scores[name] = score_videos(
+            ScoreConfig(
+                inputs=[eval_data],
+                out_dir=out / "scores" / name,
+                model=model,
+                prompt=cfg.prompt,
+                mode=cfg.mode,
+                video=cfg.video or profile.video,
+                sampling=cfg.sampling or profile.sampling,
+                batch_size=cfg.batch_size or profile.batch_size,
+                device=cfg.device or (profile.device if cfg.profile == "demo" else "auto"),
+                dtype=cfg.dtype or (profile.dtype if cfg.profile == "demo" else "auto"),
+                split=cfg.split,
+                limit=cfg.limit,
+            ),
+            progress=progress,
+        )
+    first = next(iter(scores.values()))
+    if not labelled_rows(first.rows, cfg.label_key):
+        raise DataError(
+            f"no clip in {eval_data} has a label in column '{cfg.label_key}'",
+            hint="evaluation needs labelled clips; to score unlabelled clips use `plausibility score`",
+        )
+    boot = {"n_boot": cfg.n_boot, "seed": cfg.seed, "confidence": cfg.confidence}
+    metrics = {n: suite_from_rows(s.rows, cfg.label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()}
+    groups = {
+        n: group_breakdown(s.rows, None, cfg.label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()
+    }
+    thresholds: dict[str, ThresholdChoice | None] = {}
+    notes: dict[str, str] = {}
+    for name, s in scores.items():
+        try:
+            thresholds[name] = choose_threshold_from_rows(
+                s.rows, cfg.objective, cfg.target_precision, label_threshold=cfg.threshold, label_key=cfg.label_key
+            )
+            notes[name] = "chosen"
+        except RecipeError as exc:
+            thresholds[name] = None
+            notes[name] = exc.message
+    import pandas as pd
+
+    table = pd.DataFrame({name: suite.row() for name, suite in metrics.items()}).T
+    table.index.name = "critic"
+    table["majority_accuracy"] = [m.majority_accuracy for m in metrics.values()]
+    table["best_threshold"] = [t.threshold if t else float("nan") for t in thresholds.values()]
+    detection = detection_rates({n: s.rows for n, s in scores.items()}, cfg.threshold, **boot)
+
+    table.to_csv(out / "comparison.csv")
+    detection.to_csv(out / "detection_rates.csv", index=False)
+    pd.concat([g.assign(critic=n) for n, g in groups.items()], ignore_index=True).to_csv(
+        out / "groups.csv", index=False
+    )
+    result = EvalResult(
+        out_dir=out,
+        critics=critics,
+        scores=scores,
+        metrics=metrics,
+        groups=groups,
+        thresholds=thresholds,
+        threshold_notes=notes,
+        table=table,
+        detection=detection,
+        report=None,  # type: ignore[arg-type]
+        threshold=cfg.threshold,
+    )
+    result.report = _write(result, cfg, eval_data)
+    return result
+
+
+def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
+    sections = []
+    if len(result.detection):
+        det = result.detection.copy()
+        det["rate"] = det["rate"].round(4)
+        sections.append(
+            ReportSection(
+                title="Violations caught per type",
+                text=f"Share of clips of each violation type scored below {cfg.threshold:g} (expected score, else "
+                "score); for plausible clips ('none') this is the false-alarm rate. Unparsed clips count as not "
+                f"caught. Intervals: {round(cfg.confidence * 100)} % bootstrap.",
+                table=det.to_dict(orient="records"),
+                figure=result.detection_figure(),
+            )
+        )
+    choice_rows = []
+    for name, choice in result.thresholds.items():
+        if choice is None:
+            choice_rows.append({"critic": name, "threshold": None, "note": result.threshold_notes[name]})
+        else:
+            choice_rows.append(
+                {
+                    "critic": name,
+                    "threshold": choice.threshold,
+                    "precision": choice.precision,
+                    "recall": choice.recall,
+                    "f1": choice.f1,
+                    "kept": choice.kept,
+                    "n": choice.n,
+                    "note": choice.objective
+                    + (f" >= {choice.target_precision:g}" if choice.target_precision is not None else ""),
+                }
+            )
+    sections.append(
+        ReportSection(
+            title="Choosing a threshold",
+            text=f"Keeping clips whose score is at least t, against labels >= {cfg.threshold:g} as good: the t that "
+            + (
+                "maximises F1."
+                if cfg.objective == "f1"
+                else f"gives the most recall at precision >= {cfg.target_precision:g}."
+            ),
+            table=choice_rows,
+            figure=result.threshold_figure(),
+        )
+    )
+    critics = [
+        CriticScores(
+            name=name,
+            model=result.critics[name],
+            rows=s.rows,
+            skipped=s.skipped,
+            metrics=result.metrics[name],
+            groups=result.groups[name],
+        )
+        for name, s in result.scores.items()
+    ]
+    report_cfg = ReportConfig(
+        out_path=result.out_dir / REPORT_NAME,
+        title="Critic evaluation: " + ", ".join(result.critics),
+        subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {cfg.prompt}",
+        threshold=cfg.threshold,
+        label_key=cfg.label_key,
+        thumbnails=cfg.thumbnails,
+    )
+    extra = {
+        "threshold_curves": {n: (c.to_dict() if c else None) for n, c in result.thresholds.items()},
+        "summary": result.summary(),
+    }
+    return write_report(critics, report_cfg, sections, extra=extra)

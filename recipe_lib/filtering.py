@@ -1,0 +1,490 @@
+"""Turn scores into decisions: a keep/reject manifest at a threshold, the best of N rollouts of one prompt, and the
+choice of the threshold itself from labelled clips.
+
+The value a decision reads is the clip's **expected score** (the p(1..5)-weighted mean in ``expected`` mode, the mean
+over trials in ``generate`` mode) when there is one, else its integer score. A clip is kept when that value is at least
+the threshold. Clips whose answer could not be parsed get the decision ``unparsed`` and clips that could not be read
+get ``skipped``: neither is ever kept silently, and both carry their reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from recipe_lib.errors import ConfigError, DataError, RecipeError
+
+DECISIONS = ("keep", "reject", "unparsed", "skipped")
+MANIFEST_COLUMNS = ["video", "decision", "value", "value_source", "score", "expected_score", "threshold", "reason"]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def decision_value(row: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The value a decision reads and where it came from (``expected_score`` or ``score``); None when unparsed."""
+    if row.get("score") is None and _is_missing(row.get("expected_score")):
+        return None, None
+    if not _is_missing(row.get("expected_score")):
+        return float(row["expected_score"]), "expected_score"
+    return float(row["score"]), "score"
+
+
+def decide(row: dict[str, Any], threshold: float) -> tuple[str, float | None, str | None, str]:
+    """(decision, value, value source, reason) for one scored row."""
+    value, source = decision_value(row)
+    if value is None or row.get("score") is None:
+        return "unparsed", value, source, str(row.get("parse_error") or "the critic gave no score")
+    if value >= threshold:
+        return "keep", value, source, f"{source} {value:.3f} >= {threshold:g}"
+    return "reject", value, source, f"{source} {value:.3f} < {threshold:g}"
+
+
+def prediction_records(
+    rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]], threshold: float, label_key: str = "pc"
+) -> list[dict[str, Any]]:
+    """One flat record per clip (scored, unparsed or skipped) with everything the per-video files hold."""
+    records = []
+    for r in rows:
+        decision, value, source, reason = decide(r, threshold)
+        item = r.get("item") or {}
+        probs = r.get("probs") or [None] * 5
+        trials = r.get("trials") or []
+        timing = r.get("timing") or {}
+        rec = {
+            "video": r["video"],
+            "decision": decision,
+            "value": value,
+            "value_source": source,
+            "score": r.get("score"),
+            "expected_score": r.get("expected_score"),
+            "threshold": threshold,
+            "reason": reason,
+            **{f"p{i}": p for i, p in enumerate(probs, start=1)},
+            "digit_mass": r.get("digit_mass"),
+            "n_trials": len(trials),
+            "trial_scores": " ".join("-" if t.get("score") is None else str(t["score"]) for t in trials),
+            "parse_error": r.get("parse_error"),
+            "raw_output": r.get("raw_output")
+            if r.get("raw_output") is not None
+            else (trials[0]["text"] if trials else None),
+            "preprocess_s": timing.get("preprocess_s"),
+            "model_s": timing.get("model_s"),
+            "label": item.get(label_key),
+            "caption": item.get("caption"),
+            "model": r.get("model"),
+            "mode": r.get("mode"),
+            "video_sha256": r.get("video_sha256"),
+        }
+        records.append(rec)
+    for s in skipped:
+        records.append(
+            {
+                "video": s["video"],
+                "decision": "skipped",
+                "value": None,
+                "value_source": None,
+                "score": None,
+                "expected_score": None,
+                "threshold": threshold,
+                "reason": s.get("reason", "skipped"),
+            }
+        )
+    return records
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _atomic_csv(frame: Any, path: Path) -> Path:
+    return _atomic_text(path, frame.to_csv(index=False))
+
+
+@dataclasses.dataclass
+class FilterResult:
+    """Where the per-video files and the manifest went, and how many clips each decision got."""
+
+    predictions_csv: Path
+    predictions_jsonl: Path
+    manifest_csv: Path
+    threshold: float
+    counts: dict[str, int]
+    records: list[dict[str, Any]]
+
+    def manifest(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.records)[MANIFEST_COLUMNS]
+
+
+def write_filter_outputs(
+    rows: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    threshold: float,
+    label_key: str = "pc",
+) -> FilterResult:
+    """Write ``predictions.csv`` / ``predictions.jsonl`` (every clip of this run, full detail including trials and
+    timing) and ``manifest.csv`` (video, decision, value, reason) into ``out_dir``, atomically."""
+    import pandas as pd
+
+    if _is_missing(threshold):
+        raise ConfigError("the threshold must be a number")
+    out = Path(out_dir)
+    records = prediction_records(rows, skipped, threshold, label_key)
+    frame = pd.DataFrame(records)
+    if frame.empty:
+        frame = pd.DataFrame(columns=MANIFEST_COLUMNS)
+    jsonl = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records)
+    counts = {d: sum(1 for r in records if r["decision"] == d) for d in DECISIONS}
+    return FilterResult(
+        predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
+        predictions_jsonl=_atomic_text(out / "predictions.jsonl", jsonl),
+        manifest_csv=_atomic_csv(frame[MANIFEST_COLUMNS], out / "manifest.csv"),
+        threshold=float(threshold),
+        counts=counts,
+        records=records,
+    )
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Best of N rollouts
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def compile_group_pattern(pattern: str) -> re.Pattern[str]:
+    """A file-name regex with a named group ``group`` (e.g. ``(?P<group>.+)_seed\\d+\\.mp4``)."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"--group-pattern is not a valid regular expression: {exc}") from exc
+    if "group" not in compiled.groupindex:
+        raise ConfigError(
+            f"--group-pattern {pattern!r} has no named group 'group'",
+            hint=r"mark the part of the file name shared by rollouts of one prompt, e.g. '(?P<group>.+)_\d+\.mp4'",
+        )
+    return compiled
+
+
+@dataclasses.dataclass
+class RankResult:
+    """``groups``: one row per group (best clip, runner-up, margin); ``clips``: every clip with its rank."""
+
+    groups: Any  # pandas.DataFrame
+    clips: Any  # pandas.DataFrame
+    ranking_csv: Path | None = None
+    clips_csv: Path | None = None
+
+    @property
+    def n_ungrouped(self) -> int:
+        return int((self.clips["group"].isna()).sum()) if len(self.clips) else 0
+
+
+def _group_of(video: str, item: dict[str, Any] | None, group_by: str | None, pattern: re.Pattern[str] | None):  # noqa: ANN202
+    if pattern is not None:
+        match = pattern.search(Path(video).name)
+        if not match or match.group("group") is None:
+            return None, f"file name does not match --group-pattern {pattern.pattern!r}"
+        return match.group("group"), None
+    if item is None:
+        return None, "not scored, so its table row is unknown"
+    value = item.get(group_by)
+    if _is_missing(value) or value == "":
+        return None, f"no value in column '{group_by}'"
+    return str(value), None
+
+
+def rank_rollouts(
+    rows: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]] = (),
+    group_by: str | None = None,
+    group_pattern: str | None = None,
+    out_dir: str | Path | None = None,
+) -> RankResult:
+    """Group rollouts of the same prompt and pick the most plausible clip of each group.
+
+    Groups come from a column of the clips' table (``group_by``) or from the named group ``group`` of a regex
+    matched against each file name (``group_pattern``). Within a group, scored clips are ordered by decision value
+    (expected score, else score), then score, then file name; the best clip's ``margin`` is its lead over the
+    runner-up. Unparsed and skipped clips are listed with their reason and never win. Clips that fall in no group are
+    listed with ``group`` empty and the reason. With ``out_dir``, writes ``ranking.csv`` (one row per group) and
+    ``ranking_clips.csv`` (one row per clip).
+    """
+    import pandas as pd
+
+    if (group_by is None) == (group_pattern is None):
+        raise ConfigError("give exactly one of --group-by COLUMN or --group-pattern REGEX")
+    pattern = compile_group_pattern(group_pattern) if group_pattern is not None else None
+    if group_by is not None and rows:
+        known = set().union(*((r.get("item") or {}).keys() for r in rows))
+        if group_by not in known:
+            raise ConfigError(
+                f"no column '{group_by}' in the clips' table",
+                hint=f"columns: {', '.join(sorted(known))}; for loose files use --group-pattern",
+            )
+    clips: list[dict[str, Any]] = []
+    for r in rows:
+        group, why = _group_of(r["video"], r.get("item") or {}, group_by, pattern)
+        value, source = decision_value(r)
+        status = "scored" if r.get("score") is not None and value is not None else "unparsed"
+        reason = why or (None if status == "scored" else str(r.get("parse_error") or "the critic gave no score"))
+        clips.append(
+            {
+                "group": group,
+                "video": r["video"],
+                "status": status,
+                "value": value if status == "scored" else None,
+                "value_source": source,
+                "score": r.get("score"),
+                "expected_score": r.get("expected_score"),
+                "reason": reason,
+            }
+        )
+    for s in skipped:
+        group, _ = _group_of(s["video"], None, group_by, pattern)
+        clips.append(
+            {
+                "group": group,
+                "video": s["video"],
+                "status": "skipped",
+                "value": None,
+                "value_source": None,
+                "score": None,
+                "expected_score": None,
+                "reason": s.get("reason", "skipped"),
+            }
+        )
+    for c in clips:
+        c.update(rank=None, best=False, gap_to_best=None)
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for c in clips:
+        if c["group"] is not None:
+            by_group.setdefault(c["group"], []).append(c)
+    summary = []
+    for group in sorted(by_group):
+        members = by_group[group]
+        scored = sorted(
+            (c for c in members if c["status"] == "scored"),
+            key=lambda c: (-c["value"], -(c["score"] or 0), Path(c["video"]).name),
+        )
+        for rank, c in enumerate(scored, start=1):
+            c["rank"] = rank
+            c["gap_to_best"] = scored[0]["value"] - c["value"]
+        best = scored[0] if scored else None
+        runner = scored[1] if len(scored) > 1 else None
+        if best is not None:
+            best["best"] = True
+        margin = best["value"] - runner["value"] if best and runner else None
+        summary.append(
+            {
+                "group": group,
+                "best_video": best["video"] if best else None,
+                "best_value": best["value"] if best else None,
+                "best_score": best["score"] if best else None,
+                "runner_up_video": runner["video"] if runner else None,
+                "runner_up_value": runner["value"] if runner else None,
+                "margin": margin,
+                "tie": bool(margin is not None and margin == 0),
+                "n_clips": len(members),
+                "n_scored": len(scored),
+                "n_unparsed": sum(1 for c in members if c["status"] == "unparsed"),
+                "n_skipped": sum(1 for c in members if c["status"] == "skipped"),
+                "note": None if best else "no clip of this group has a score",
+            }
+        )
+    group_cols = ["group", "best_video", "best_value", "best_score", "runner_up_video", "runner_up_value", "margin"]
+    group_cols += ["tie", "n_clips", "n_scored", "n_unparsed", "n_skipped", "note"]
+    clip_cols = ["group", "rank", "best", "video", "status", "value", "value_source", "score", "expected_score"]
+    clip_cols += ["gap_to_best", "reason"]
+    groups_df = pd.DataFrame(summary, columns=group_cols)
+    order = sorted(clips, key=lambda c: (c["group"] is None, c["group"] or "", c["rank"] or 10**9, c["video"]))
+    clips_df = pd.DataFrame(order, columns=clip_cols)
+    result = RankResult(groups=groups_df, clips=clips_df)
+    if out_dir is not None:
+        out = Path(out_dir)
+        result.ranking_csv = _atomic_csv(groups_df, out / "ranking.csv")
+        result.clips_csv = _atomic_csv(clips_df, out / "ranking_clips.csv")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Threshold choice
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ThresholdChoice:
+    """The chosen threshold, its precision/recall/F1 and the whole curve (one row per candidate threshold)."""
+
+    threshold: float
+    objective: str
+    target_precision: float | None
+    precision: float
+    recall: float
+    f1: float
+    kept: int
+    n: int
+    n_good: int
+    n_unparsed: int
+    label_threshold: float
+    curve: Any  # pandas.DataFrame: threshold, kept, precision, recall, f1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "curve"}
+        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+        d["curve"] = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            for rec in self.curve.to_dict(orient="records")
+        ]
+        return d
+
+    def figure(self, title: str | None = None):  # noqa: ANN201
+        return threshold_figure(self, title=title)
+
+
+def threshold_curve(
+    labels: Sequence[int], values: Sequence[float | None], label_threshold: float = 4.0
+) -> tuple[Any, int, int]:
+    """Precision, recall and F1 of "keep when value >= t" for every distinct value t.
+
+    A label >= ``label_threshold`` is good. Clips without a value (unparsed) are never kept but their good labels
+    still count in recall's denominator. Returns (curve DataFrame, number of good clips, number unparsed).
+    """
+    import pandas as pd
+
+    if len(labels) != len(values):
+        raise DataError(f"{len(labels)} labels but {len(values)} values")
+    y = np.asarray([float(v) for v in labels], dtype=float)
+    v = np.asarray([np.nan if _is_missing(x) else float(x) for x in values], dtype=float)
+    good = y >= label_threshold
+    has = ~np.isnan(v)
+    n_good = int(good.sum())
+    cand = np.unique(v[has])[::-1]  # descending: from keeping fewest to keeping most
+    pos_vals = np.sort(v[has & good])
+    neg_vals = np.sort(v[has & ~good])
+    tp = len(pos_vals) - np.searchsorted(pos_vals, cand, side="left")
+    fp = len(neg_vals) - np.searchsorted(neg_vals, cand, side="left")
+    kept = tp + fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(kept > 0, tp / np.maximum(kept, 1), np.nan)
+        recall = tp / n_good if n_good else np.full(len(cand), np.nan)
+        denom = 2 * tp + fp + (n_good - tp)
+        f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+    curve = pd.DataFrame(
+        {"threshold": cand, "kept": kept, "tp": tp, "fp": fp, "precision": precision, "recall": recall, "f1": f1}
+    )
+    return curve.sort_values("threshold").reset_index(drop=True), n_good, int((~has).sum())
+
+
+def choose_threshold(
+    labels: Sequence[int],
+    values: Sequence[float | None],
+    objective: Literal["f1", "precision"] = "f1",
+    target_precision: float | None = None,
+    label_threshold: float = 4.0,
+) -> ThresholdChoice:
+    """The threshold on the critic's value that maximises F1 (``objective="f1"``), or the one with the highest recall
+    among those whose precision is at least ``target_precision`` (``objective="precision"``). Ties go to the higher
+    threshold (fewer clips kept)."""
+    if objective not in ("f1", "precision"):
+        raise ConfigError(f"unknown threshold objective '{objective}'", hint="use 'f1' or 'precision'")
+    if objective == "precision" and (target_precision is None or not 0 < target_precision <= 1):
+        raise ConfigError("objective 'precision' needs target_precision in (0, 1]")
+    curve, n_good, n_unparsed = threshold_curve(labels, values, label_threshold)
+    if curve.empty:
+        raise DataError("no clip has a score, so no threshold can be chosen", hint="check the unparsed reasons")
+    if n_good == 0 or n_good == len(labels):
+        raise DataError(
+            f"all {len(labels)} labelled clips are {'bad' if n_good == 0 else 'good'} at label >= {label_threshold:g}",
+            hint="a threshold needs both good and bad clips among the labels",
+        )
+    c = curve.iloc[::-1]  # descending threshold so idxmax picks the higher threshold on ties
+    if objective == "f1":
+        best = c["f1"].fillna(-1).idxmax()
+    else:
+        ok = c[c["precision"].fillna(-1) >= target_precision]
+        if ok.empty:
+            top = float(curve["precision"].max())
+            raise RecipeError(
+                f"no threshold reaches precision {target_precision:g} (the best is {top:.3f})",
+                hint="lower the target precision or choose by F1",
+            )
+        best = ok["recall"].fillna(-1).idxmax()
+    row = curve.loc[best]
+    return ThresholdChoice(
+        threshold=float(row["threshold"]),
+        objective=objective,
+        target_precision=target_precision,
+        precision=float(row["precision"]),
+        recall=float(row["recall"]),
+        f1=float(row["f1"]),
+        kept=int(row["kept"]),
+        n=len(labels),
+        n_good=n_good,
+        n_unparsed=n_unparsed,
+        label_threshold=label_threshold,
+        curve=curve,
+    )
+
+
+def choose_threshold_from_rows(
+    rows: Sequence[dict[str, Any]],
+    objective: Literal["f1", "precision"] = "f1",
+    target_precision: float | None = None,
+    label_threshold: float = 4.0,
+    label_key: str = "pc",
+) -> ThresholdChoice:
+    """:func:`choose_threshold` over labelled scored rows, reading each row's decision value."""
+    from recipe_lib.metrics import labelled_rows
+
+    rows = labelled_rows(rows, label_key)
+    values = [decision_value(r)[0] if r.get("score") is not None else None for r in rows]
+    return choose_threshold([r["item"][label_key] for r in rows], values, objective, target_precision, label_threshold)
+
+
+def threshold_figure(choice: ThresholdChoice | dict[str, ThresholdChoice], title: str | None = None):  # noqa: ANN201
+    """Precision, recall and F1 against the threshold (one panel per critic when given a dict), with the chosen
+    threshold marked."""
+    from matplotlib.figure import Figure
+
+    choices = choice if isinstance(choice, dict) else {"": choice}
+    fig = Figure(figsize=(5.2 * len(choices), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(choices), squeeze=False)[0]
+    for ax, (name, ch) in zip(axes, choices.items()):
+        curve = ch.curve
+        ax.step(curve["threshold"], curve["precision"], where="post", label="precision", color="#4c72b0")
+        ax.step(curve["threshold"], curve["recall"], where="post", label="recall", color="#dd8452")
+        ax.step(curve["threshold"], curve["f1"], where="post", label="F1", color="#55a868", linewidth=2)
+        ax.axvline(ch.threshold, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"t={ch.threshold:.2f}\nP={ch.precision:.2f} R={ch.recall:.2f}",
+            (ch.threshold, 0.05),
+            fontsize=8,
+            xytext=(4, 0),
+            textcoords="offset points",
+        )
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_xlabel("threshold on the critic's score (keep if >=)")
+        ax.set_ylabel("share")
+        ax.set_title(name or f"threshold choice ({ch.objective})", fontsize=10)
+        ax.legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

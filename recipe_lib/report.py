@@ -1,0 +1,528 @@
+"""A self-contained HTML report of one or more critics' scores, and ``evaluation_results.json`` with every number in it.
+
+The page holds: the summary metrics with bootstrap intervals (when the clips carry labels), a confusion-matrix heat-map
+per critic, extra sections (tables and figures passed by the caller, e.g. detection rates per violation type), the
+per-clip table (contact-sheet thumbnail, caption, label, each critic's score, p(1..5) bar, decision, raw output in a
+collapsed ``<details>``) with filters by correctness, label and decision, and the lists of skipped and unparsed clips
+with their reasons.
+
+Everything is in one file: images are PNGs embedded as base64 ``data:`` URIs, the small filter script and the styles are
+inline, nothing is fetched. All text (captions, file names, model outputs) goes through jinja2 with autoescape on, and
+the script reads only ``data-`` attributes, so no clip or model output can inject markup.
+
+The page is rendered from one dict (:attr:`ReportResult.data`), which is also what ``evaluation_results.json`` holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+
+from recipe_lib.errors import RecipeError
+from recipe_lib.filtering import DECISIONS, decide
+from recipe_lib.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
+
+SUMMARY_METRICS = ("accuracy", "within1", "mae", "pearson", "spearman", "kendall", "qwk", "precision", "recall")
+SUMMARY_METRICS += ("f1", "roc_auc")
+
+
+@dataclasses.dataclass
+class CriticScores:
+    """One critic's scored rows for a report (``metrics`` None when the clips carry no labels)."""
+
+    name: str
+    model: str
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    metrics: MetricSuite | None = None
+    groups: Any = None  # pandas.DataFrame from metrics.group_breakdown, optional
+
+
+@dataclasses.dataclass
+class ReportSection:
+    """An extra block: a heading, a sentence, optionally a table (list of records) and/or a figure."""
+
+    title: str
+    text: str = ""
+    table: list[dict[str, Any]] | None = None
+    figure: Any = None  # matplotlib Figure
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    out_path: Path
+    title: str = "Physical plausibility report"
+    threshold: float = 4.0
+    label_key: str = "pc"
+    thumbnails: bool = True
+    thumb_dir: Path | None = None  # cache of contact sheets; default: <report folder>/thumbs
+    json_name: str = "evaluation_results.json"
+    workers: int = 2
+    subtitle: str = ""
+
+
+@dataclasses.dataclass
+class ReportResult:
+    html: Path
+    json: Path
+    data: dict[str, Any]
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def confusion_figure(suite: MetricSuite, title: str = "Confusion matrix"):  # noqa: ANN201
+    """Heat-map of the 5x6 table (labels down, predicted 1-5 and unparsed across), counts written in the cells."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    data = suite.confusion
+    im = ax.imshow(data, cmap="Blues", aspect="auto", vmin=0)
+    ax.set_xticks(range(6), list(CONFUSION_COLUMNS))
+    ax.set_yticks(range(5), [str(v) for v in SCORE_VALUES])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("label")
+    top = data.max() if data.size else 0
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(
+                j,
+                i,
+                str(int(data[i, j])),
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if top and data[i, j] > top * 0.6 else "black",
+            )
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def _thumb(video: str, cache: Path) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, reason) for one clip's contact sheet; sheets are cached by file content."""
+    from recipe_lib.errors import VideoError
+    from recipe_lib.video import contact_sheet
+
+    path = Path(video)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return None, f"no preview: {exc.strerror or exc}"
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    jpg = cache / f"{key}.jpg"
+    try:
+        if not jpg.exists():
+            from PIL import Image
+
+            png = contact_sheet(path, cache / f"{key}.png", n=4, tile_height=56)
+            # JPEG keeps a report of thousands of clips to a few tens of kilobytes per clip.
+            tmp = jpg.with_name(jpg.name + ".tmp")
+            with Image.open(png) as img:
+                img.convert("RGB").save(tmp, format="JPEG", quality=80)
+            tmp.replace(jpg)
+            png.unlink(missing_ok=True)
+        return _data_uri(jpg.read_bytes(), "image/jpeg"), None
+    except VideoError as exc:
+        return None, f"no preview: {exc.message}"
+
+
+def _num(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    value = _num(value)
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _records(table: Any) -> list[dict[str, Any]]:
+    if table is None:
+        return []
+    if hasattr(table, "to_dict"):
+        table = table.to_dict(orient="records")
+    return [{str(k): _num(v) for k, v in rec.items()} for rec in table]
+
+
+def _sample_rows(critics: Sequence[CriticScores], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """One record per clip (union over critics, first-seen order), each with every critic's prediction."""
+    order: list[str] = []
+    info: dict[str, dict[str, Any]] = {}
+    for ci, critic in enumerate(critics):
+        for r in critic.rows:
+            video = r["video"]
+            if video not in info:
+                order.append(video)
+                item = r.get("item") or {}
+                label = _num(item.get(cfg.label_key))
+                info[video] = {
+                    "video": video,
+                    "name": Path(video).name,
+                    "caption": item.get("caption"),
+                    "label": int(label) if label is not None else None,
+                    "predictions": [None] * len(critics),
+                }
+            decision, value, source, reason = decide(r, cfg.threshold)
+            label = info[video]["label"]
+            score = r.get("score")
+            if score is None:
+                correct = "unparsed"
+            elif label is None:
+                correct = "unlabelled"
+            else:
+                correct = "correct" if int(score) == label else "wrong"
+            trials = r.get("trials") or []
+            raw = r.get("raw_output")
+            if raw is None and trials:
+                raw = trials[0].get("text")
+            info[video]["predictions"][ci] = {
+                "score": score,
+                "expected_score": _num(r.get("expected_score")),
+                "probs": [_num(p) for p in r["probs"]] if r.get("probs") else None,
+                "trial_scores": [t.get("score") for t in trials],
+                "decision": decision,
+                "decision_reason": reason,
+                "value": value,
+                "correct": correct,
+                "parse_error": r.get("parse_error"),
+                "raw_output": raw,
+                "model_s": _num((r.get("timing") or {}).get("model_s")),
+            }
+        for s in critic.skipped:
+            video = s["video"]
+            if video not in info:
+                order.append(video)
+                info[video] = {
+                    "video": video,
+                    "name": Path(video).name,
+                    "caption": None,
+                    "label": None,
+                    "predictions": [None] * len(critics),
+                }
+            info[video]["predictions"][ci] = {
+                "score": None,
+                "expected_score": None,
+                "probs": None,
+                "trial_scores": [],
+                "decision": "skipped",
+                "decision_reason": s.get("reason"),
+                "value": None,
+                "correct": "skipped",
+                "parse_error": None,
+                "raw_output": None,
+                "model_s": None,
+            }
+    samples = [info[v] for v in order]
+    for s in samples:
+        s["predictions"] = [
+            p
+            or {
+                "score": None,
+                "expected_score": None,
+                "probs": None,
+                "trial_scores": [],
+                "decision": "skipped",
+                "decision_reason": "not scored by this critic",
+                "value": None,
+                "correct": "skipped",
+                "parse_error": None,
+                "raw_output": None,
+                "model_s": None,
+            }
+            for p in s["predictions"]
+        ]
+    return samples
+
+
+def build_report_data(
+    critics: Sequence[CriticScores], cfg: ReportConfig, sections: Sequence[ReportSection] = ()
+) -> dict[str, Any]:
+    """The dict the page is rendered from (and ``evaluation_results.json`` holds)."""
+    samples = _sample_rows(critics, cfg)
+    critic_data = []
+    for critic in critics:
+        decisions = {d: 0 for d in DECISIONS}
+        unparsed = []
+        for r in critic.rows:
+            decision = decide(r, cfg.threshold)[0]
+            decisions[decision] += 1
+            if decision == "unparsed":
+                unparsed.append(
+                    {"video": r["video"], "reason": str(r.get("parse_error") or "the critic gave no score")}
+                )
+        decisions["skipped"] = len(critic.skipped)
+        critic_data.append(
+            {
+                "name": critic.name,
+                "model": critic.model,
+                "n_scored": len(critic.rows),
+                "n_skipped": len(critic.skipped),
+                "decisions": decisions,
+                "metrics": critic.metrics.to_dict() if critic.metrics is not None else None,
+                "groups": _records(critic.groups),
+                "skipped": [{"video": s["video"], "reason": s.get("reason", "skipped")} for s in critic.skipped],
+                "unparsed": unparsed,
+            }
+        )
+    return {
+        "title": cfg.title,
+        "subtitle": cfg.subtitle,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "threshold": cfg.threshold,
+        "label_key": cfg.label_key,
+        "metric_descriptions": dict(METRICS),
+        "critics": critic_data,
+        "sections": [{"title": s.title, "text": s.text, "table": _records(s.table)} for s in sections],
+        "samples": samples,
+        "n_clips": len(samples),
+        "n_labelled": sum(1 for s in samples if s["label"] is not None),
+    }
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ d.title }}</title>
+<style>
+body{font-family:system-ui,-apple-system,sans-serif;margin:1.5em auto;max-width:1300px;padding:0 1em;color:#222}
+h1{margin-bottom:.1em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}.muted{color:#666;font-size:.9em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.88em}th,td{border:1px solid #ddd;padding:3px 6px;
+vertical-align:top}th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ci{color:#777;font-size:.85em}.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{margin:0}
+figcaption{font-size:.85em;color:#444}
+tr.sample td{font-size:.85em}.thumb{display:block;max-width:260px;height:auto}
+.fname{max-width:260px;word-break:break-all;font-size:.9em}
+.bar{display:inline-flex;align-items:flex-end;height:32px;gap:2px;border-bottom:1px solid #999}
+.bar span{display:inline-block;width:9px;background:#4c72b0}.bar span.top{background:#c44e52}
+.keep{color:#2a7d2a;font-weight:600}.reject{color:#b03030;font-weight:600}.unparsed,.skipped{color:#a06000;
+font-weight:600}pre{white-space:pre-wrap;max-width:420px;max-height:240px;overflow:auto;background:#f7f7f7;
+padding:4px;margin:2px 0}.filters{position:sticky;top:0;background:#fff;padding:.4em 0;z-index:1;
+border-bottom:1px solid #eee}.filters label{margin-right:1em}.caption{max-width:300px}
+</style></head>
+<body>
+<h1>{{ d.title }}</h1>
+{% if d.subtitle %}<p>{{ d.subtitle }}</p>{% endif %}
+<p class="muted">{{ d.n_clips }} clips ({{ d.n_labelled }} labelled) · threshold {{ d.threshold }} (keep when the
+expected score, else the score, is at least this) · created {{ d.created }}</p>
+
+<h2>Summary</h2>
+<table id="decisions"><tr><th>critic</th><th>model</th>{% for k in decisions %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for c in d.critics %}<tr><td>{{ c.name }}</td><td>{{ c.model }}</td>
+{% for k in decisions %}<td class="num">{{ c.decisions[k] }}</td>{% endfor %}</tr>{% endfor %}</table>
+
+{% if has_metrics %}
+<table id="metrics"><tr><th>metric</th>{% for c in d.critics %}<th>{{ c.name }}</th>{% endfor %}<th>meaning</th></tr>
+<tr><td>n (labelled)</td>{% for c in d.critics %}<td class="num">{{ c.metrics.n if c.metrics else "–" }}</td>
+{% endfor %}<td>clips with a label</td></tr>
+<tr><td>parse coverage</td>{% for c in d.critics %}<td class="num">{{ fmt(c.metrics.coverage) if c.metrics else "–" }}
+</td>{% endfor %}<td>share of labelled clips with a parsed score</td></tr>
+{% for m in summary_metrics %}<tr><td>{{ m }}</td>{% for c in d.critics %}<td class="num">
+{% if c.metrics %}{{ fmt(c.metrics.metrics[m]) }} <span class="ci">[{{ fmt(c.metrics.intervals[m][0]) }},
+{{ fmt(c.metrics.intervals[m][1]) }}]</span>{% else %}–{% endif %}</td>{% endfor %}
+<td>{{ d.metric_descriptions[m] }}</td></tr>{% endfor %}
+<tr><td>majority baseline</td>{% for c in d.critics %}<td class="num">
+{{ fmt(c.metrics.majority_accuracy) if c.metrics else "–" }}</td>{% endfor %}
+<td>accuracy of always answering the most common label</td></tr>
+</table>
+<p class="muted">Brackets: {{ confidence }} % bootstrap interval ({{ resamples }} resamples of the clips, seeded).
+Good vs bad: label and score at least {{ d.threshold }}.</p>
+<h2>Confusion matrices</h2>
+<div class="figs">{% for c in d.critics %}{% if confusion[loop.index0] %}<figure>
+<img alt="confusion matrix of {{ c.name }}" src="{{ confusion[loop.index0] }}">
+<figcaption>{{ c.name }}: labels down, predictions across; "unparsed" counts answers without a score.</figcaption>
+</figure>{% endif %}{% endfor %}</div>
+{% endif %}
+
+{% for s in d.sections %}<h2>{{ s.title }}</h2>{% if s.text %}<p>{{ s.text }}</p>{% endif %}
+{% if s.table %}<table class="section"><tr>{% for k in s.table[0].keys() %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for r in s.table %}<tr>{% for v in r.values() %}<td class="num">{{ fmt(v) }}</td>{% endfor %}</tr>{% endfor %}
+</table>{% endif %}
+{% if section_figs[loop.index0] %}<figure><img alt="{{ s.title }}" src="{{ section_figs[loop.index0] }}"></figure>
+{% endif %}{% endfor %}
+
+{% for c in d.critics %}{% if c.groups %}<h2>Per group: {{ c.name }}</h2>
+<table class="groups"><tr><th>column</th><th>group</th><th>n</th><th>coverage</th>{% for m in group_metrics %}
+<th>{{ m }}</th>{% endfor %}</tr>{% for g in c.groups %}<tr><td>{{ g.column }}</td><td>{{ g.group }}</td>
+<td class="num">{{ g.n }}</td><td class="num">{{ fmt(g.coverage) }}</td>{% for m in group_metrics %}
+<td class="num">{{ fmt(g[m]) }} <span class="ci">[{{ fmt(g[m ~ "_lo"]) }}, {{ fmt(g[m ~ "_hi"]) }}]</span></td>
+{% endfor %}</tr>{% endfor %}</table>{% endif %}{% endfor %}
+
+<h2>Clips</h2>
+<div class="filters" id="filters">
+{% if d.critics|length > 1 %}<label>critic <select id="f-critic">{% for c in d.critics %}
+<option value="{{ loop.index0 }}">{{ c.name }}</option>{% endfor %}</select></label>{% endif %}
+<label>correctness <select id="f-correct"><option value="">all</option><option value="correct">correct</option>
+<option value="wrong">wrong</option><option value="unparsed">unparsed</option><option value="skipped">skipped</option>
+<option value="unlabelled">unlabelled</option></select></label>
+<label>label <select id="f-label"><option value="">all</option>{% for v in scores %}
+<option value="{{ v }}">{{ v }}</option>{% endfor %}<option value="none">none</option></select></label>
+<label>decision <select id="f-decision"><option value="">all</option>{% for k in decisions %}
+<option value="{{ k }}">{{ k }}</option>{% endfor %}</select></label>
+<span class="muted">showing <span id="shown">{{ d.samples|length }}</span> of {{ d.samples|length }}</span>
+</div>
+<table id="samples"><thead><tr><th>clip</th><th>caption</th><th>label</th>
+{% for c in d.critics %}<th>{{ c.name }}</th>{% endfor %}</tr></thead><tbody>
+{% for s in d.samples %}<tr class="sample" data-label="{{ s.label if s.label is not none else 'none' }}"
+{% for p in s.predictions %} data-correct-{{ loop.index0 }}="{{ p.correct }}"
+ data-decision-{{ loop.index0 }}="{{ p.decision }}"{% endfor %}>
+<td>{% if thumbs[s.video] %}<img class="thumb" alt="frames of {{ s.name }}" src="{{ thumbs[s.video] }}">
+{% else %}<span class="muted">{{ thumb_errors[s.video] }}</span>{% endif %}<div class="fname">{{ s.name }}</div></td>
+<td class="caption">{{ s.caption if s.caption is not none else "" }}</td>
+<td class="num">{{ s.label if s.label is not none else "–" }}</td>
+{% for p in s.predictions %}<td><div><b>{{ p.score if p.score is not none else "–" }}</b>
+{% if p.expected_score is not none %}<span class="muted">(E={{ fmt(p.expected_score, 2) }})</span>{% endif %}
+<span class="{{ p.decision }}">{{ p.decision }}</span> <span class="muted">{{ p.correct }}</span></div>
+{% if p.probs %}<div class="bar" title="p(1..5)">{% for q in p.probs %}<span
+ class="{{ 'top' if loop.index == p.score else '' }}" style="height:{{ (q * 30 + 1)|round(1) }}px"
+ title="p({{ loop.index }}) = {{ fmt(q) }}"></span>{% endfor %}</div>
+<div class="muted">p(1..5): {% for q in p.probs %}{{ fmt(q, 2) }} {% endfor %}</div>{% endif %}
+{% if p.trial_scores %}<div class="muted">trials: {% for t in p.trial_scores %}{{ t if t is not none else "?" }}
+{% endfor %}</div>{% endif %}
+{% if p.parse_error or p.decision == "skipped" %}<div class="muted">{{ p.parse_error or p.decision_reason }}</div>
+{% endif %}
+{% if p.raw_output is not none %}<details><summary>raw output</summary><pre>{{ p.raw_output }}</pre></details>
+{% endif %}</td>{% endfor %}</tr>{% endfor %}
+</tbody></table>
+
+<h2>Skipped and unparsed clips</h2>
+{% for c in d.critics %}<h3>{{ c.name }}</h3>
+{% if c.skipped or c.unparsed %}<ul class="problems">{% for s in c.skipped %}<li><b>skipped</b> {{ s.video }}:
+{{ s.reason }}</li>{% endfor %}{% for s in c.unparsed %}<li><b>unparsed</b> {{ s.video }}: {{ s.reason }}</li>
+{% endfor %}</ul>{% else %}<p class="muted">none: every clip was read and every answer parsed.</p>{% endif %}
+{% endfor %}
+<p class="muted">Every number on this page is also in {{ json_name }}.</p>
+<script>
+(function () {
+  var ids = ["f-critic", "f-correct", "f-label", "f-decision"];
+  function value(id) { var el = document.getElementById(id); return el ? el.value : ""; }
+  function apply() {
+    var critic = value("f-critic") || "0", correct = value("f-correct"), label = value("f-label");
+    var decision = value("f-decision"), shown = 0;
+    var rows = document.querySelectorAll("tr.sample");
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      var ok = (!correct || r.getAttribute("data-correct-" + critic) === correct) &&
+               (!label || r.getAttribute("data-label") === label) &&
+               (!decision || r.getAttribute("data-decision-" + critic) === decision);
+      r.style.display = ok ? "" : "none";
+      if (ok) { shown++; }
+    }
+    document.getElementById("shown").textContent = String(shown);
+  }
+  ids.forEach(function (id) {
+    var el = document.getElementById(id);
+    if (el) { el.addEventListener("change", apply); }
+  });
+  apply();
+})();
+</script>
+</body></html>
+"""
+
+GROUP_TABLE_METRICS = ("accuracy", "within1", "mae", "pearson", "f1", "roc_auc")
+
+
+def _thumbnails(videos: list[str], cfg: ReportConfig) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    uris: dict[str, str | None] = {v: None for v in videos}
+    errors: dict[str, str | None] = {v: "no preview" for v in videos}
+    if not cfg.thumbnails or not videos:
+        return uris, errors
+    cache = cfg.thumb_dir or cfg.out_path.parent / "thumbs"
+    cache.mkdir(parents=True, exist_ok=True)
+    with cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        for video, (uri, err) in zip(videos, pool.map(lambda v: _thumb(v, cache), videos)):
+            uris[video], errors[video] = uri, err
+    return uris, errors
+
+
+def write_report(
+    critics: Sequence[CriticScores],
+    cfg: ReportConfig,
+    sections: Sequence[ReportSection] = (),
+    extra: dict[str, Any] | None = None,
+) -> ReportResult:
+    """Render the report to ``cfg.out_path`` and the numbers to ``<same folder>/<cfg.json_name>`` (atomically).
+
+    ``extra`` adds keys to the JSON only (e.g. the full threshold curves drawn in a section's figure)."""
+    if not critics:
+        raise RecipeError("a report needs at least one critic's scores")
+    data = build_report_data(critics, cfg, sections)
+    thumbs, thumb_errors = _thumbnails([s["video"] for s in data["samples"]], cfg)
+    confusion = []
+    for critic in critics:
+        if critic.metrics is not None and critic.metrics.n:
+            confusion.append(_data_uri(figure_png(confusion_figure(critic.metrics, critic.name))))
+        else:
+            confusion.append(None)
+    section_figs = [_data_uri(figure_png(s.figure)) if s.figure is not None else None for s in sections]
+    first = next((c.metrics for c in critics if c.metrics is not None), None)
+    env = Environment(autoescape=True)
+    html = env.from_string(_TEMPLATE).render(
+        d=data,
+        fmt=_fmt,
+        decisions=DECISIONS,
+        scores=SCORE_VALUES,
+        summary_metrics=SUMMARY_METRICS,
+        group_metrics=GROUP_TABLE_METRICS,
+        has_metrics=any(c.metrics is not None and c.metrics.n for c in critics),
+        confidence=round(100 * first.confidence) if first else 95,
+        resamples=first.n_boot if first else 0,
+        confusion=confusion,
+        section_figs=section_figs,
+        thumbs=thumbs,
+        thumb_errors=thumb_errors,
+        json_name=cfg.json_name,
+    )
+    out = Path(cfg.out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    if extra:
+        data = {**data, **extra}
+    json_path = out.with_name(cfg.json_name)
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
+    tmp.replace(json_path)
+    return ReportResult(html=out, json=json_path, data=data)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
