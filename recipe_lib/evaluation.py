@@ -105,7 +105,12 @@ class EvalResult:
         return pd.DataFrame(out).T
 
     def confusion_figures(self) -> dict[str, Any]:
+        """One Figure per critic."""
         return {name: confusion_figure(s, f"{name}: labels vs predictions") for name, s in self.metrics.items()}
+
+    def confusion_figure(self) -> Any:
+        """All critics' confusion matrices side by side in one Figure."""
+        return confusion_grid(self.metrics)
 
     def threshold_figure(self) -> Any:
         chosen = {k: v for k, v in self.thresholds.items() if v is not None}
@@ -145,6 +150,30 @@ def _none(value: Any) -> Any:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def confusion_grid(suites: dict[str, MetricSuite]):  # noqa: ANN201
+    """Confusion matrices (labels down, predicted 1-5 and unparsed across), one panel per critic."""
+    from matplotlib.figure import Figure
+
+    from recipe_lib.metrics import CONFUSION_COLUMNS, SCORE_VALUES
+
+    fig = Figure(figsize=(4.2 * max(1, len(suites)), 3.6), layout="constrained")
+    axes = fig.subplots(1, max(1, len(suites)), squeeze=False)[0]
+    for ax, (name, suite) in zip(axes, suites.items()):
+        data = suite.confusion
+        ax.imshow(data, cmap="Blues", aspect="auto", vmin=0)
+        ax.set_xticks(range(6), list(CONFUSION_COLUMNS), fontsize=8)
+        ax.set_yticks(range(5), [str(v) for v in SCORE_VALUES])
+        top = data.max() if data.size else 0
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                color = "white" if top and data[i, j] > 0.6 * top else "black"
+                ax.text(j, i, str(int(data[i, j])), ha="center", va="center", fontsize=8, color=color)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("label")
+        ax.set_title(f"{name} (n={suite.n}, acc={suite['accuracy']:.2f})", fontsize=10)
+    return fig
 
 
 def _check_critics(critics: dict[str, str]) -> None:

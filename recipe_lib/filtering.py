@@ -474,9 +474,10 @@ def threshold_figure(choice: ThresholdChoice | dict[str, ThresholdChoice], title
         ax.step(curve["threshold"], curve["f1"], where="post", label="F1", color="#55a868", linewidth=2)
         ax.axvline(ch.threshold, color="grey", linestyle="--", linewidth=1)
         ax.annotate(
-            f"t={ch.threshold:.2f}\nP={ch.precision:.2f} R={ch.recall:.2f}",
-            (ch.threshold, 0.05),
+            f"t={ch.threshold:.2f}\nP={ch.precision:.2f} R={ch.recall:.2f} F1={ch.f1:.2f}",
+            (ch.threshold, 1.0),
             fontsize=8,
+            va="top",
             xytext=(4, 0),
             textcoords="offset points",
         )

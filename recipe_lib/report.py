@@ -446,6 +446,12 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
     var el = document.getElementById(id);
     if (el) { el.addEventListener("change", apply); }
   });
+  // A link can preset the filters: report.html#correct=wrong&label=5 (keys: critic, correct, label, decision).
+  var params = new URLSearchParams(window.location.hash.slice(1));
+  params.forEach(function (v, k) {
+    var el = document.getElementById("f-" + k);
+    if (el && Array.prototype.some.call(el.options, function (o) { return o.value === v; })) { el.value = v; }
+  });
   apply();
 })();
 </script>

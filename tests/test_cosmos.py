@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from recipe_lib.config import CONFIGS_DIR, REPO_ROOT, VideoSettings, load_toml
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.train import cosmos
@@ -27,7 +28,6 @@ from recipe_lib.train.config import (
     load_training_config,
     training_config_from_mapping,
 )
-from tests.conftest import run_cli
 
 DEMO_VIDEO = VideoSettings(fps=4.0, total_pixels=None, max_pixels=112 * 112, min_pixels=56 * 56, max_frames=8)
 
@@ -389,6 +389,12 @@ def test_launch_dry_run_gives_the_exact_command(cosmos_config_cls, conversation_
     grpo = cosmos.write_config(tmp_path / "grpo.toml", "grpo", dataset=conversation_sets["grpo"], n_gpus=2)
     assert cosmos.launch(grpo).command[-1].endswith("grpo_entry.py")
 
+    absent = cosmos.write_config(tmp_path / "absent.toml", "custom_sft", dataset=tmp_path / "no_train", n_gpus=2)
+    with pytest.raises(RecipeError, match="cannot launch cosmos-rl") as info:
+        cosmos.launch(absent, dry_run=False)
+    assert f"the dataset {tmp_path / 'no_train'}" in info.value.message
+    assert "the eval dataset data/custom_split/eval" in info.value.message  # validation on, eval split not built
+
     if cosmos.check_prerequisites("sft", 2).ok:
         pytest.skip("this machine could really launch: not starting a training run from a test")
     with pytest.raises(RecipeError, match="cannot launch cosmos-rl: missing") as info:
@@ -398,26 +404,26 @@ def test_launch_dry_run_gives_the_exact_command(cosmos_config_cls, conversation_
 
 
 @pytest.mark.cosmos
+def test_entry_main_stops_on_a_bad_dataset(cosmos_config_cls, tiny_critic, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from recipe_lib.train.cosmos_entry.common import main
+
+    bad = cosmos.write_config(tmp_path / "bad.toml", "sft", model=tiny_critic, dataset=tmp_path / "missing")
+    with pytest.raises(SystemExit) as info:
+        main("sft", ["--config", str(bad), "--port", "8000"])  # extra launcher arguments are tolerated
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: conversation dataset not found")
+
+
+@pytest.mark.cosmos
+@pytest.mark.slow
 def test_entry_script_runs_as_cosmos_rl_runs_it(conversation_sets, tiny_critic, tmp_path: Path) -> None:  # noqa: ANN001
     """``python <entry>.py --config X`` from elsewhere: it imports recipe_lib, opens and checks the dataset, then hands
     over to cosmos-rl's worker entry, which needs the COSMOS_ROLE its launcher sets."""
     good = cosmos.write_config(tmp_path / "good.toml", "sft", model=tiny_critic, dataset=conversation_sets["sft"])
-    bad = cosmos.write_config(tmp_path / "bad.toml", "sft", model=tiny_critic, dataset=tmp_path / "missing")
     env = {k: v for k, v in os.environ.items() if k not in ("COSMOS_ROLE", "PYTHONPATH")}
     env["COSMOS_LOG_LEVEL"] = "WARNING"
-    entry = str(cosmos.ENTRIES["sft"])
     ran = subprocess.run(
-        [sys.executable, entry, "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert ran.returncode == 2
-    assert "error: conversation dataset not found" in ran.stderr and "Traceback" not in ran.stderr
-    ran = subprocess.run(
-        [sys.executable, entry, "--config", str(good)],
+        [sys.executable, str(cosmos.ENTRIES["sft"]), "--config", str(good)],
         capture_output=True,
         text=True,
         env=env,
@@ -426,6 +432,7 @@ def test_entry_script_runs_as_cosmos_rl_runs_it(conversation_sets, tiny_critic, 
     )
     assert ran.returncode != 0
     assert "Invalid role: None" in ran.stderr  # reached cosmos_rl.launcher.worker_entry.main
+    assert "error:" not in ran.stderr  # the dataset, its labels and clips passed the checks
 
 
 def test_cli_check_lists_what_is_missing() -> None:

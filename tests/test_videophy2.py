@@ -16,8 +16,8 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import SHARED_VIDEOS, run_cli
 
+from conftest import SHARED_VIDEOS, run_cli
 from recipe_lib.data.videophy2 import VideoPhy2Config, load_report, prepare_videophy2
 from recipe_lib.errors import DataError
 
@@ -126,12 +126,15 @@ def test_prepared_folder_is_scored_unchanged_by_the_tiny_critic(labelled_table, 
     )
     assert not result.skipped and len(result.rows) == 3
     assert [r["item"]["pc"] for r in result.rows] == [4, 5, 4]
-    assert all(r["score"] in (1, 2, 3, 4, 5) and Path(r["video"]).parent == SHARED_VIDEOS.resolve() for r in result.rows)
+    assert all(
+        r["score"] in (1, 2, 3, 4, 5) and Path(r["video"]).parent == SHARED_VIDEOS.resolve() for r in result.rows
+    )
 
 
 def test_parquet_with_renamed_columns_and_a_dataset_dict_folder(labelled_table, tmp_path: Path) -> None:
     path, table = labelled_table
     good = table.iloc[:20].rename(columns={"video_url": "videopath", "pc": "human_pc"})
+    good = good.assign(render_id=range(20), **{"Unnamed: 0": range(20)})
     parquet = tmp_path / "sub" / "labels.parquet"
     parquet.parent.mkdir()
     good.to_parquet(parquet)
@@ -148,6 +151,8 @@ def test_parquet_with_renamed_columns_and_a_dataset_dict_folder(labelled_table, 
     )
     result = prepare_videophy2(cfg)
     assert result.n_input == 5 and result.n_kept == 5 and not result.dropped
+    assert result.extra_columns == ["render_id"] and result.ignored_columns == ["Unnamed: 0"]
+    assert datasets.load_from_disk(str(tmp_path / "from_parquet"))["render_id"] == [0, 1, 2, 3, 4]
 
     # A DatasetDict saved with save_to_disk (what a hub download + save_to_disk gives).
     folder = tmp_path / "videophy2_dict"
@@ -162,7 +167,9 @@ def test_parquet_with_renamed_columns_and_a_dataset_dict_folder(labelled_table, 
     dd.save_to_disk(str(folder))
     with pytest.raises(DataError, match="holds splits"):
         prepare_videophy2(VideoPhy2Config(source=str(folder), out_dir=tmp_path / "y"))
-    result = prepare_videophy2(VideoPhy2Config(source=str(folder), split="test", out_dir=tmp_path / "y", progress=False))
+    result = prepare_videophy2(
+        VideoPhy2Config(source=str(folder), split="test", out_dir=tmp_path / "y", progress=False)
+    )
     assert result.n_kept == 8 and result.split == "test"
 
 
@@ -176,9 +183,9 @@ def test_missing_required_column_and_no_usable_rows_are_errors(labelled_table, t
     assert "Traceback" not in proc.stderr
 
     remote_only = tmp_path / "remote.csv"
-    pd.DataFrame({"video_url": ["https://storage.example.com/a.mp4", "https://storage.example.com/b.mp4"], "pc": [4, 5]}).to_csv(
-        remote_only, index=False
-    )
+    pd.DataFrame(
+        {"video_url": ["https://storage.example.com/a.mp4", "https://storage.example.com/b.mp4"], "pc": [4, 5]}
+    ).to_csv(remote_only, index=False)
     with pytest.raises(DataError, match="all 2 were dropped \\(2 remote_offline\\)") as info:
         prepare_videophy2(VideoPhy2Config(source=str(remote_only), out_dir=tmp_path / "r"))
     assert "--download" in info.value.hint
@@ -229,7 +236,13 @@ def test_download_mode_fetches_remote_clips_into_the_cache(clip_server: str, sha
     pd.DataFrame({"video_url": urls, "pc": [1, 2, 3, 4, 5]}).to_json(table, orient="records", lines=True)
     out = tmp_path / "prepared"
     cfg = VideoPhy2Config(
-        source=str(table), out_dir=out, download=True, cache_dir=tmp_path / "cache", workers=2, timeout=5, retries=0,
+        source=str(table),
+        out_dir=out,
+        download=True,
+        cache_dir=tmp_path / "cache",
+        workers=2,
+        timeout=5,
+        retries=0,
         progress=False,
     )
     result = prepare_videophy2(cfg)

@@ -19,7 +19,9 @@ Input
 
       The resolved file must stay inside the videos folder: absolute paths, ``..`` and symlinks pointing outside are
       refused (and reported), never followed.
-    * optionally a prompts folder: ``<stem>.txt`` (or ``<stem>_prompt.txt``) next to no video becomes its caption.
+    * optionally a prompts folder: ``<stem>.txt`` (or ``<stem>_prompt.txt``, the seed recipe's naming) named after a
+      video's file stem becomes its caption; without one, ``caption_column`` of the sheet is used (else empty, counted
+      in ``missing_prompts``).
 
 Labels
     Without ``scale_labels`` a label must be a whole score 1-5. With it, labels are mapped from ``label_range`` (default
@@ -30,8 +32,9 @@ Output (``out_dir``)
     ``train/`` and ``eval/`` (``save_to_disk``; columns ``video_url`` (absolute path), ``pc``, ``caption``, ``link``,
     ``sheet_row``, ``raw_label``, ``video_name``), ``split_info.json`` (counts before/after, every dropped row with its
     reason, label counts, the split and balance reports, settings) and ``dropped_rows.csv`` (the same rows, for a
-    spreadsheet). The split is stratified by label; balancing (``balance_labels``) is applied to the train split only,
-    so evaluation keeps the real label distribution and never shares a clip with training.
+    spreadsheet). The split is stratified by label (a label with a single clip cannot be in both parts: it stays in
+    train, and the report says so); balancing (``balance_labels``) is applied to the train split only, so evaluation
+    keeps the real label distribution and never shares a clip with training.
 
 Rows are numbered as the spreadsheet shows them (the header is row 1 unless title rows sit above it).
 
@@ -50,6 +53,7 @@ import shutil
 import string
 import time
 import urllib.parse
+from collections import Counter
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -211,6 +215,13 @@ class SheetTable:
     header_row: int
     notes: list[str]
     trailing_empty: int
+
+    def frame(self):  # noqa: ANN201 - pandas.DataFrame
+        """The data rows as a table, indexed by spreadsheet row number."""
+        import pandas as pd
+
+        index = pd.Index([r for r, _ in self.rows], name="sheet row")
+        return pd.DataFrame([cells for _, cells in self.rows], columns=self.columns, index=index)
 
 
 def _cell_text(value: Any) -> str:
@@ -388,6 +399,8 @@ class CustomDataResult:
     missing_prompts: list[str]
     videos_without_rows: list[str]
     notes: list[str]
+    train_label_counts: dict[int, int] = dataclasses.field(default_factory=dict)
+    eval_label_counts: dict[int, int] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -409,6 +422,15 @@ class CustomDataResult:
         from recipe_lib.data.accounting import dropped_frame
 
         return dropped_frame(self.dropped).rename(columns={"row": "sheet_row", "video_url": "link"})
+
+    def balance_frame(self):  # noqa: ANN201 - pandas.DataFrame
+        """Train label counts before and after balancing (after = before when balancing was off)."""
+        import pandas as pd
+
+        if self.balance is not None:
+            return self.balance.frame()
+        before = self.split.counts["train"]
+        return pd.DataFrame({"before": before, "after": before}).rename_axis("pc")
 
     def counts(self) -> dict[str, int]:
         return {
@@ -457,6 +479,27 @@ def _check_label_range(cfg: CustomDataConfig) -> tuple[float, float]:
     if not low < high:
         raise ConfigError(f"label range must have min < max, got {low}..{high}")
     return (low, high)
+
+
+def _split(ds: Any, eval_size: float, seed: int) -> tuple[Any, Any, list[str]]:
+    """Stratified split; a label with a single clip cannot be in both parts, so it goes to train (and is noted)."""
+    import datasets
+
+    labels = list(ds["pc"])
+    counts = Counter(labels)
+    rare = sorted(k for k, n in counts.items() if n < 2)
+    if not rare:
+        return (*stratified_split(ds, eval_size=eval_size, seed=seed, label_column="pc"), [])
+    common = [i for i, v in enumerate(labels) if v not in rare]
+    if not common:
+        raise DataError(
+            f"too few clips to split: every label has a single clip ({len(labels)} in all)",
+            hint="label more clips; each label needs at least 2 to appear in both train and eval",
+        )
+    train, evaluation = stratified_split(ds.select(common), eval_size=eval_size, seed=seed, label_column="pc")
+    alone = ds.select([i for i, v in enumerate(labels) if v in rare])
+    note = f"label(s) {rare} have a single clip each: kept in train only, so eval has no example of them"
+    return datasets.concatenate_datasets([train, alone]), evaluation, [note]
 
 
 def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
@@ -589,12 +632,11 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
         records["raw_label"].append(float(c["label"]))
         records["video_name"].append(str(video.relative_to(videos_dir)))
     ds = datasets.Dataset.from_dict(records)
-    train, evaluation = stratified_split(ds, eval_size=cfg.eval_size, seed=cfg.seed, label_column="pc")
+    train, evaluation, split_notes = _split(ds, cfg.eval_size, cfg.seed)
     report = split_report(train, evaluation)
     balance = None
     if cfg.balance_labels:
         train, balance = balance_labels(train, label_column="pc", seed=cfg.seed)
-    from collections import Counter
 
     from recipe_lib.video import VIDEO_SUFFIXES
 
@@ -614,7 +656,9 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
         eval_size=evaluation.num_rows,
         missing_prompts=missing_prompts,
         videos_without_rows=without_rows,
-        notes=list(table.notes) + [f"links matched by {rule.describe()}"],
+        notes=list(table.notes) + [f"links matched by {rule.describe()}"] + split_notes,
+        train_label_counts=dict(sorted(Counter(train["pc"]).items())),
+        eval_label_counts=dict(sorted(Counter(evaluation["pc"]).items())),
     )
 
     def build(tmp: Path) -> None:
@@ -630,6 +674,8 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
                 "dropped_by_reason": result.dropped_by_reason(),
                 "dropped_rows": [_dropped_dict(d) for d in sorted(dropped, key=lambda d: d.row)],
                 "labels": {
+                    "train": {str(k): v for k, v in result.train_label_counts.items()},
+                    "eval": {str(k): v for k, v in result.eval_label_counts.items()},
                     "raw": result.raw_label_counts,
                     "scaled": {str(k): v for k, v in result.label_counts.items()},
                     "scaling": f"linear {low:g}-{high:g} -> 1-5, rounded half up" if cfg.scale_labels else None,

@@ -324,12 +324,13 @@ def download_all(urls: list[str], cfg: DownloadConfig) -> DownloadResult:
     everything is there. Rerun with the same URLs to retry only what failed or is missing.
     """
     import requests
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     start = time.perf_counter()
     cache = DownloadCache(cfg.cache_dir)
     cache.files_dir.mkdir(parents=True, exist_ok=True)
     cache.remove_stale_parts()
+    cache.index()  # read once before the workers start sharing it
     unique = list(dict.fromkeys(str(u) for u in urls))
     files: dict[str, Path] = {}
     failures: dict[str, str] = {}

@@ -34,8 +34,10 @@ thousands should not stop a run:
 ``unreadable_video``   the file exists but is not a readable video (checked with ``--check-videos``, the default)
 =====================  =============================================================================================
 
-Rows keep their position in the source (``source_row``, counted from 0 after ``limit``) and the original URL
-(``source_url``), so every output row can be traced back.
+Rows keep their position in the source (``source_row``, counted from 0) and the original URL (``source_url``), so
+every output row can be traced back. Columns beyond the VideoPhy-2 ones (a generator's metadata, scene tags) are kept;
+a written-out pandas index (``Unnamed: 0``) is not. A column whose values mix types (numbers and text) is stored as
+text and named in the report.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ VIDEOPHY2_COLUMNS = (
     "model_name",
 )
 REQUIRED_COLUMNS = ("video_url", "pc")
+ADDED_COLUMNS = ("source_url", "source_row")
 HUB_SPLITS = {"videophysics/videophy2_train": "train", "videophysics/videophy2_test": "test"}
 REPORT_NAME = "prepare_report.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -115,6 +118,7 @@ class VideoPhy2Result:
     label_counts: dict[int, int]
     columns: list[str]
     missing_optional: list[str]
+    extra_columns: list[str]
     ignored_columns: list[str]
     converted_to_text: list[str]
     downloads: dict[str, Any] | None
@@ -148,6 +152,7 @@ class VideoPhy2Result:
             "label_counts": {str(k): v for k, v in self.label_counts.items()},
             "columns": self.columns,
             "missing_optional_columns": self.missing_optional,
+            "extra_columns_kept": self.extra_columns,
             "ignored_columns": self.ignored_columns,
             "columns_converted_to_text": self.converted_to_text,
             "downloads": self.downloads,
@@ -169,8 +174,10 @@ class VideoPhy2Result:
             )
         if self.missing_optional:
             lines.append("optional columns absent: " + ", ".join(self.missing_optional))
+        if self.extra_columns:
+            lines.append("extra columns kept: " + ", ".join(self.extra_columns))
         if self.ignored_columns:
-            lines.append("columns ignored (not VideoPhy-2 columns): " + ", ".join(self.ignored_columns))
+            lines.append("columns ignored: " + ", ".join(self.ignored_columns))
         lines.extend(describe_dropped(self.dropped, limit))
         lines.append(f"report: {self.report_path}")
         return lines
@@ -333,7 +340,10 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
     columns = [cfg.rename.get(c, c) for c in columns]
     check_columns(columns, cfg.source)
     known = [c for c in VIDEOPHY2_COLUMNS if c in columns]
-    ignored = [c for c in columns if c not in VIDEOPHY2_COLUMNS]
+    # Other columns travel along (generator metadata, scene tags ...), except a written-out pandas index and names
+    # this stage adds itself.
+    ignored = [c for c in columns if c not in VIDEOPHY2_COLUMNS and (c.startswith("Unnamed: ") or c in ADDED_COLUMNS)]
+    extra = [c for c in columns if c not in VIDEOPHY2_COLUMNS and c not in ignored]
     missing_optional = [c for c in VIDEOPHY2_COLUMNS if c not in columns]
 
     dropped: list[DroppedRow] = []
@@ -454,7 +464,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
         "pc": [row["pc"] for _, row in final],
     }
     converted: list[str] = []
-    for column in known:
+    for column in known + extra:
         if column in ("video_url", "pc"):
             continue
         values, changed = _uniform([row.get(column) for _, row in final])
@@ -483,6 +493,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
         label_counts=label_counts,
         columns=list(records),
         missing_optional=missing_optional,
+        extra_columns=extra,
         ignored_columns=ignored,
         converted_to_text=converted,
         downloads=downloads,

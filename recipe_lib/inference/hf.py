@@ -6,56 +6,70 @@
               distribution over the digits 1-5 gives p(1..5) (renormalised), the probability-weighted
               ``expected_score`` and the argmax ``score``. ``digit_mass`` is the unnormalised probability of any digit
               1-5, a check that the critic really is about to answer.
+
+All CPU work for a clip happens in :meth:`HFScorer.prepare` (decode, size, render the prompt, and run the processor:
+tokens and normalised patches), which scoring runs on worker threads one batch ahead; :meth:`HFScorer.score_batch`
+only collates, copies to the device and runs the model. The speed-ups in :mod:`recipe_lib.inference.accel` are
+chosen by ``speedups`` (default: everything that pays on the critic's device).
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import time
 from typing import Any
 
 from recipe_lib.config import SamplingSettings, VideoSettings
-from recipe_lib.errors import RecipeError
-from recipe_lib.inference.parsing import parse_answer
-from recipe_lib.prompts import ANSWER_PREFIX, PromptSpec, build_messages
+from recipe_lib.inference.accel import (
+    PhaseTimer,
+    SamplerSettings,
+    Speedups,
+    StaticDecoder,
+    batched_vision_attention,
+    generated_lengths,
+)
+from recipe_lib.inference.requests import (
+    SCORES,
+    check_mode,
+    clip_text,
+    clip_visual_tokens,
+    collate,
+    digit_token_ids,
+    encode_clip,
+    expected_row,
+    generate_row,
+    render_prompt,
+    to_device,
+)
+from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import ModelVideo, load_for_model
 
-SCORES = (1, 2, 3, 4, 5)
+__all__ = ["SCORES", "HFScorer", "Prepared", "digit_token_ids", "render_prompt"]
 
 
 @dataclasses.dataclass
 class Prepared:
-    """One clip after CPU-side work: messages rendered, frames decoded and sized."""
+    """One clip after CPU-side work: messages rendered, frames decoded and sized, and (when prepared by a scorer)
+    the processor's tokens and patches for it."""
 
     item: dict[str, Any]
     text: str
     video: ModelVideo
     preprocess_s: float
+    encoded: dict[str, Any] | None = None
+
+    @property
+    def visual_tokens(self) -> int:
+        return clip_visual_tokens(self.video)
 
 
-def digit_token_ids(tokenizer: Any) -> list[int]:
-    """Token ids of "1".."5"; each digit must be a single token (true for Qwen tokenizers and the demo critic)."""
-    ids = []
-    for d in SCORES:
-        toks = tokenizer.encode(str(d), add_special_tokens=False)
-        if len(toks) != 1:
-            raise RecipeError(f"the tokenizer splits the digit {d} into {len(toks)} tokens; expected mode needs one")
-        ids.append(toks[0])
-    return ids
-
-
-def render_prompt(
-    processor: Any,
-    prompt: PromptSpec,
-    video: str,
-    video_settings: VideoSettings,
-    caption: str | None,
-    answer_prefix: bool,
-) -> str:
-    messages = build_messages(prompt, video, video_settings, caption=caption)
-    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text + ANSWER_PREFIX if answer_prefix else text
+def _visual_dtype(model: Any) -> Any:
+    """The vision tower's dtype (patches are cast to it on the host), or None when the model has no tower."""
+    visual = getattr(model, "visual", None)
+    try:
+        return next(visual.parameters()).dtype if visual is not None else None
+    except StopIteration:
+        return None
 
 
 class HFScorer:
@@ -69,9 +83,9 @@ class HFScorer:
         sampling: SamplingSettings,
         mode: str = "expected",
         use_caption: bool = False,
+        speedups: Speedups | None = None,
     ) -> None:
-        if mode not in ("generate", "expected"):
-            raise RecipeError(f"unknown scoring mode '{mode}'", hint="use 'generate' or 'expected'")
+        check_mode(mode)
         self.critic = critic
         self.model = critic.model
         self.processor = critic.processor
@@ -81,49 +95,68 @@ class HFScorer:
         self.sampling = sampling
         self.mode = mode
         self.use_caption = use_caption
+        self.speedups = speedups if speedups is not None else Speedups.for_device(str(critic.device))
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if mode == "expected" else None
+        self.pixel_dtype = _visual_dtype(self.model)
+        self.profile = False  # set True to record a per-phase breakdown of each batch in ``last_timing``
+        self.last_timing: dict[str, float] = {}
+        self.tokens_generated = 0  # running count of answer tokens produced in generate mode (end token included)
+        self._decoder: StaticDecoder | None = None
 
     def prepare(self, item: dict[str, Any]) -> Prepared:
         """CPU work for one clip (safe to run in a worker thread)."""
         start = time.perf_counter()
         video = load_for_model(item["video_url"], self.video_settings)
-        caption = item.get("caption") if self.use_caption else None
-        text = render_prompt(
-            self.processor,
-            self.prompt,
-            item["video_url"],
-            self.video_settings,
-            caption,
-            answer_prefix=self.mode == "expected",
-        )
-        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start)
+        return self.prepare_video(item, video, start)
 
-    def _inputs(self, batch: list[Prepared]) -> Any:
-        inputs = self.processor(
-            text=[p.text for p in batch],
-            videos=[p.video.frames for p in batch],
-            fps=[p.video.sample_fps for p in batch],
-            do_resize=False,
-            padding=True,
-            return_tensors="pt",
-        )
-        return inputs.to(self.model.device)
+    def prepare_video(self, item: dict[str, Any], video: ModelVideo, start: float | None = None) -> Prepared:
+        """CPU work for a clip whose frames are already sampled and sized (``item['video_url']`` names it in the
+        prompt); ``start`` is when its preparation began (for the recorded preprocess time)."""
+        start = time.perf_counter() if start is None else start
+        text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
+        encoded = encode_clip(self.processor, text, video, self.pixel_dtype)
+        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=encoded)
+
+    def _inputs(self, batch: list[Prepared]) -> dict[str, Any]:
+        encoded = [p.encoded or encode_clip(self.processor, p.text, p.video, self.pixel_dtype) for p in batch]
+        on_cuda = self.model.device.type == "cuda"
+        pin = self.speedups.pin_memory and on_cuda
+        host = collate(encoded, self.processor.tokenizer.pad_token_id, pin_memory=pin)
+        return to_device(host, self.model.device, non_blocking=pin)
 
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         import torch
 
         start = time.perf_counter()
-        inputs = self._inputs(batch)
-        with torch.inference_mode():
-            rows = self._expected(batch, inputs) if self.mode == "expected" else self._generate(batch, inputs)
+        timer = PhaseTimer(self.model) if self.profile else None
+        with torch.inference_mode(), batched_vision_attention(self.model, self.speedups.batched_vision_attention):
+            inputs = self._inputs(batch)
+            collated = time.perf_counter()
+            if timer is not None:
+                with timer:
+                    rows = self._expected(inputs) if self.mode == "expected" else self._generate(batch, inputs)
+            else:
+                rows = self._expected(inputs) if self.mode == "expected" else self._generate(batch, inputs)
         elapsed = time.perf_counter() - start
+        if timer is not None:
+            self.last_timing.update(
+                collate_s=collated - start,
+                vision_s=timer.vision_s,
+                prefill_s=timer.lm_first_s,
+                model_s=elapsed,
+            )
+            if self.mode == "expected":
+                self.last_timing.update(decode_s=0.0, new_tokens=0)
+            elif self._decoder is None or self.speedups.decoder == "hf":
+                rest = elapsed - (collated - start) - timer.vision_s - timer.lm_first_s
+                self.last_timing["decode_s"] = max(0.0, rest)
         for p, row in zip(batch, rows):
             row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}
             row["frames"] = int(p.video.frames.shape[0])
             row["frame_size"] = [int(p.video.frames.shape[2]), int(p.video.frames.shape[3])]
         return rows
 
-    def _expected(self, batch: list[Prepared], inputs: Any) -> list[dict[str, Any]]:
+    def _expected(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         import torch
 
         out = self.model(**inputs, use_cache=False, logits_to_keep=1)
@@ -131,29 +164,44 @@ class HFScorer:
         full = torch.softmax(logits, dim=-1)
         digits = full[:, self.digit_ids]
         mass = digits.sum(-1)
-        probs = digits / mass.clamp_min(1e-30).unsqueeze(-1)
-        rows = []
-        for i in range(len(batch)):
-            p = [float(x) for x in probs[i].tolist()]
-            expected = sum(s * q for s, q in zip(SCORES, p))
-            rows.append(
-                {
-                    "score": SCORES[max(range(5), key=lambda k: p[k])],
-                    "expected_score": expected,
-                    "probs": p,
-                    "digit_mass": float(mass[i]),
-                    "raw_output": None,
-                    "parse_error": None,
-                    "trials": [],
-                }
-            )
-        return rows
+        probs = (digits / mass.clamp_min(1e-30).unsqueeze(-1)).tolist()
+        return [expected_row(p, m) for p, m in zip(probs, mass.tolist())]
 
-    def _generate(self, batch: list[Prepared], inputs: Any) -> list[dict[str, Any]]:
+    def _eos_ids(self) -> list[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.processor.tokenizer.eos_token_id
+        return list(eos) if isinstance(eos, list | tuple) else [eos]
+
+    def _generate(self, batch: list[Prepared], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         import torch
 
         s = self.sampling
         torch.manual_seed(s.seed)
+        tok = self.processor.tokenizer
+        if self.speedups.decoder == "hf":
+            new = self._hf_generate(inputs)
+            lengths = generated_lengths(new, self._eos_ids(), new.shape[1])
+        else:
+            if self._decoder is None:
+                self._decoder = StaticDecoder(
+                    self.model, tok.pad_token_id, self._eos_ids(), use_graph=self.speedups.decoder == "graph"
+                )
+            sampler = SamplerSettings(
+                temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, repetition_penalty=s.repetition_penalty
+            )
+            result = self._decoder.generate(inputs, sampler, s.max_new_tokens, trials=s.trials)
+            new, lengths = result.tokens, result.lengths
+            if self.profile:
+                self.last_timing["decode_s"] = result.decode_s
+        self.tokens_generated += sum(lengths)
+        if self.profile:
+            self.last_timing["new_tokens"] = sum(lengths)
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        return [generate_row(texts[i * s.trials : (i + 1) * s.trials]) for i in range(len(batch))]
+
+    def _hf_generate(self, inputs: dict[str, Any]) -> Any:
+        s = self.sampling
         kwargs: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "num_return_sequences": s.trials}
         if s.temperature > 0:
             kwargs.update(
@@ -167,31 +215,4 @@ class HFScorer:
             kwargs.update(do_sample=False, repetition_penalty=s.repetition_penalty)
         tok = self.processor.tokenizer
         out = self.model.generate(**inputs, **kwargs, pad_token_id=tok.pad_token_id)
-        new = out[:, inputs["input_ids"].shape[1] :]
-        texts = tok.batch_decode(new, skip_special_tokens=True)
-        rows = []
-        for i in range(len(batch)):
-            trials = []
-            for text in texts[i * s.trials : (i + 1) * s.trials]:
-                parsed = parse_answer(text)
-                trials.append({"text": text, "score": parsed.score, "error": parsed.error})
-            scores = [t["score"] for t in trials if t["score"] is not None]
-            if scores:
-                counts = collections.Counter(scores).most_common()
-                top = [v for v, c in counts if c == counts[0][1]]
-                score = top[0] if len(top) == 1 else int(round(sum(scores) / len(scores)))
-                expected = sum(scores) / len(scores)
-            else:
-                score, expected = None, None
-            rows.append(
-                {
-                    "score": score,
-                    "expected_score": expected,
-                    "probs": None,
-                    "digit_mass": None,
-                    "raw_output": trials[0]["text"],
-                    "parse_error": None if scores else trials[0]["error"],
-                    "trials": trials,
-                }
-            )
-        return rows
+        return out[:, inputs["input_ids"].shape[1] :]

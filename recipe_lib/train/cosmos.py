@@ -383,10 +383,12 @@ def launch(
     if dry_run:
         return LaunchResult(command=command, env=env, ran=False)
     prereq = check_prerequisites(kind, gpus_needed(mapping))
-    dataset = Path(mapping["custom"]["dataset"]["path"])
     missing = list(prereq.missing)
-    if not dataset.exists():
-        missing.append(f"the dataset {dataset}")
+    wanted = ["dataset"] + (["eval_dataset"] if mapping.get("validation", {}).get("enable") else [])
+    for key in wanted:
+        path = mapping["custom"].get(key, {}).get("path", "")
+        if not Path(path).exists():
+            missing.append(f"the {key.replace('_', ' ')} {path}")
     if missing:
         raise RecipeError(
             f"cannot launch cosmos-rl: missing {'; '.join(missing)}",

@@ -1,0 +1,111 @@
+"""``plausibility evaluate --critic NAME=MODEL ... --data DIR --out DIR``: compare critics on one labelled split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recipe_lib.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure one or more critics against labels: metrics with intervals, report, thresholds",
+        description="Score a labelled split with each critic (cached per critic under OUT/scores/NAME), then write "
+        "OUT/evaluation_report.html, OUT/evaluation_results.json, comparison.csv, groups.csv and "
+        "detection_rates.csv. With the demo profile and no --critic, the demo critics are used (the untrained tiny "
+        "critic and, when notebooks 03/04 have run, their checkpoints).",
+    )
+    p.add_argument(
+        "--critic",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="a critic to evaluate: short name = local folder or hub id (repeatable)",
+    )
+    p.add_argument("--data", help="labelled dataset folder or table (demo default: the synthetic eval split)")
+    p.add_argument("--out", type=Path, help="output folder (default: build/06_evaluation)")
+    p.add_argument("--profile", choices=["demo", "full"], default="demo")
+    p.add_argument("--mode", choices=["expected", "generate"], default="expected")
+    p.add_argument("--threshold", type=float, default=4.0, help="good = label/score at least this (default: 4)")
+    p.add_argument("--label-column", default="pc")
+    p.add_argument("--prompt", default="video_reward")
+    p.add_argument("--split", help="split name when the dataset folder holds several")
+    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        help="choose the threshold with the most recall at this precision (default: maximise F1)",
+    )
+    p.add_argument("--no-thumbnails", action="store_true", help="leave clip thumbnails out of the report")
+    p.add_argument("--publish", action="store_true", help="also copy the report into build/docs/reports/")
+    p.set_defaults(func=run)
+
+
+def parse_critics(pairs: list[str]) -> dict[str, str] | None:
+    critics: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(
+                f"--critic {pair!r} is not NAME=MODEL", hint="e.g. --critic sft=build/03_sft/checkpoints/final"
+            )
+        name, model = (x.strip() for x in pair.split("=", 1))
+        if name in critics:
+            raise ConfigError(f"critic name '{name}' is given twice")
+        critics[name] = model
+    return critics or None
+
+
+def run(args: argparse.Namespace) -> int:
+    from recipe_lib.evaluation import EvalConfig, evaluate_critics
+
+    cfg = EvalConfig(
+        critics=parse_critics(args.critic),
+        eval_data=args.data,
+        profile=args.profile,
+        mode=args.mode,
+        threshold=args.threshold,
+        out_dir=args.out,
+        prompt=args.prompt,
+        label_key=args.label_column,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        split=args.split,
+        n_boot=args.resamples,
+        seed=args.seed,
+        objective="precision" if args.target_precision is not None else "f1",
+        target_precision=args.target_precision,
+        device=args.device,
+        dtype=args.dtype,
+        thumbnails=not args.no_thumbnails,
+    )
+    result = evaluate_critics(cfg)
+    for name, s in result.scores.items():
+        summary = s.summary()
+        print(f"{name}: scored {summary['scored']} clips, {summary['unparsed']} unparsed, {summary['skipped']} skipped")
+        for skip in s.skipped:
+            print(f"  skipped {skip['video']}: {skip['reason']}")
+    cols = ["n", "coverage", "accuracy", "within1", "mae", "pearson", "spearman", "qwk", "f1", "roc_auc"]
+    print(result.table[cols].astype(float).round(3).to_string())
+    for name, note in result.threshold_notes.items():
+        choice = result.thresholds[name]
+        if choice is not None:
+            print(
+                f"{name}: best threshold {choice.threshold:.3f} (precision {choice.precision:.3f}, "
+                f"recall {choice.recall:.3f}, F1 {choice.f1:.3f})"
+            )
+        else:
+            print(f"{name}: no threshold chosen: {note}")
+    print(f"report: {result.report.html}")
+    print(f"numbers: {result.report.json}")
+    if args.publish:
+        from recipe_lib.docs import publish_report
+
+        print(f"published: {publish_report(result.report.html, 'evaluation')}")
+    return 0

@@ -1,0 +1,316 @@
+"""Request building shared by the scoring backends (transformers and vLLM), and batch planning.
+
+One clip becomes one request: the chat text (rubric, video placeholder, question, and for ``expected`` mode the
+answer prefix ``<answer>\\n``), the sampled and sized frames, and the fps they stand for. The transformers backend
+encodes a request with the model's processor (on a CPU worker thread, so the GPU never waits for it) and collates
+requests into a left-padded batch; the vLLM backend hands the same text and frames to its engine. Rows are built
+from model outputs by the same functions for both backends, so their results have the same shape.
+
+Batches of clips with similar visual-token counts waste less work on padding: :func:`plan_batches` sorts by count
+and cuts batches under a token budget; :func:`estimate_visual_tokens` reads the count from a file's header.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recipe_lib.config import SamplingSettings, VideoSettings
+from recipe_lib.errors import RecipeError
+from recipe_lib.inference.parsing import parse_answer
+from recipe_lib.prompts import ANSWER_PREFIX, PromptSpec, build_messages
+from recipe_lib.video import ModelVideo, visual_tokens
+
+SCORES = (1, 2, 3, 4, 5)
+MODES = ("generate", "expected")
+VLLM_TOP_LOGPROBS = 20
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# prompt text and tokens
+
+
+def render_prompt(
+    processor: Any,
+    prompt: PromptSpec,
+    video: str,
+    video_settings: VideoSettings,
+    caption: str | None,
+    answer_prefix: bool,
+) -> str:
+    """The chat text of one clip (the chat template applied to [system, user(video + question)])."""
+    messages = build_messages(prompt, video, video_settings, caption=caption)
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text + ANSWER_PREFIX if answer_prefix else text
+
+
+def digit_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids of "1".."5"; each digit must be a single token (true for Qwen tokenizers and the demo critic)."""
+    ids = []
+    for d in SCORES:
+        toks = tokenizer.encode(str(d), add_special_tokens=False)
+        if len(toks) != 1:
+            raise RecipeError(f"the tokenizer splits the digit {d} into {len(toks)} tokens; expected mode needs one")
+        ids.append(toks[0])
+    return ids
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise RecipeError(f"unknown scoring mode '{mode}'", hint="use 'generate' or 'expected'")
+
+
+def clip_text(
+    processor: Any,
+    prompt: PromptSpec,
+    item: Mapping[str, Any],
+    video_settings: VideoSettings,
+    mode: str,
+    use_caption: bool,
+) -> str:
+    """The prompt text for one item (``item['video_url']``, optionally ``item['caption']``)."""
+    caption = item.get("caption") if use_caption else None
+    return render_prompt(
+        processor, prompt, str(item["video_url"]), video_settings, caption, answer_prefix=mode == "expected"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# transformers: per-clip encoding and collation
+
+
+def processor_video_kwargs(videos: Sequence[ModelVideo]) -> dict[str, Any]:
+    """Keyword arguments for the processor's video part: the frames are already sampled and sized."""
+    return {"fps": [float(v.sample_fps) for v in videos], "do_resize": False}
+
+
+def encode_clip(processor: Any, text: str, video: ModelVideo, pixel_dtype: Any = None) -> dict[str, Any]:
+    """Tokens and patches of one clip (batch of one), as the processor makes them; ``pixel_dtype`` casts the patches
+    (to the vision tower's dtype, which the model would do on the device anyway)."""
+    encoded = processor(
+        text=[text], videos=[video.frames], **processor_video_kwargs([video]), padding=False, return_tensors="pt"
+    )
+    out = {k: encoded[k] for k in ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw")}
+    out["second_per_grid_ts"] = _as_tensor(encoded["second_per_grid_ts"])
+    if pixel_dtype is not None and out["pixel_values_videos"].dtype != pixel_dtype:
+        out["pixel_values_videos"] = out["pixel_values_videos"].to(pixel_dtype)
+    return out
+
+
+def _as_tensor(value: Any) -> Any:
+    import torch
+
+    return value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
+
+
+def _cat(parts: list[Any], pin: bool) -> Any:
+    import torch
+
+    if not pin:
+        return torch.cat(parts)
+    shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+    out = torch.empty(shape, dtype=parts[0].dtype, pin_memory=True)
+    return torch.cat(parts, out=out)
+
+
+def collate(encoded: Sequence[Mapping[str, Any]], pad_id: int, pin_memory: bool = False) -> dict[str, Any]:
+    """Left-pad and stack per-clip encodings into one batch, the layout the processor itself returns for a list.
+
+    ``pin_memory`` stages every tensor in page-locked memory so the copy to the GPU can run without blocking.
+    """
+    import torch
+
+    if not encoded:
+        raise RecipeError("cannot collate an empty batch")
+    width = max(e["input_ids"].shape[1] for e in encoded)
+    ids, mask = [], []
+    for e in encoded:
+        pad = width - e["input_ids"].shape[1]
+        ids.append(torch.nn.functional.pad(e["input_ids"], (pad, 0), value=pad_id))
+        mask.append(torch.nn.functional.pad(e["attention_mask"], (pad, 0), value=0))
+    return {
+        "input_ids": _cat(ids, pin_memory),
+        "attention_mask": _cat(mask, pin_memory),
+        "pixel_values_videos": _cat([e["pixel_values_videos"] for e in encoded], pin_memory),
+        "video_grid_thw": _cat([e["video_grid_thw"] for e in encoded], pin_memory),
+        "second_per_grid_ts": _cat([e["second_per_grid_ts"] for e in encoded], pin_memory),
+    }
+
+
+def to_device(batch: Mapping[str, Any], device: Any, non_blocking: bool = False) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
+
+def clip_visual_tokens(video: ModelVideo) -> int:
+    """Visual tokens of a sized clip (frames of shape (T, C, H, W))."""
+    t, _, h, w = (int(x) for x in video.frames.shape)
+    return visual_tokens(t, h, w)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# vLLM: inputs and sampling parameters
+
+
+def vllm_input(text: str, video: ModelVideo) -> dict[str, Any]:
+    """One vLLM prompt: the chat text, the sized frames as ``multi_modal_data`` and the processor keywords."""
+    return {
+        "prompt": text,
+        "multi_modal_data": {"video": video.frames},
+        "mm_processor_kwargs": processor_video_kwargs([video]),
+    }
+
+
+def vllm_sampling_kwargs(sampling: SamplingSettings, mode: str) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.SamplingParams``.
+
+    ``generate``: the recipe's sampling settings, ``n = trials`` answers per clip. ``expected``: one greedy token after
+    the answer prefix with the top-20 log-probabilities, from which p(1..5) is read.
+    """
+    check_mode(mode)
+    if mode == "expected":
+        return {"max_tokens": 1, "temperature": 0.0, "logprobs": VLLM_TOP_LOGPROBS, "seed": sampling.seed}
+    if sampling.trials < 1:
+        raise RecipeError(f"trials must be at least 1, got {sampling.trials}")
+    kwargs: dict[str, Any] = {
+        "n": sampling.trials,
+        "max_tokens": sampling.max_new_tokens,
+        "seed": sampling.seed,
+        "repetition_penalty": sampling.repetition_penalty,
+        "skip_special_tokens": True,
+    }
+    if sampling.temperature > 0:
+        kwargs.update(temperature=sampling.temperature, top_k=sampling.top_k or -1, top_p=sampling.top_p)
+    else:
+        kwargs.update(temperature=0.0)
+    return kwargs
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# result rows (both backends)
+
+
+def expected_row(probs: Sequence[float], digit_mass: float) -> dict[str, Any]:
+    """The row of ``expected`` mode from p(1..5) (already renormalised) and the unnormalised digit mass."""
+    p = [float(x) for x in probs]
+    return {
+        "score": SCORES[max(range(5), key=lambda k: p[k])],
+        "expected_score": sum(s * q for s, q in zip(SCORES, p)),
+        "probs": p,
+        "digit_mass": float(digit_mass),
+        "raw_output": None,
+        "parse_error": None,
+        "trials": [],
+    }
+
+
+def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -> dict[str, Any]:
+    """``expected`` row from the top log-probabilities of the answer token (token id -> log p).
+
+    Digits outside the returned top tokens count as probability 0; when none of 1-5 is among them the row has no
+    score and says why (the critic was not about to answer with a digit).
+    """
+    mass = [math.exp(logprobs[d]) if d in logprobs else 0.0 for d in digit_ids]
+    total = sum(mass)
+    if total <= 0:
+        return {
+            "score": None,
+            "expected_score": None,
+            "probs": None,
+            "digit_mass": 0.0,
+            "raw_output": None,
+            "parse_error": f"none of the digits 1-5 is among the top {len(logprobs)} answer tokens",
+            "trials": [],
+        }
+    return expected_row([m / total for m in mass], total)
+
+
+def generate_row(texts: Sequence[str]) -> dict[str, Any]:
+    """The row of ``generate`` mode from a clip's sampled answers: the most common parsed score (ties: the rounded
+    mean of the parsed scores), their mean as ``expected_score``, every answer kept with its parse error."""
+    trials = []
+    for text in texts:
+        parsed = parse_answer(text)
+        trials.append({"text": text, "score": parsed.score, "error": parsed.error})
+    scores = [t["score"] for t in trials if t["score"] is not None]
+    if scores:
+        counts = collections.Counter(scores).most_common()
+        top = [v for v, c in counts if c == counts[0][1]]
+        score = top[0] if len(top) == 1 else int(round(sum(scores) / len(scores)))
+        expected = sum(scores) / len(scores)
+    else:
+        score, expected = None, None
+    return {
+        "score": score,
+        "expected_score": expected,
+        "probs": None,
+        "digit_mass": None,
+        "raw_output": trials[0]["text"] if trials else None,
+        "parse_error": None if scores else (trials[0]["error"] if trials else "no output"),
+        "trials": trials,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# batch planning
+
+
+def plan_batches(token_counts: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Indices of ``token_counts`` grouped into batches of similar count.
+
+    Clips are sorted by visual-token count (stable, so equal counts keep their order) and cut into batches of at most
+    ``batch_size`` clips and, when given, at most ``max_batch_tokens`` visual tokens of padded work (largest count
+    times clips; a clip larger than the budget gets a batch of its own). Left padding then costs little, and long
+    clips automatically run in smaller batches than short ones.
+    """
+    if batch_size < 1:
+        raise RecipeError(f"batch_size must be at least 1, got {batch_size}")
+    if max_batch_tokens is not None and max_batch_tokens < 1:
+        raise RecipeError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}")
+    order = sorted(range(len(token_counts)), key=lambda i: token_counts[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        widest = max([token_counts[j] for j in current] + [token_counts[i]])
+        too_many = len(current) >= batch_size
+        too_big = max_batch_tokens is not None and current and widest * (len(current) + 1) > max_batch_tokens
+        if current and (too_many or too_big):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def estimate_visual_tokens(path: str | Path, settings: VideoSettings) -> int:
+    """Visual tokens a clip will give the critic, from its container header (no frames decoded)."""
+    from recipe_lib.video import probe, sample_indices, target_size
+
+    info = probe(path)
+    n = len(sample_indices(info.frames, info.fps, settings.fps, settings.max_frames))
+    height, width = target_size(info.height, info.width, n, settings)
+    return visual_tokens(n, height, width)
+
+
+@dataclasses.dataclass
+class BatchPlan:
+    """Batches (lists of item indices) and the padding they carry."""
+
+    batches: list[list[int]]
+    padded_tokens: int
+    useful_tokens: int
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - self.useful_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def describe_plan(batches: list[list[int]], token_counts: Sequence[int]) -> BatchPlan:
+    """Padded versus useful visual tokens of a batching (padding = every clip padded to its batch's largest)."""
+    padded = sum(max(token_counts[i] for i in b) * len(b) for b in batches)
+    useful = sum(token_counts[i] for b in batches for i in b)
+    return BatchPlan(batches, padded, useful)

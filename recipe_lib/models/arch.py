@@ -1,0 +1,183 @@
+"""Real critic architectures built from their configuration with random weights (no download).
+
+Speed does not depend on the weights' values, so the benchmark measures the architecture of
+``nvidia/Cosmos-Reason1-7B`` (a Qwen2.5-VL-7B-Instruct fine-tune, same shapes) with random weights on a GPU machine
+that cannot reach the hub. The shapes below are those of Qwen2.5-VL-7B-Instruct's published ``config.json``.
+
+The tokenizer and processor come from a local critic folder (by default the demo critic): its processor sizes and
+normalises video exactly like the real one (14-pixel patches, 2x2 merge, temporal patch 2, CLIP mean/std), and its
+special-token ids are written into the configuration, so the model finds the video placeholders. Its vocabulary is
+smaller than the model's 152 064 rows; ids past the tokenizer's end are simply never fed (and decode to nothing).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from recipe_lib.errors import RecipeError
+
+# Qwen2.5-VL-7B-Instruct (config.json), which Cosmos-Reason1-7B shares.
+QWEN2_5_VL_7B: dict[str, Any] = {
+    "model_type": "qwen2_5_vl",
+    "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "hidden_act": "silu",
+    "max_position_embeddings": 128000,
+    "max_window_layers": 28,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "tie_word_embeddings": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+    "use_cache": True,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "pad_token_id": 151643,
+    "vision_start_token_id": 151652,
+    "vision_end_token_id": 151653,
+    "vision_token_id": 151654,
+    "image_token_id": 151655,
+    "video_token_id": 151656,
+    "vision_config": {
+        "depth": 32,
+        "hidden_act": "silu",
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_chans": 3,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "spatial_patch_size": 14,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+    },
+}
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {"qwen2.5-vl-7b": QWEN2_5_VL_7B}
+
+# Configuration keys that name special tokens, and the tokenizer token each one is.
+_TOKEN_KEYS = {
+    "bos_token_id": "<|endoftext|>",
+    "pad_token_id": "<|endoftext|>",
+    "eos_token_id": "<|im_end|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+    "vision_token_id": "<|vision_pad|>",
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+}
+
+
+def architecture_names() -> list[str]:
+    return sorted(ARCHITECTURES)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if key not in out:
+            raise RecipeError(f"unknown architecture key '{key}'", hint=f"known keys: {', '.join(sorted(out))}")
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out[key], dict) else value
+    return out
+
+
+def architecture_config(
+    name: str,
+    tokenizer: Any | None = None,
+    attn_implementation: str = "sdpa",
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """The ``Qwen2_5_VLConfig`` of architecture ``name``; with ``tokenizer``, its special-token ids replace the real
+    checkpoint's (they must fit in the vocabulary). ``overrides`` changes keys (nested for ``vision_config``), e.g.
+    to build a scaled-down copy for a test."""
+    from transformers import Qwen2_5_VLConfig
+
+    if name not in ARCHITECTURES:
+        raise RecipeError(f"unknown architecture '{name}'", hint=f"use one of: {', '.join(architecture_names())}")
+    values = _merge(ARCHITECTURES[name], overrides or {})
+    if tokenizer is not None:
+        for key, token in _TOKEN_KEYS.items():
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is None or token_id == tokenizer.unk_token_id:
+                raise RecipeError(
+                    f"the tokenizer has no {token} token, so it cannot drive a Qwen2.5-VL model",
+                    hint="use the demo critic's folder or a Qwen2.5-VL checkpoint for the tokenizer",
+                )
+            if token_id >= values["vocab_size"]:
+                raise RecipeError(f"token {token} has id {token_id}, past the vocabulary of {values['vocab_size']}")
+            values[key] = int(token_id)
+    config = Qwen2_5_VLConfig(**values)
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def count_parameters(name: str) -> int:
+    """Parameters of architecture ``name``, counted on the meta device (nothing is allocated)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.modeling_utils import no_init_weights
+
+    config = architecture_config(name)
+    with torch.device("meta"), no_init_weights():
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_random_critic(
+    name: str = "qwen2.5-vl-7b",
+    tokenizer_from: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "sdpa",
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """A ``LoadedCritic`` of architecture ``name`` with random (seeded) weights, built directly on ``device``.
+
+    ``tokenizer_from`` is a critic folder whose processor and tokenizer drive the model (default: the demo critic,
+    built on first use). ``overrides`` as in :func:`architecture_config`.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from recipe_lib.models.loading import LoadedCritic, ensure_demo_critic, resolve_device, resolve_dtype
+
+    folder = Path(tokenizer_from) if tokenizer_from is not None else ensure_demo_critic()
+    if not (folder / "tokenizer_config.json").is_file():
+        raise RecipeError(f"{folder} holds no tokenizer", hint="pass a critic folder (the demo critic or a checkpoint)")
+    processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    config = architecture_config(name, processor.tokenizer, attn_implementation, overrides)
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(getattr(torch, resolved_dtype))
+        with torch.device(resolved_device):
+            model = Qwen2_5_VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.generation_config.pad_token_id = config.pad_token_id
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.eval()
+    return LoadedCritic(
+        model=model,
+        processor=processor,
+        name=f"{name} (random weights)",
+        device=resolved_device,
+        dtype=resolved_dtype,
+    )
