@@ -675,9 +675,9 @@ def markdown(result: dict[str, Any]) -> str:
     )
     cols = (
         "| workload | visual tok | seq | mode | new tok | batch | variant | videos/s | × naive | prompt tok/s | "
-        "gen tok/s | preprocess | vision | LM prefill | decode | peak GiB |"
+        "gen tok/s | video decode | preprocess | vision | LM prefill | LM decode | peak GiB |"
     )
-    lines = [head + cols, "|" + "---|" * 16]
+    lines = [head + cols, "|" + "---|" * 17]
     for r in result["rows"]:
         s = r["shares"]
         gen = r["generated_tokens_per_s"]
@@ -687,7 +687,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {wl} | {r['visual_tokens']:.0f} | {r['seq_len']:.0f} | {r['mode']} | {r['new_tokens']} | "
             f"{r['batch']} | {r['variant']} | {r['videos_per_s']:.2f} | "
             f"{'–' if ratio is None else f'{ratio:.2f}'} | {r['prompt_tokens_per_s']:.0f} | "
-            f"{'–' if gen is None else f'{gen:.0f}'} | {_pct(s['preprocess'])} | {_pct(s['vision'])} | "
+            f"{'–' if gen is None else f'{gen:.0f}'} | {_pct(s['video_decode'])} | {_pct(s['preprocess'])} | "
+            f"{_pct(s['vision'])} | "
             f"{_pct(s['lm_prefill'])} | {_pct(s['lm_decode'])} | {r['peak_memory_gb']:.1f} |"
         )
     for e in result["errors"]:

@@ -27,7 +27,7 @@ FRAME_FACTOR = 2  # temporal patch
 MIN_FRAMES = 4
 VIDEO_MIN_PIXELS = 128 * PATCH_FACTOR * PATCH_FACTOR  # qwen-vl-utils' per-frame defaults
 VIDEO_MAX_PIXELS = 768 * PATCH_FACTOR * PATCH_FACTOR
-MAX_DIMENSION = 16384  # refuse absurd frame sizes before decoding
+MAX_DIMENSION = 8192  # refuse absurd frame sizes before decoding (8K DCI is 8192 wide)
 
 
 @dataclasses.dataclass(frozen=True)
