@@ -498,6 +498,55 @@ def profile_case(ctx: Context, sc: Scenario, wl: dict[str, Workload], rows: int 
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# correctness on the benchmarked model
+
+
+def correctness_checks(ctx: Context, wl: dict[str, Workload], name: str, new_tokens: int = 16) -> dict[str, Any]:
+    """The fast paths against the stock ones on this model and device: vision tower output, p(1..5), and greedy
+    tokens of transformers' generate versus the static-cache decoder (eager and, on CUDA, graph-replayed)."""
+    import torch
+
+    from recipe_lib.inference.accel import SamplerSettings, StaticDecoder, batched_vision_attention
+
+    model = ctx.critic.model
+    scorer = make_scorer(ctx, Scenario(name, "expected", 2, "stock", 2), wl[name].video)
+    preps = [scorer.prepare_video({"video_url": f"/clips/check-{i}.mp4"}, ctx.videos[name]) for i in range(2)]
+    out: dict[str, Any] = {"workload": name}
+    with torch.inference_mode():
+        inputs = scorer._inputs(preps)
+        pixels = inputs["pixel_values_videos"].to(model.model.visual.dtype)
+        with batched_vision_attention(model, False):
+            ref = model.model.visual(pixels, grid_thw=inputs["video_grid_thw"]).float()
+        with batched_vision_attention(model, True):
+            fast = model.model.visual(pixels, grid_thw=inputs["video_grid_thw"]).float()
+        out["vision_rel_error"] = float((fast - ref).norm() / ref.norm())
+        stock_rows = scorer.score_batch(preps)
+        scorer.speedups.batched_vision_attention = True
+        fast_rows = scorer.score_batch(preps)
+        out["probs_max_abs_diff"] = max(
+            abs(a - b) for r, f in zip(stock_rows, fast_rows) for a, b in zip(r["probs"], f["probs"])
+        )
+        gen = make_scorer(ctx, Scenario(name, "generate", 2, "vision", 2), wl[name].video)
+        gen.sampling = dataclasses.replace(gen.sampling, temperature=0.0, repetition_penalty=1.0)
+        gen_preps = [gen.prepare_video({"video_url": f"/clips/check-{i}.mp4"}, ctx.videos[name]) for i in range(2)]
+        gen.sampling = dataclasses.replace(gen.sampling, max_new_tokens=new_tokens)
+        inputs = gen._inputs(gen_preps)
+        with batched_vision_attention(model, True):
+            hf_tokens = gen._hf_generate(inputs)
+            pad, eos = ctx.critic.processor.tokenizer.pad_token_id, gen._eos_ids()
+            kinds = ["static"] + (["graph"] if ctx.device.startswith("cuda") else [])
+            for kind in kinds:
+                decoder = StaticDecoder(model, pad, eos, use_graph=kind == "graph")
+                result = decoder.generate(inputs, SamplerSettings(), new_tokens)
+                width = min(result.tokens.shape[1], hf_tokens.shape[1])
+                same = (result.tokens[:, :width] == hf_tokens[:, :width]).float().mean()
+                out[f"greedy_{kind}_vs_hf_token_agreement"] = float(same)
+                out[f"greedy_{kind}_first_token_equal"] = bool((result.tokens[:, 0] == hf_tokens[:, 0]).all())
+                decoder.release()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # driver
 
 
@@ -558,6 +607,9 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     plan = gpu_plan() if on_gpu else cpu_plan(cfg.quick)
     if cfg.only:
         plan = [sc for sc in plan if any(o in sc.key for o in cfg.only)]
+    if cfg.quick:
+        for sc in plan:  # the model is warm after the first rows; the breakdown batch runs after timing anyway
+            sc.warmup_batches = 0
     workers = cfg.workers or max(1, min(8, (os.cpu_count() or 2) - 1))
     videos = {n: synthetic_video(wl[n]) for n in names}
     tokens = {n: wl[n].visual_tokens() for n in names}
@@ -603,6 +655,13 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         "skipped_for_time": [],
         "profiles": [],
     }
+    try:
+        result["checks"] = correctness_checks(ctx, wl, names[0] if not on_gpu else "2k")
+        print("checks:", json.dumps(result["checks"]), flush=True)
+    except Exception as exc:
+        result["errors"].append({"key": "checks", "error": f"{type(exc).__name__}: {exc}"})
+        print(f"ERROR checks: {type(exc).__name__}: {exc}", flush=True)
+    _write(cfg.out, result)
     for sc in plan:
         if cfg.time_limit_s is not None and time.perf_counter() - started > cfg.time_limit_s:
             result["skipped_for_time"].append(sc.key)
