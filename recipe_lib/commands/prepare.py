@@ -114,7 +114,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip opening every clip to check it is a readable video",
     )
     c.set_defaults(func=run_custom)
+
+    k = inner.add_parser(
+        "conversations",
+        help="clip dataset (video_url + pc) -> training conversations for SFT or GRPO",
+        description="Write the conversation dataset the trainers read (in-process and cosmos-rl): SFT pairs the rubric "
+        "prompt with the answer <answer>N</answer>; GRPO keeps the thinking prompt and the label as reference.",
+    )
+    k.add_argument("--data", required=True, help="clip dataset folder or table (video_url, pc)")
+    k.add_argument("--kind", choices=["sft", "grpo"], required=True)
+    k.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    k.add_argument("--prompt", help="prompt YAML (default: video_reward for sft, video_reward_with_thinking for grpo)")
+    k.add_argument("--balance-labels", action="store_true", help="resample to the mean count per label (GRPO)")
+    k.add_argument("--seed", type=int, default=42)
+    k.add_argument("--use-caption", action="store_true", help="add each clip's caption to the user turn")
+    k.set_defaults(func=run_conversations)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_conversations(args: argparse.Namespace) -> int:
+    import datasets
+
+    from recipe_lib.data.conversations import save_conversations, to_conversations
+    from recipe_lib.data.splits import balance_labels
+    from recipe_lib.data.tables import load_rows
+
+    ds = datasets.Dataset.from_list(load_rows(args.data))
+    if args.balance_labels:
+        ds, report = balance_labels(ds, "pc", args.seed)
+        print(f"balanced to {report.target} clips per label: before {report.before}, after {report.after}")
+    conv = to_conversations(ds, kind=args.kind, prompt=args.prompt, use_caption=args.use_caption)
+    out = save_conversations(conv, args.out)
+    print(f"{conv.num_rows} {args.kind} conversations -> {out}")
+    return 0
 
 
 def run_videophy2(args: argparse.Namespace) -> int:
