@@ -8,6 +8,7 @@ with :mod:`pkgutil`, so adding a command never edits this file.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -54,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RecipeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {_one_line(exc.hint)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is saved; rerun the same command to resume", file=sys.stderr)
@@ -65,9 +66,40 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PLAUSIBILITY_DEBUG"):
             raise
         # Disk full, permission denied, read-only folder: a one-line message naming the file, not a traceback.
-        name = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"error: {exc.strerror or exc}{name}", file=sys.stderr)
+        message, hint = describe_os_error(exc)
+        print(f"error: {message}", file=sys.stderr)
+        print(f"hint: {hint}", file=sys.stderr)
         return 2
+
+
+def _one_line(text: str) -> str:
+    """Messages are printed on one line, whatever a library put in them."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+# errno -> (what happened, what to do). Finished work is kept by every stage (appends and atomic writes), so the
+# advice is always "fix the cause and rerun".
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some disk space or choose another output folder, then rerun"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space in your quota or choose another output folder, then rerun"),
+    errno.EFBIG: (
+        "file too large (the size limit for files was reached)",
+        "raise the file size limit (ulimit -f) or choose another output folder, then rerun",
+    ),
+    errno.EROFS: ("read-only file system", "choose an output folder on a writable disk"),
+    errno.EACCES: ("permission denied", "choose a folder you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you can write to, or fix its permissions"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "check the path; choose a folder path for output"),
+}
+
+
+def describe_os_error(exc: OSError) -> tuple[str, str]:
+    """A one-line message naming the file, and a hint, for an operating-system error."""
+    what, hint = _OS_ERRORS.get(
+        exc.errno, (exc.strerror or str(exc), "check the path, its permissions and the free disk space, then rerun")
+    )
+    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+    return _one_line(f"{what}{where}"), hint
 
 
 if __name__ == "__main__":  # pragma: no cover

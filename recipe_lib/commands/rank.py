@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from recipe_lib.commands.score import add_scoring_args, print_summary, score_config
@@ -50,4 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if ranking.n_ungrouped:
         print(f"{ranking.n_ungrouped} clips fell in no group (see 'reason' in {ranking.clips_csv})")
     print(f"ranking: {ranking.ranking_csv}, {ranking.clips_csv}")
+    if not result.rows:
+        print("error: nothing was scored; see the skipped clips above", file=sys.stderr)
+        return 1
     return 0

@@ -4,6 +4,7 @@ keep/reject manifest at ``--threshold`` and an HTML report."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,4 +160,7 @@ def run(args: argparse.Namespace) -> int:
             ),
         )
         print(f"report: {report.html}")
+    if not result.rows:
+        print("error: nothing was scored; see the skipped clips above", file=sys.stderr)
+        return 1
     return 0

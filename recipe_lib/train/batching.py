@@ -20,6 +20,7 @@ Decoding clips is the slow part on a CPU, so decoded clips are kept in a :class:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -176,6 +177,17 @@ def load_samples(
     return samples, skipped
 
 
+def samples_digest(samples: list[Sample]) -> str:
+    """A short content hash of samples (prompts, answers, videos, sampling keys, labels)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in samples:
+        record = [s.prompt_messages, s.answer, s.video, dataclasses.asdict(s.video_settings), s.reference]
+        h.update(json.dumps(record, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 class ClipCache:
     """Decoded, sized clips kept in memory (up to ``max_bytes``), decoded on worker threads when missing."""
 
@@ -227,10 +239,8 @@ class ClipCache:
         return kept, clips, skipped
 
     def _try(self, sample: Sample) -> None:
-        try:
+        with contextlib.suppress(VideoError):
             self.get(sample)
-        except VideoError:
-            pass
 
     def warm(self, samples: list[Sample], progress: bool = False) -> list[dict[str, Any]]:
         """Decode every clip up front (while it fits the budget); returns the unreadable ones as skips."""
@@ -351,16 +361,17 @@ def to_device(inputs: dict[str, Any], device: str, dtype: Any = None) -> dict[st
     return out
 
 
-def token_logprobs(model: Any, inputs: dict[str, Any], targets: Any) -> Any:
-    """log p(target token) at each of the last K positions (K = targets.shape[1]); padded positions hold 0.
-
-    Only the last K + 1 positions are projected to the vocabulary.
+def token_logprobs(model: Any, inputs: dict[str, Any], targets: Any, temperature: float = 1.0) -> Any:
+    """log p(target token) at each of the last K positions (K = targets.shape[1]) with logits divided by
+    ``temperature``; padded positions hold 0. Only the last K + 1 positions are projected to the vocabulary.
     """
     import torch
 
     k = targets.shape[1]
     out = model(**inputs, use_cache=False, logits_to_keep=k + 1)
     logits = out.logits[:, :-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
     logp = torch.log_softmax(logits, dim=-1)
     safe = targets.clamp_min(0).to(logp.device)
     picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)

@@ -1,5 +1,5 @@
-"""Pieces both in-process trainers share: paths, model loading (with optional LoRA), AdamW with cosmos-rl's learning-rate
-schedule, checkpoints that resume, per-step logs and TensorBoard.
+"""Pieces both in-process trainers share: paths, model loading (with optional LoRA), AdamW with cosmos-rl's
+learning-rate schedule, checkpoints that resume, per-step logs and TensorBoard.
 
 Checkpoints
 -----------
@@ -200,7 +200,7 @@ def build_optimizer(params: list[Any], train: Any) -> Any:
 
 
 def lr_factor(step: int, total_steps: int, train: Any) -> float:
-    """cosmos-rl's warm-up / stable / decay schedule as a multiplier of ``optm_lr`` at optimizer step ``step`` (0-based).
+    """cosmos-rl's warm-up / stable / decay schedule: the multiplier of ``optm_lr`` at optimizer step ``step``.
 
     Linear warm-up over ``optm_warmup_steps`` (a fraction of the run when a float <= 1), then constant, then an
     optional decay (``optm_decay_type`` linear | sqrt | cosine over ``optm_decay_ratio`` of the run, down to
@@ -277,27 +277,32 @@ class RunFolder:
     def final(self) -> Path:
         return self.checkpoints / FINAL
 
-    def claim(self, settings: dict[str, Any], restart: bool = False) -> None:
-        """Record the run's settings; refuse a folder that holds a run with other settings (unless ``restart``)."""
+    def claim(self, settings: dict[str, Any], restart: bool | str = False) -> bool:
+        """Record the run's settings; a folder holding a run with other settings is an error, or is cleared when
+        ``restart`` is True or ``"changed"``. Returns True when an earlier run was discarded."""
         marker = self.root / "run.json"
-        if restart:
+        discarded = False
+        if restart is True:
+            discarded = marker.exists()
             self.clear()
         elif marker.exists():
             old = json.loads(marker.read_text())
             diff = [k for k in _diff_keys(old, settings) if not k.startswith(_RESUMABLE_KEYS)]
-            if diff:
+            if diff and restart == "changed":
+                self.clear()
+                discarded = True
+            elif diff:
                 raise ConfigError(
                     f"{self.root} holds a run with other settings (differs in: {', '.join(diff[:6])})",
                     hint="choose another train.output_dir, or restart it (--restart / restart=True) to discard it",
                 )
-        elif self.root.exists() and any(self.root.iterdir()):
-            known = {CHECKPOINTS, "tensorboard", "history.jsonl", "eval.jsonl", "skipped.jsonl", "run.json"}
-            if any(p.name not in known for p in self.root.iterdir()):
-                raise ConfigError(
-                    f"train.output_dir {self.root} is not empty and holds no training run",
-                    hint="point train.output_dir at a new or empty folder",
-                )
+        elif self.checkpoints.is_dir() and any(self.checkpoints.iterdir()):
+            raise ConfigError(
+                f"{self.checkpoints} holds checkpoints but no run.json, so they cannot be resumed safely",
+                hint="point train.output_dir at a new folder, or restart it (--restart / restart=True)",
+            )
         _atomic_json(marker, settings)
+        return discarded
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else) from the folder."""
@@ -444,9 +449,37 @@ def load_checkpoint_state(tm: TrainModel, path: Path) -> dict[str, Any]:
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
 
 
-def run_settings(cfg: Any) -> dict[str, Any]:
-    """The settings recorded in ``run.json`` (the whole config as plain data)."""
-    return json.loads(json.dumps(to_dict(cfg), default=str))
+def run_settings(cfg: Any, data: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings recorded in ``run.json``: the whole config as plain data plus digests of the datasets' contents
+    (so relabelled data in the same folder counts as a different run)."""
+    settings = json.loads(json.dumps(to_dict(cfg), default=str))
+    if data:
+        settings["data"] = dict(data)
+    return settings
+
+
+def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in a nested mapping (creating tables on the way)."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad setting name '{key}'", hint="use dotted TOML names such as train.optm_lr")
+    node = mapping
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' is a value, not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(mapping: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of ``mapping`` with dotted ``overrides`` applied (``{"train.optm_lr": 2e-3}``)."""
+    import copy
+
+    out = copy.deepcopy(mapping)
+    for key, value in (overrides or {}).items():
+        set_dotted(out, key, value)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------

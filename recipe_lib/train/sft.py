@@ -37,7 +37,7 @@ import numpy as np
 from recipe_lib.config import to_dict
 from recipe_lib.errors import DataError
 from recipe_lib.metrics import core_metrics
-from recipe_lib.train.batching import ClipCache, Encoder, Sample, load_samples, to_device
+from recipe_lib.train.batching import ClipCache, Encoder, Sample, load_samples, samples_digest, to_device
 from recipe_lib.train.common import (
     Logger,
     RunFolder,
@@ -216,16 +216,18 @@ def _result_from_run(run: RunFolder, total: int, resumed: int | None, now: int, 
     )
 
 
-def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool = False) -> SFTResult:
-    """Run (or resume, or return the finished) SFT run described by ``cfg``; see the module docstring."""
+def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False) -> SFTResult:
+    """Run (or resume, or return the finished) SFT run described by ``cfg``; see the module docstring.
+
+    ``restart``: False resumes a run of the same settings and refuses other settings in ``train.output_dir``;
+    ``"changed"`` discards the folder's run only when its settings (or data) differ; True always starts afresh.
+    """
     import torch
     from tqdm.auto import tqdm
 
     timer = Timer()
     if not cfg.custom.dataset.path:
         raise DataError("custom.dataset.path is empty", hint="point it at a conversation dataset (kind 'sft')")
-    run = RunFolder(resolve_path(cfg.train.output_dir))
-    run.claim(run_settings(cfg), restart=restart)
 
     column = cfg.train.train_policy.conversation_column_name
     overrides = cfg.custom.vision.overrides()
@@ -239,6 +241,11 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool = False) -> S
             )
         eval_samples, eval_skipped = load_samples(resolve_path(cfg.custom.eval_dataset.path), True, column, overrides)
         skipped += [{**s, "split": "eval"} for s in eval_skipped]
+    run = RunFolder(resolve_path(cfg.train.output_dir))
+    digests = {"train": samples_digest(train_samples)}
+    if eval_samples:
+        digests["eval"] = samples_digest(eval_samples)
+    run.claim(run_settings(cfg, digests), restart=restart)
     n = len(train_samples)
     batch = cfg.train.train_batch_per_replica
     mini = min(cfg.train.train_policy.mini_batch, batch)

@@ -1,0 +1,545 @@
+"""GRPO (group relative policy optimisation) of a video critic in this process (CPU or one GPU).
+
+``train_grpo(GRPOConfig) -> GRPOResult``; the TOML keys are cosmos-rl's (``recipe_lib.train.config``).
+
+One step
+--------
+1. Take ``P = train.train_batch_per_replica / rollout.n_generation`` prompts (a seeded per-epoch order over the
+   conversation dataset; balance its labels when preparing it — :func:`recipe_lib.data.splits.balance_labels` — or the
+   policy collapses onto the most common score).
+2. Sample ``n = rollout.n_generation`` completions per prompt at ``train.train_policy.temperature`` (no top-k/top-p
+   truncation, at most ``rollout.max_response_length`` tokens, stopping at the end-of-turn token).
+3. Reward each completion with :func:`recipe_lib.rewards.combined_reward` against the sample's label
+   (``[custom.reward]``: ``dense`` 1 / 0.5 / 0 or ``linear``, plus ``format_weight`` x the format reward).
+4. Advantages are normalised within each prompt's group: ``A = (r - mean(r)) / (std(r) + 1e-6)`` (sample std), and
+   0 for every completion of a group whose rewards are all equal — such a group carries no signal; the share of
+   groups that do is logged as ``signal_fraction``.
+5. ``mu_iterations`` passes over the rollouts, one optimizer step each (micro-batches of ``mini_batch`` completions,
+   gradient accumulation). The per-token loss is the clipped surrogate
+   ``-min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)`` with ``ratio = pi / pi_old`` (pi_old: the
+   policy that sampled the completions) plus ``kl_beta`` x the k3 estimate of KL(pi || pi_ref) to the frozen starting
+   model, ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, never negative, low variance: Schulman's k3, as in
+   DeepSeekMath's GRPO). Token losses are averaged over all completion tokens of the step, so long and short
+   completions weigh the same per token. Log-probabilities use logits divided by the sampling temperature, as the
+   rollouts were drawn from that distribution.
+
+Logged per step (``history.jsonl``, TensorBoard): mean / std reward, ``signal_fraction``, ``kl``, ``clip_fraction``
+(share of completion tokens whose ratio was clipped), completion length, share of completions with a parsable score,
+loss, gradient norm, learning rate. Checkpoints and resumption as in :mod:`recipe_lib.train.sft`; the reference model
+is always the starting model (``policy.model_name_or_path``), also after a resume.
+
+See :mod:`recipe_lib.train.sft` for why this is a plain torch loop rather than TRL.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recipe_lib.config import to_dict
+from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.rewards import combined_reward
+from recipe_lib.train.batching import (
+    ClipCache,
+    Encoder,
+    Sample,
+    load_samples,
+    samples_digest,
+    to_device,
+    token_logprobs,
+)
+from recipe_lib.train.common import (
+    Logger,
+    RunFolder,
+    Timer,
+    build_optimizer,
+    build_scheduler,
+    eval_mode,
+    load_checkpoint_state,
+    load_train_model,
+    resolve_path,
+    rng_state,
+    run_settings,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
+from recipe_lib.train.config import GRPOConfig
+from recipe_lib.train.sft import DEFAULT_CLIP_CACHE_BYTES, batch_for_step, evaluate_samples, steps_per_epoch
+
+ADV_EPS = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the pieces of the objective (each tested on its own)
+
+
+def group_advantages(rewards: Any, eps: float = ADV_EPS) -> tuple[Any, Any]:
+    """Group-normalised advantages of a (groups, n) reward tensor, and which groups carry signal.
+
+    ``A[g, i] = (r[g, i] - mean_g) / (std_g + eps)`` with the sample standard deviation; a group whose rewards are all
+    equal gets zero advantages (and ``False`` in the returned mask).
+    """
+    import torch
+
+    r = torch.as_tensor(rewards, dtype=torch.float32)
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"rewards must have shape (groups, n >= 2), got {tuple(r.shape)}")
+    mean = r.mean(dim=1, keepdim=True)
+    std = r.std(dim=1, unbiased=True, keepdim=True)
+    signal = (r.max(dim=1).values - r.min(dim=1).values) > 1e-9
+    adv = (r - mean) / (std + eps)
+    adv = torch.where(signal.unsqueeze(1), adv, torch.zeros_like(adv))
+    return adv, signal
+
+
+def clipped_surrogate(
+    logp: Any, old_logp: Any, advantages: Any, epsilon_low: float, epsilon_high: float
+) -> tuple[Any, Any]:
+    """Per-token PPO-style loss ``-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)`` and the mask of tokens
+    where clipping is active (the clipped term is the smaller one and differs from the unclipped term).
+
+    ``logp`` / ``old_logp``: (B, K) token log-probabilities; ``advantages``: (B,) or (B, K).
+    """
+    import torch
+
+    adv = advantages.unsqueeze(-1) if advantages.ndim == 1 else advantages
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high) * adv
+    objective = torch.minimum(unclipped, clipped)
+    active = clipped < unclipped
+    return -objective, active
+
+
+def kl_k3(logp: Any, ref_logp: Any) -> Any:
+    """Per-token k3 estimate of KL(pi || pi_ref) from samples of pi: ``exp(ref - logp) - (ref - logp) - 1`` (>= 0)."""
+    import torch
+
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1.0
+
+
+def grpo_loss(
+    logp: Any,
+    old_logp: Any,
+    ref_logp: Any | None,
+    advantages: Any,
+    mask: Any,
+    epsilon_low: float,
+    epsilon_high: float,
+    kl_beta: float,
+    n_tokens: int | None = None,
+) -> tuple[Any, dict[str, float]]:
+    """The GRPO loss summed over masked tokens and divided by ``n_tokens`` (default: the tokens in ``mask``).
+
+    Returns the loss and the sums needed for logging (``kl_sum``, ``clipped``, ``tokens``).
+    """
+    import torch
+
+    m = mask.to(logp.dtype)
+    denom = float(n_tokens if n_tokens is not None else max(int(mask.sum()), 1))
+    surrogate, active = clipped_surrogate(logp, old_logp, advantages, epsilon_low, epsilon_high)
+    per_token = surrogate
+    kl_sum = 0.0
+    if ref_logp is not None:
+        kl = kl_k3(logp, ref_logp)
+        kl_sum = float((kl.detach() * m).sum())
+        if kl_beta:
+            per_token = per_token + kl_beta * kl
+    loss = (per_token * m).sum() / denom
+    stats = {
+        "kl_sum": kl_sum,
+        "clipped": float((active & mask.bool()).sum()),
+        "tokens": float(m.sum()),
+        "surrogate_sum": float((surrogate.detach() * m).sum()),
+    }
+    return loss, stats if torch.isfinite(loss) else {**stats, "nonfinite": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# rollouts
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """The completions of one step: ``n`` per prompt, grouped prompt by prompt."""
+
+    samples: list[Sample]
+    clips: list[Any]
+    completions: list[list[int]]  # token ids, ending with the end-of-turn token when the model stopped
+    texts: list[str]
+    rewards: Any  # (P, n) tensor
+    parsed: list[bool]
+
+
+def sample_completions(
+    model: Any,
+    encoder: Encoder,
+    samples: list[Sample],
+    clips: list[Any],
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    device: str,
+    dtype: Any,
+) -> list[list[int]]:
+    """``n`` sampled completions per prompt (prompt-major order), cut after the first end-of-turn token."""
+    import torch
+
+    prompts = encoder.encode_prompts(samples, clips)
+    inputs = to_device(dict(prompts), device, dtype)
+    end_id = encoder.end_ids[-1]
+    with eval_mode(model), torch.no_grad():
+        out = model.generate(
+            **inputs,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            eos_token_id=end_id,
+            pad_token_id=encoder.pad_id,
+        )
+    new = out[:, inputs["input_ids"].shape[1] :].tolist()
+    completions = []
+    for row in new:
+        cut = row.index(end_id) + 1 if end_id in row else len(row)
+        completions.append(row[:cut])
+    return completions
+
+
+def score_completions(
+    encoder: Encoder, samples: list[Sample], completions: list[list[int]], n: int, reward: Any
+) -> tuple[Any, list[str], list[bool]]:
+    """Rewards (P, n), decoded texts and whether each text holds a parsable score."""
+    import torch
+
+    from recipe_lib.inference.parsing import parse_answer
+
+    texts = encoder.tokenizer.batch_decode(completions, skip_special_tokens=True)
+    values, parsed = [], []
+    for i, text in enumerate(texts):
+        sample = samples[i // n]
+        if sample.reference is None:
+            raise DataError(f"sample {sample.index} has no label to reward against", hint="keep a 'reference' column")
+        values.append(combined_reward(text, sample.reference, score=reward.score, format_weight=reward.format_weight))
+        parsed.append(parse_answer(text).ok)
+    return torch.tensor(values, dtype=torch.float32).view(len(samples), n), texts, parsed
+
+
+def repeat_prompts(encoder: Encoder, samples: list[Sample], clips: list[Any], n: int) -> Any:
+    """Prompt inputs with every prompt repeated ``n`` times (prompt-major), matching the completions' order."""
+    return encoder.encode_prompts([s for s in samples for _ in range(n)], [c for c in clips for _ in range(n)])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclasses.dataclass
+class GRPOResult:
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    total_steps: int
+    checkpoints: list[tuple[int, Path]]
+    history: list[dict[str, Any]]
+    evals: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    resumed_from: int | None
+    trained_steps_now: int
+    seconds: float
+
+    def curve(self, key: str) -> list[float]:
+        return [h[key] for h in self.history if h.get(key) is not None]
+
+    def window_mean(self, key: str, part: str, fraction: float = 0.1) -> float | None:
+        """Mean of ``key`` over the first or last ``fraction`` of the logged steps (at least one step)."""
+        values = self.curve(key)
+        if not values:
+            return None
+        k = max(1, int(round(len(values) * fraction)))
+        chunk = values[:k] if part == "first" else values[-k:]
+        return float(np.mean(chunk))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "final_dir": str(self.final_dir),
+            "steps": self.steps,
+            "resumed_from": self.resumed_from,
+            "trained_steps_now": self.trained_steps_now,
+            "reward_first": self.window_mean("reward_mean", "first"),
+            "reward_last": self.window_mean("reward_mean", "last"),
+            "signal_fraction": float(np.mean(self.curve("signal_fraction"))) if self.history else None,
+            "kl_last": self.window_mean("kl", "last"),
+            "clip_fraction": float(np.mean(self.curve("clip_fraction"))) if self.history else None,
+            "skipped": len(self.skipped),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _result(run: RunFolder, total: int, resumed: int | None, now: int, timer: Timer) -> GRPOResult:
+    history = run.read_jsonl("history.jsonl")
+    return GRPOResult(
+        run_dir=run.root,
+        final_dir=run.final,
+        steps=history[-1]["step"] if history else 0,
+        total_steps=total,
+        checkpoints=run.step_checkpoints(),
+        history=history,
+        evals=run.read_jsonl("eval.jsonl"),
+        skipped=run.read_jsonl("skipped.jsonl"),
+        resumed_from=resumed,
+        trained_steps_now=now,
+        seconds=timer(),
+    )
+
+
+def prompts_per_step(cfg: GRPOConfig) -> int:
+    n = cfg.rollout.n_generation
+    batch = cfg.train.train_batch_per_replica
+    if batch % n:
+        raise ConfigError(
+            f"train.train_batch_per_replica ({batch}) is not a multiple of rollout.n_generation ({n})",
+            hint="the batch counts completions: prompts per step x completions per prompt",
+        )
+    return batch // n
+
+
+def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = False) -> GRPOResult:
+    """Run (or resume, or return the finished) GRPO run described by ``cfg``; see the module docstring.
+
+    ``restart`` as in :func:`recipe_lib.train.sft.train_sft`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    timer = Timer()
+    if not cfg.custom.dataset.path:
+        raise DataError("custom.dataset.path is empty", hint="point it at a conversation dataset (kind 'grpo')")
+    per_step = prompts_per_step(cfg)
+    column = getattr(cfg.train.train_policy, "conversation_column_name", "conversations")
+    overrides = cfg.custom.vision.overrides()
+    samples, skipped = load_samples(resolve_path(cfg.custom.dataset.path), False, column, overrides)
+    missing_label = [s.index for s in samples if s.reference is None]
+    if missing_label:
+        raise DataError(
+            f"{len(missing_label)} GRPO sample(s) have no label (first: row {missing_label[0]})",
+            hint="the dataset needs a 'reference' (or 'pc') column with scores 1-5",
+        )
+    eval_samples: list[Sample] = []
+    if cfg.validation.enable:
+        if cfg.custom.eval_dataset is None or not cfg.custom.eval_dataset.path:
+            raise DataError("validation.enable is true but there is no [custom.eval_dataset] path")
+        eval_samples, eval_skipped = load_samples(resolve_path(cfg.custom.eval_dataset.path), False, column, overrides)
+        skipped += [{**s, "split": "eval"} for s in eval_skipped]
+    run = RunFolder(resolve_path(cfg.train.output_dir))
+    digests = {"train": samples_digest(samples)}
+    if eval_samples:
+        digests["eval"] = samples_digest(eval_samples)
+    run.claim(run_settings(cfg, digests), restart=restart)
+    policy = cfg.train.train_policy
+    total = cfg.train.epoch * steps_per_epoch(len(samples), per_step)
+    if cfg.local.max_steps is not None:
+        total = min(total, cfg.local.max_steps)
+    if run.finished():
+        return _result(run, total, None, 0, timer)
+
+    seed = cfg.train.seed if cfg.train.seed is not None else 0
+    seed_everything(seed)
+    tm = load_train_model(cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing)
+    reference = None
+    if policy.kl_beta > 0 and not tm.lora:
+        reference = copy.deepcopy(tm.model).eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+    encoder = Encoder(tm.processor)
+    optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
+    scheduler = build_scheduler(optimizer, total * policy.mu_iterations, cfg.train)
+    start = 0
+    latest = run.latest()
+    if latest is not None:
+        state = load_checkpoint_state(tm, latest[1])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        run.truncate_logs(start)
+    logger = Logger(run, cfg.local.tensorboard_dir, start)
+    cache = ClipCache(DEFAULT_CLIP_CACHE_BYTES, workers=max(2, cfg.local.num_workers))
+    skipped += cache.warm(samples + eval_samples, progress=progress)
+    run.write_skipped(skipped)
+    bad = {s["index"] for s in skipped if s.get("split") != "eval" and "video" in s}
+    if bad:
+        samples = [s for s in samples if s.index not in bad]
+        if not samples:
+            raise DataError("no GRPO sample has a readable clip", hint="see skipped.jsonl in the run folder")
+    dtype = tm.base().dtype
+    params = tm.trainable_parameters()
+    n = cfg.rollout.n_generation
+    mini = policy.mini_batch
+    temperature = policy.temperature
+    ckpt = cfg.train.ckpt
+
+    def ref_logprobs(inputs: dict[str, Any], targets: Any) -> Any:
+        if policy.kl_beta <= 0:
+            return None
+        with torch.no_grad():
+            if tm.lora:
+                with tm.model.disable_adapter():
+                    return _scaled_logprobs(tm.model, inputs, targets, temperature)
+            return _scaled_logprobs(reference, inputs, targets, temperature)
+
+    def state_dict(step: int) -> dict[str, Any]:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            "kind": "grpo",
+        }
+
+    def run_eval(step: int) -> None:
+        if eval_samples:
+            result = evaluate_samples(tm, encoder, eval_samples, cache, cfg.validation.batch_size or 8, step)
+            logger.log(step, result.metrics, file="eval.jsonl", prefix="eval")
+
+    bar = tqdm(total=total, initial=start, desc="grpo", unit="step", disable=not progress)
+    for step in range(start, total):
+        step_timer = Timer()
+        indices = batch_for_step(step, len(samples), per_step, policy.dataloader_seed, policy.dataloader_shuffle)
+        kept, clips, bad_now = cache.fetch([samples[i] for i in indices])
+        if bad_now:
+            skipped += bad_now
+            run.write_skipped(skipped)
+        if not kept:
+            continue
+        completions = sample_completions(
+            tm.model, encoder, kept, clips, n, temperature, cfg.rollout.max_response_length, tm.device, dtype
+        )
+        rewards, texts, parsed = score_completions(encoder, kept, completions, n, cfg.custom.reward)
+        advantages, signal = group_advantages(rewards)
+        flat_adv = advantages.reshape(-1)
+        prompt_inputs = repeat_prompts(encoder, kept, clips, n)
+        inputs, targets, mask = encoder.append(prompt_inputs, completions)
+        n_tokens = max(int(mask.sum()), 1)
+        # Split into micro-batches once; old and reference log-probabilities come from the policy before updating.
+        chunks = []
+        for j in range(0, targets.shape[0], mini):
+            sub_inputs = _slice_inputs(inputs, j, j + mini, kept, n)
+            sub_targets, sub_mask = _trim(targets[j : j + mini], mask[j : j + mini])
+            sub_inputs = _trim_inputs(sub_inputs)
+            dev_inputs = to_device(sub_inputs, tm.device, dtype)
+            with torch.no_grad(), eval_mode(tm.model):
+                old = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
+            ref = ref_logprobs(dev_inputs, sub_targets)
+            chunks.append((dev_inputs, sub_targets, sub_mask, old, ref, flat_adv[j : j + mini]))
+        stats = {"kl_sum": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
+        grad_norm = 0.0
+        lr = scheduler.get_last_lr()[0]
+        for _ in range(policy.mu_iterations):
+            for dev_inputs, sub_targets, sub_mask, old, ref, adv in chunks:
+                logp = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
+                loss, s = grpo_loss(
+                    logp,
+                    old,
+                    ref,
+                    adv.to(logp.device),
+                    sub_mask.to(logp.device),
+                    policy.epsilon_low,
+                    policy.epsilon_high,
+                    policy.kl_beta,
+                    n_tokens,
+                )
+                loss.backward()
+                stats["loss"] += float(loss.detach())
+                for key in ("kl_sum", "clipped", "tokens"):
+                    stats[key] += s[key]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.train.optm_grad_norm_clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+        done = step + 1
+        lengths = [len(c) for c in completions]
+        labels = [s.reference for s in kept]
+        scalars = {
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "signal_fraction": float(signal.float().mean()),
+            "kl": stats["kl_sum"] / max(stats["tokens"], 1.0),
+            "clip_fraction": stats["clipped"] / max(stats["tokens"], 1.0),
+            "loss": stats["loss"] / policy.mu_iterations,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "completion_length": float(np.mean(lengths)),
+            "parsed_fraction": float(np.mean(parsed)),
+            "prompts": len(kept),
+            "label_mean": float(np.mean(labels)),
+            "seconds": step_timer(),
+        }
+        if done % cfg.local.log_every == 0 or done == total:
+            logger.log(done, scalars)
+        if step == start:
+            run.append("samples.jsonl", {"step": done, "texts": texts[: 2 * n], "rewards": rewards[:2].tolist()})
+        bar.update(1)
+        bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}")
+        if eval_samples and done % cfg.validation.freq == 0 and done != total:
+            run_eval(done)
+        if ckpt.enable_checkpoint and done % ckpt.save_freq == 0 and done != total:
+            save_checkpoint(
+                run, tm, f"step_{done:06d}", state_dict(done), {"step": done, "kind": "grpo"}, ckpt.max_keep
+            )
+    bar.close()
+    run_eval(total)
+    if ckpt.enable_checkpoint and total % ckpt.save_freq == 0:
+        save_checkpoint(run, tm, f"step_{total:06d}", state_dict(total), {"step": total, "kind": "grpo"}, ckpt.max_keep)
+    save_checkpoint(run, tm, "final", state_dict(total), {"step": total, "kind": "grpo", "config": to_dict(cfg)})
+    logger.close()
+    return _result(run, total, start or None, total - start, timer)
+
+
+def _scaled_logprobs(model: Any, inputs: dict[str, Any], targets: Any, temperature: float) -> Any:
+    return token_logprobs(model, inputs, targets, temperature=temperature)
+
+
+def _slice_inputs(inputs: dict[str, Any], lo: int, hi: int, samples: list[Sample], n: int) -> dict[str, Any]:
+    """Rows ``lo:hi`` of batched inputs, with the matching rows of the concatenated video patches."""
+    import torch
+
+    grid = inputs["video_grid_thw"]
+    sizes = (grid[:, 0] * grid[:, 1] * grid[:, 2]).tolist()
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    hi = min(hi, grid.shape[0])
+    out = {
+        "input_ids": inputs["input_ids"][lo:hi],
+        "attention_mask": inputs["attention_mask"][lo:hi],
+        "video_grid_thw": grid[lo:hi],
+        "pixel_values_videos": inputs["pixel_values_videos"][offsets[lo] : offsets[hi]],
+    }
+    if "second_per_grid_ts" in inputs:
+        out["second_per_grid_ts"] = torch.as_tensor(inputs["second_per_grid_ts"])[lo:hi]
+    return out
+
+
+def _trim_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Drop leading columns that are padding in every row of a micro-batch."""
+    mask = inputs["attention_mask"]
+    used = mask.any(dim=0).nonzero()
+    first = int(used[0]) if len(used) else 0
+    if first == 0:
+        return inputs
+    return {**inputs, "input_ids": inputs["input_ids"][:, first:], "attention_mask": mask[:, first:]}
+
+
+def _trim(targets: Any, mask: Any) -> tuple[Any, Any]:
+    """Drop leading target columns that no row of a micro-batch uses."""
+    used = mask.any(dim=0).nonzero()
+    first = int(used[0]) if len(used) else 0
+    return targets[:, first:], mask[:, first:]
