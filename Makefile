@@ -38,6 +38,7 @@ lab: $(STAMP)
 
 docs: $(STAMP)
 	$(VENV)/bin/plausibility notebooks run
+	$(VENV)/bin/plausibility docs --check
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py

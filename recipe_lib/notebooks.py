@@ -119,19 +119,10 @@ def _headless_env() -> Iterator[None]:
 
 
 def export_html(executed: Path, out_dir: Path | None = None) -> Path:
-    """Export an executed notebook to standalone HTML (images inlined) under ``build/docs``."""
-    import nbformat
-    from nbconvert import HTMLExporter
+    """Export an executed notebook to an offline HTML page (images inlined, no external scripts) in ``build/docs``."""
+    from recipe_lib.docs import export_notebook_html
 
-    out_dir = out_dir or build_dir() / "docs"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    nb = nbformat.read(executed, as_version=4)
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb)
-    target = out_dir / f"{executed.stem}.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return export_notebook_html(executed, out_dir or build_dir() / "docs")
 
 
 def run_notebook(
@@ -176,8 +167,8 @@ def run_notebook(
     return NotebookRun(source.stem, output, page, metrics, seconds)
 
 
-def write_index(runs: list[NotebookRun] | None = None, docs_dir: Path | None = None) -> Path:
-    """An index page linking every exported notebook (and any reports found under ``build/``)."""
-    from recipe_lib.docs import write_docs_index
+def write_index() -> Path:
+    """Refresh the docs site: every executed notebook as an offline page, reports, and the index page."""
+    from recipe_lib.docs import build_docs
 
-    return write_docs_index(docs_dir or build_dir() / "docs")
+    return build_docs().index

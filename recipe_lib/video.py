@@ -28,6 +28,9 @@ MIN_FRAMES = 4
 VIDEO_MIN_PIXELS = 128 * PATCH_FACTOR * PATCH_FACTOR  # qwen-vl-utils' per-frame defaults
 VIDEO_MAX_PIXELS = 768 * PATCH_FACTOR * PATCH_FACTOR
 MAX_DIMENSION = 8192  # refuse absurd frame sizes before decoding (8K DCI is 8192 wide)
+MIN_DIMENSION = 14  # one vision patch: a smaller frame holds less than the critic's smallest unit of detail
+# Still-image demuxers FFmpeg also opens (a PNG or JPEG renamed .mp4 would otherwise read as a one-frame "video").
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "jpegls_pipe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +62,14 @@ def _open(path: Path):  # noqa: ANN202 - av container
             f"not a readable video: {path} ({exc.__class__.__name__}: {exc})",
             hint="the file is truncated or not a video container (mp4/mkv/webm/mov)",
         ) from exc
+    fmt = container.format.name
+    if fmt in IMAGE_FORMATS or fmt.endswith("_pipe"):
+        container.close()
+        kind = fmt.removesuffix("_pipe").upper() if fmt != "image2" else "still"
+        raise VideoError(
+            f"not a video: {path} is a {kind} image",
+            hint="export the clip as a video (mp4/mkv/webm/mov); a single image cannot show motion",
+        )
     if not container.streams.video:
         container.close()
         raise VideoError(f"no video stream in {path}", hint="the file holds no video track (audio only?)")
@@ -73,6 +84,7 @@ def probe(path: str | Path) -> VideoInfo:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        check_frame_size(width, height, path)  # before anything is decoded
         duration = 0.0
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
@@ -88,11 +100,25 @@ def probe(path: str | Path) -> VideoInfo:
         codec = stream.codec_context.name
     finally:
         container.close()
-    if width <= 0 or height <= 0:
-        raise VideoError(f"video has no frame size: {path}")
     if frames <= 0:
         raise VideoError(f"video has no frames: {path}", hint="the clip is empty or truncated")
     return VideoInfo(str(path), frames, fps or 0.0, duration, width, height, codec)
+
+
+def check_frame_size(width: int, height: int, path: str | Path) -> None:
+    """Refuse frame sizes the critic cannot use, from the header alone (nothing is decoded)."""
+    if width <= 0 or height <= 0:
+        raise VideoError(f"video has no frame size: {path}", hint="the file is corrupt; re-export it")
+    if width > MAX_DIMENSION or height > MAX_DIMENSION:
+        raise VideoError(
+            f"frame size {width}x{height} is larger than {MAX_DIMENSION} pixels a side: {path}",
+            hint="downscale the clip (e.g. to 1280 wide) before scoring; it was not decoded",
+        )
+    if width < MIN_DIMENSION or height < MIN_DIMENSION:
+        raise VideoError(
+            f"frame size {width}x{height} is smaller than {MIN_DIMENSION} pixels a side: {path}",
+            hint="the clip holds too little picture to judge; check the export settings",
+        )
 
 
 def sample_indices(total_frames: int, video_fps: float, fps: float, max_frames: int) -> list[int]:
@@ -125,20 +151,20 @@ def target_size(height: int, width: int, n_frames: int, settings: VideoSettings)
 def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: int = 16) -> np.ndarray:
     """Decode the frames at ``indices`` (default: ``max_frames`` evenly spaced) as uint8 (T, H, W, 3).
 
-    Decodes sequentially and keeps only wanted frames, so memory is O(len(indices)). A clip that ends before a wanted
-    index (truncated stream) raises :class:`VideoError` unless at least one frame was read, in which case the last
-    decoded frame fills the missing positions and nothing is silently dropped from the count.
+    Decodes sequentially and keeps only wanted frames, so memory is O(len(indices)). A stream that ends before a
+    wanted index raises :class:`VideoError` when it is truncated (more than a tenth of the frames its header lists, and
+    more than 2, do not decode); a shortfall within that (frame counts estimated from the duration) is filled with the
+    last decoded frame, so nothing is dropped from the count.
     """
     import av
 
     path = Path(path)
     info = probe(path)
-    if info.width > MAX_DIMENSION or info.height > MAX_DIMENSION:
-        raise VideoError(f"frame size {info.width}x{info.height} is larger than {MAX_DIMENSION} pixels a side: {path}")
     if indices is None:
         indices = [int(round(x)) for x in np.linspace(0, info.frames - 1, min(max_frames, info.frames))]
     wanted = sorted(set(indices))
     picked: dict[int, np.ndarray] = {}
+    seen = 0  # frames decoded so far
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -148,6 +174,7 @@ def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: 
         for position, frame in enumerate(container.decode(stream)):
             if nxt is None:
                 break
+            seen = position + 1
             if position == nxt:
                 picked[position] = frame.to_ndarray(format="rgb24")
                 nxt = next(target, None)
@@ -158,7 +185,12 @@ def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: 
         container.close()
     if not picked:
         raise VideoError(f"no decodable frames in {path}", hint="the file is corrupt or truncated")
-    # A stream shorter than its header said: wanted frames past its end repeat the last decoded frame.
+    if nxt is not None and info.frames - seen > max(2, info.frames // 10):
+        raise VideoError(
+            f"video is truncated: its header lists {info.frames} frames but only {seen} decode: {path}",
+            hint="re-export or re-download the clip",
+        )
+    # A stream a little shorter than its header said: wanted frames past its end repeat the last decoded frame.
     decoded = sorted(picked)
     out = [picked[i] if i in picked else picked[max([k for k in decoded if k <= i] or decoded[:1])] for i in indices]
     return np.stack(out)
@@ -179,8 +211,11 @@ def load_for_model(path: str | Path, settings: VideoSettings) -> ModelVideo:
     from torchvision.transforms.v2 import functional as tvf
 
     info = probe(path)
-    if info.width > MAX_DIMENSION or info.height > MAX_DIMENSION:
-        raise VideoError(f"frame size {info.width}x{info.height} is larger than {MAX_DIMENSION} pixels a side: {path}")
+    if info.frames < 2:
+        raise VideoError(
+            f"video has a single frame (a still image): {path}",
+            hint="nothing moves in it, so physical plausibility cannot be judged; export at least 2 frames",
+        )
     indices = sample_indices(info.frames, info.fps, settings.fps, settings.max_frames)
     frames = read_frames(path, indices)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

@@ -99,7 +99,14 @@ def replace_dir(out_dir: Path, build: Any, marker: str) -> Path:
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
         tmp.mkdir()
-        build(tmp)
+        try:
+            build(tmp)
+        except OSError as exc:
+            if exc.filename:
+                raise
+            # Writers deep in a library (a dataset's arrow file) often say "disk full" without the file: name the
+            # output folder; the previous output is untouched.
+            raise OSError(exc.errno, exc.strerror, str(out_dir)) from exc
         if out_dir.exists():
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)

@@ -139,18 +139,24 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file and move it into place: a killed run or a full disk never leaves a partial file
+    under the final name (a failed temp file is removed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
-    out = cfg.out_dir
-    result.frame().to_csv(out / "scores.csv", index=False)
-    tmp = out / "skipped.jsonl.tmp"
-    with tmp.open("w", encoding="utf-8") as fh:
-        for s in result.skipped:
-            fh.write(json.dumps(s, ensure_ascii=False) + "\n")
-    tmp.replace(out / "skipped.jsonl")
+    out = Path(cfg.out_dir)
+    _write_atomic(out / "scores.csv", result.frame().to_csv(index=False))
+    _write_atomic(out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in result.skipped))
     summary = {"config": to_dict(cfg), **result.summary()}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out / "summary.json")
+    _write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
 def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
@@ -158,9 +164,8 @@ def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
         from recipe_lib.inference.vllm import VLLMScorer
 
         return VLLMScorer(cfg, prompt)
-    from recipe_lib.models.loading import load_critic
-
     from recipe_lib.inference.hf import HFScorer
+    from recipe_lib.models.loading import load_critic
 
     critic = load_critic(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     return HFScorer(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)

@@ -8,6 +8,7 @@ stops two processes appending to the same store at once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -101,11 +102,19 @@ class ResultStore:
         fresh = [r for r in rows if r["key"] not in self._rows]
         if not fresh:
             return 0
-        payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in fresh)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in fresh).encode("utf-8")
+        start = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with self.path.open("ab") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            # Disk full or a size limit mid-write: cut the partial batch off now (the next open would too), and name
+            # the file in the error.
+            with contextlib.suppress(OSError), self.path.open("r+b") as fh:
+                fh.truncate(start)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         for r in fresh:
             self._rows[r["key"]] = r
         return len(fresh)

@@ -219,11 +219,13 @@ def plot_sweep(
         if published:
             refs = [(label, value) for label, m, value in PUBLISHED if m == metric]
             for (label, value), colour in zip(refs, colours):
-                ax.axhline(value, linestyle=":", color=colour, linewidth=1.2, label=f"{label}: {value:.3f}")
+                ax.axhline(value, linestyle=":", color=colour, linewidth=1.2, label=f"published 7B, {label}: {value:.3f}")
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
-        ax.set_title(metric if not published else f"{metric}\n(dotted: {PUBLISHED_NOTE})", fontsize=9)
+        ax.set_title(metric)
         ax.legend(fontsize=7, loc="best")
+    if published:
+        fig.supxlabel(f"dotted lines — {PUBLISHED_NOTE}", fontsize=8, color="dimgrey")
     if title:
         fig.suptitle(title)
     return fig
