@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -43,6 +44,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # torch logs a deprecation notice per registered enum when transformers imports the model code; users cannot act
+    # on it, and it would sit between the command's own lines.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

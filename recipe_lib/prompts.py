@@ -45,13 +45,24 @@ def resolve_prompt_path(prompt: str | Path) -> Path:
     raise ConfigError(f"prompt file not found: {prompt}", hint=f"give a path or one of: {', '.join(known)}")
 
 
+YAML_HINT = "a prompt file is plain YAML text: 'system_prompt: |' and 'user_prompt: |' blocks, no !!tags"
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying what is wrong and where (PyYAML's own text spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
 def load_prompt(prompt: str | Path = "video_reward") -> PromptSpec:
     """Load and validate a prompt YAML (``yaml.safe_load``: no object construction)."""
     path = resolve_prompt_path(prompt)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(exc)})", hint=YAML_HINT) from exc
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: a prompt file must be a mapping with keys {', '.join(PROMPT_KEYS)}",

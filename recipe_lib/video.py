@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,9 @@ class VideoInfo:
     codec: str
 
 
-def _open(path: Path):  # noqa: ANN202 - av container
+def _open(path: Path, header_only: bool = False):  # noqa: ANN202 - av container
+    """Open a clip; ``header_only`` keeps FFmpeg from decoding a frame while it probes the streams (so an absurd
+    frame size is refused before any memory is spent on it)."""
     import av
 
     if not path.exists():
@@ -56,10 +60,13 @@ def _open(path: Path):  # noqa: ANN202 - av container
     if path.stat().st_size == 0:
         raise VideoError(f"video is an empty file (0 bytes): {path}", hint="re-export or re-download the clip")
     try:
-        container = av.open(str(path))
+        # skip_frame=all applies to the decoders FFmpeg opens while reading stream info, one option set per stream.
+        options = {"stream_options": [{"skip_frame": "all"}] * 64} if header_only else {}
+        container = av.open(str(path), **options)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or f"{exc.__class__.__name__}: {exc}"
         raise VideoError(
-            f"not a readable video: {path} ({exc.__class__.__name__}: {exc})",
+            f"not a readable video: {path} ({why})",
             hint="the file is truncated or not a video container (mp4/mkv/webm/mov)",
         ) from exc
     fmt = container.format.name
@@ -79,7 +86,7 @@ def _open(path: Path):  # noqa: ANN202 - av container
 def probe(path: str | Path) -> VideoInfo:
     """Frames, fps, duration and size from the container (no full decode)."""
     path = Path(path)
-    container = _open(path)
+    container = _open(path, header_only=True)
     try:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
@@ -249,7 +256,8 @@ def contact_sheet(path: str | Path, out_png: str | Path, n: int = 4, tile_height
         x += tile.width + 2
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(out_png.name + ".tmp.png")
+    # Unique per writer: the same clip listed twice gets its sheet drawn by two threads at once.
+    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.{threading.get_ident()}.tmp.png")
     sheet.save(tmp, format="PNG")
     tmp.replace(out_png)
     return out_png
@@ -276,7 +284,7 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
         elif any(ch in str(item) for ch in "*?[") and not p.exists():
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
             if not matches:
-                raise VideoError(f"no files match {item}")
+                raise VideoError(f"no files match {item}", hint="check the pattern and the folder it starts from")
             found.extend(m for m in matches if m.is_file())
         else:
             found.append(p)

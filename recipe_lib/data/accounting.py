@@ -98,14 +98,14 @@ def replace_dir(out_dir: Path, build: Any, marker: str) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     try:
-        tmp.mkdir()
         try:
+            tmp.mkdir()
             build(tmp)
         except OSError as exc:
-            if exc.filename:
+            if exc.filename and not str(exc.filename).startswith(str(tmp)):
                 raise
-            # Writers deep in a library (a dataset's arrow file) often say "disk full" without the file: name the
-            # output folder; the previous output is untouched.
+            # Disk full, read-only folder ...: name the output folder, not our hidden temp folder (a library writing
+            # an arrow file often names no file at all); the previous output is untouched.
             raise OSError(exc.errno, exc.strerror, str(out_dir)) from exc
         if out_dir.exists():
             os.replace(out_dir, old)

@@ -28,13 +28,32 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _saved_without_rows(path: Path) -> bool:
+    import json
+
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("_data_files") == []
+
+
 def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
     """All rows of a dataset folder or table file."""
     path = Path(path)
     if is_dataset_dir(path):
         import datasets
 
-        ds = datasets.load_from_disk(str(path))
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as exc:  # datasets raises many kinds for a damaged or empty folder
+            if _saved_without_rows(path):
+                return []  # datasets cannot load a dataset saved with zero rows (no data files): it has no rows
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise DataError(
+                f"cannot read the dataset folder {path}: {first}",
+                hint="pass a folder written by datasets' save_to_disk, or a CSV/parquet/JSONL table",
+            ) from exc
         if isinstance(ds, datasets.DatasetDict):
             if split is None:
                 if len(ds) != 1:
@@ -46,6 +65,10 @@ def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
         return [dict(r) for r in ds]
     if not path.exists():
         raise DataError(f"table not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(
+            f"table {path} is an empty file (0 bytes)", hint="export it again: a header row, then one row per clip"
+        )
     import pandas as pd
 
     suffix = path.suffix.lower()
@@ -61,5 +84,8 @@ def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
         else:
             raise DataError(f"unsupported table format: {path}", hint=f"use one of {', '.join(TABLE_SUFFIXES)}")
     except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise DataError(
+            f"cannot read {path}: {first}", hint=f"check that it is a valid {suffix.lstrip('.')} file"
+        ) from exc
     return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]

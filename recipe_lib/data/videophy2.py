@@ -387,10 +387,9 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
         if is_remote(url):
             scheme = urllib.parse.urlsplit(url).scheme.lower()
             if scheme not in ("http", "https"):
+                shown = f"{scheme}://" if url.lower().startswith(f"{scheme}://") else f"{scheme}:"
                 dropped.append(
-                    DroppedRow(
-                        i, "refused_url", f"'{scheme}://' URLs are not fetched (http/https only)", url, row["pc"]
-                    )
+                    DroppedRow(i, "refused_url", f"'{shown}' URLs are not fetched (http/https only)", url, row["pc"])
                 )
             elif cfg.download:
                 remote[i] = url

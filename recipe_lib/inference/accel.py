@@ -41,7 +41,12 @@ _CHECK_EVERY = 64  # decode steps between checks whether every sequence has fini
 class Speedups:
     """Which speed-ups a scorer uses.
 
-    ``batched_vision_attention``  one attention call per group of equal-length windows in the vision tower.
+    ``batched_vision_attention``  one attention call per group of equal-length windows in the vision tower (with the
+                 rotary embedding of queries and keys in one pass).
+    ``padded_vision_mlp``  run the vision MLP with its hidden size padded by zeros to a multiple of 128 (3420 ->
+                 3456 for the 7B), with gate and up projections in one matrix product.
+    ``reuse_prefix``  compute the keys and values of the prompt text before the video once and reuse them for every
+                 batch whose rows share it (unpadded batches).
     ``decoder``  ``hf`` (transformers' ``generate``), ``static`` (preallocated cache, device-side sampling) or
                  ``graph`` (``static`` with each decode step replayed as a CUDA graph; CUDA only).
     ``pin_memory``  stage the batch in page-locked memory and copy it to the GPU without blocking.
@@ -50,6 +55,8 @@ class Speedups:
     batched_vision_attention: bool = True
     decoder: str = "hf"
     pin_memory: bool = False
+    padded_vision_mlp: bool = False
+    reuse_prefix: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder not in ("hf", "static", "graph"):
@@ -61,11 +68,15 @@ class Speedups:
         return cls(batched_vision_attention=False, decoder="hf", pin_memory=False)
 
     @classmethod
+    def all(cls, decoder: str = "graph") -> Speedups:
+        return cls(True, decoder, pin_memory=True, padded_vision_mlp=True, reuse_prefix=True)
+
+    @classmethod
     def for_device(cls, device: str) -> Speedups:
         """Everything that pays on ``device``: on CUDA all of it; on CPU the batched vision attention only."""
         if str(device).startswith("cuda"):
-            return cls(batched_vision_attention=True, decoder="graph", pin_memory=True)
-        return cls(batched_vision_attention=True, decoder="hf", pin_memory=False)
+            return cls.all("graph")
+        return cls(batched_vision_attention=True, decoder="hf")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -144,9 +155,9 @@ def _grouped_forward(
         return type(self).forward(self, hidden_states, cu_seqlens, rotary_pos_emb, position_embeddings, **kwargs)
     seq_length = hidden_states.shape[0]
     heads = self.num_heads
-    q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, heads, -1).permute(1, 0, 2, 3).unbind(0)
-    cos, sin = position_embeddings
-    q, k = qmod.apply_rotary_pos_emb_vision(q, k, cos, sin)
+    qkv = self.qkv(hidden_states).view(seq_length, 3, heads, -1)
+    q, k = rotate_qk(qkv[:, :2], *position_embeddings).unbind(1)
+    v = qkv[:, 2]
     head_dim = q.shape[-1]
     attend = qmod.eager_attention_forward if impl == "eager" else qmod.ALL_ATTENTION_FUNCTIONS[impl]
     plan = self._recipe_plans.get(cu_seqlens)
@@ -174,6 +185,87 @@ def _grouped_forward(
     if out is None:  # no patches at all
         out = q.new_zeros(seq_length, heads * head_dim)
     return self.proj(out.reshape(seq_length, -1))
+
+
+def rotate_qk(qk: Any, cos: Any, sin: Any) -> Any:
+    """Rotary embedding of queries and keys together, ``qk`` of shape (seq, 2, heads, head_dim), in float32 like
+    transformers' ``apply_rotary_pos_emb_vision`` (x cos + rotate_half(x) sin) but in four passes instead of about
+    fifteen: rotate_half(x) sin equals roll(x, d/2) times sin with its first half negated."""
+    import torch
+
+    half = qk.shape[-1] // 2
+    x = qk.float()
+    cos = cos.float()[:, None, None, :]
+    signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).float()[:, None, None, :]
+    return torch.addcmul(x * cos, x.roll(half, dims=-1), signed).to(qk.dtype)
+
+
+def _padded_mlp_forward(self: Any, hidden_state: Any) -> Any:
+    """The vision MLP, act(gate(x)) * up(x) then down, with the hidden size padded by zeros to ``_recipe_pad_to``:
+    padded gate/up rows give act(0) * 0 = 0 and padded down columns are zero, so the function is unchanged, while the
+    matrix shapes become multiples that Hopper's fast GEMM kernels accept (3420 is not a multiple of 8). Gate and up
+    run as one product. Padded weights are built per call from the live parameters (no stale copies)."""
+    import torch.nn.functional as F
+
+    n, p = self.gate_proj.out_features, self._recipe_pad_to
+    gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+    weight = gate.weight.new_zeros(2 * p, gate.in_features)
+    weight[:n].copy_(gate.weight)
+    weight[p : p + n].copy_(up.weight)
+    bias = None
+    if gate.bias is not None:
+        bias = gate.bias.new_zeros(2 * p)
+        bias[:n].copy_(gate.bias)
+        bias[p : p + n].copy_(up.bias)
+    g, u = F.linear(hidden_state, weight, bias).split(p, dim=-1)
+    down_weight = down.weight.new_zeros(down.out_features, p)
+    down_weight[:, :n].copy_(down.weight)
+    return F.linear(self.act_fn(g) * u, down_weight, down.bias)
+
+
+def _vision_mlps(model: Any) -> list[Any]:
+    qmod = _vision_modules()
+    return [m.mlp for m in model.modules() if isinstance(m, qmod.Qwen2_5_VLVisionBlock)]
+
+
+def enable_padded_vision_mlp(model: Any, multiple: int = 128) -> int:
+    """Patch the vision MLPs whose hidden size is not a multiple of ``multiple``; returns how many were patched."""
+    patched = 0
+    for mlp in _vision_mlps(model):
+        n = mlp.gate_proj.out_features
+        if n % multiple:
+            mlp._recipe_pad_to = -(-n // multiple) * multiple
+            mlp.forward = types.MethodType(_padded_mlp_forward, mlp)
+            patched += 1
+    return patched
+
+
+def disable_padded_vision_mlp(model: Any) -> int:
+    restored = 0
+    for mlp in _vision_mlps(model):
+        if "forward" in mlp.__dict__:
+            del mlp.forward
+            del mlp._recipe_pad_to
+            restored += 1
+    return restored
+
+
+@contextlib.contextmanager
+def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> Any:
+    """Run a block with the padded vision MLP on (or off), then put the model back as it was."""
+    before = any("forward" in m.__dict__ for m in _vision_mlps(model))
+    if enabled and not before:
+        enable_padded_vision_mlp(model, multiple)
+    elif not enabled and before:
+        disable_padded_vision_mlp(model)
+    try:
+        yield model
+    finally:
+        now = any("forward" in m.__dict__ for m in _vision_mlps(model))
+        if before and not now:
+            enable_padded_vision_mlp(model, multiple)
+        elif now and not before:
+            disable_padded_vision_mlp(model)
 
 
 def _vision_attention_modules(model: Any, required: bool = True) -> list[Any]:
@@ -393,10 +485,13 @@ class StaticDecoder:
     """Prefill with the model's forward, then decode into a static cache; ``use_graph`` replays each step as a CUDA
     graph (captured once per batch size, cache length and sampler settings, and reused across batches)."""
 
-    def __init__(self, model: Any, pad_id: int, eos_ids: list[int], use_graph: bool = False) -> None:
+    def __init__(
+        self, model: Any, pad_id: int, eos_ids: list[int], use_graph: bool = False, prefix: PrefixReuse | None = None
+    ) -> None:
         import torch
 
         self.model = model
+        self.prefix = prefix
         self.pad_id = int(pad_id)
         self.eos_ids = sorted({int(e) for e in eos_ids})
         device = model.model.language_model.embed_tokens.weight.device
@@ -432,6 +527,11 @@ class StaticDecoder:
         self._key, self._state, self._graph = None, None, None
 
     def _step(self, s: _DecodeState, sampler: SamplerSettings) -> None:
+        logits = self._logits(s)
+        self._accept(s, sample_next(logits, s.seen, sampler), s.position - s.prompt_len + 1)
+        s.position.add_(1)
+
+    def _logits(self, s: _DecodeState) -> Any:
         lm = self.model.model.language_model
         embeds = lm.embed_tokens(s.token)
         position_ids = (s.position + s.rope_deltas).view(1, s.batch, 1).expand(3, s.batch, 1)
@@ -445,9 +545,7 @@ class StaticDecoder:
             use_cache=True,
             return_dict=True,
         ).last_hidden_state
-        logits = self.model.lm_head(hidden[:, -1, :]).float()
-        self._accept(s, sample_next(logits, s.seen, sampler), s.position - s.prompt_len + 1)
-        s.position.add_(1)
+        return self.model.lm_head(hidden[:, -1, :]).float()
 
     def _accept(self, s: _DecodeState, token: Any, index: Any) -> None:
 
@@ -494,7 +592,7 @@ class StaticDecoder:
         if max_new_tokens < 1:
             raise RecipeError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         start = time.perf_counter()
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1, return_dict=True)
+        out = self._prefill(inputs)
         logits = out.logits[:, -1, :].float()
         rope_deltas = self.model.model.rope_deltas
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
@@ -542,6 +640,40 @@ class StaticDecoder:
         lengths = generated_lengths(tokens, self.eos_ids, steps + 1)
         return DecodeResult(tokens, lengths, prefill_s, decode_s, steps, captured)
 
+    def _prefill(self, inputs: dict[str, Any]) -> Any:
+        if self.prefix is not None:
+            return self.prefix.forward(inputs, use_cache=True)
+        return self.model(**inputs, use_cache=True, logits_to_keep=1, return_dict=True)
+
+    def step_logits(self, inputs: dict[str, Any], tokens: Any) -> Any:
+        """Logits after the prompt followed by ``tokens`` (one per row), computed the way decoding does (prefill, then
+        one step over the static cache, without a graph); for checking against a full forward."""
+        import torch
+
+        out = self._prefill(inputs)
+        rows, prompt_len = inputs["input_ids"].shape
+        max_len = -(-(prompt_len + 2) // 256) * 256
+        s = _DecodeState(self.model, rows, max_len, 2, out.logits.shape[-1], penalty=False)
+        saved = [c._attn_implementation_internal for c in self._configs]
+        try:
+            for c in self._configs:
+                c._attn_implementation_internal = DECODE_ATTENTION
+            self._load(
+                s,
+                out.past_key_values,
+                1,
+                inputs["attention_mask"],
+                inputs["input_ids"],
+                self.model.model.rope_deltas,
+                prompt_len,
+            )
+            s.token.copy_(tokens.view(-1, 1).to(s.token.device))
+            with torch.inference_mode():
+                return self._logits(s)
+        finally:
+            for c, impl in zip(self._configs, saved):
+                c._attn_implementation_internal = impl
+
     def _load(
         self,
         s: _DecodeState,
@@ -580,6 +712,87 @@ def generated_lengths(tokens: Any, eos_ids: list[int], produced: int) -> list[in
                 break
         lengths.append(n)
     return lengths
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared prompt prefix
+
+
+class PrefixReuse:
+    """Keys and values of the prompt text before the video (system rubric, chat header), computed once.
+
+    Every clip's prompt starts with the same few hundred text tokens; a batch whose rows are unpadded and share that
+    prefix runs the language model on the rest only, attending to the cached prefix. Positions and rope deltas come
+    from the model's own ``get_rope_index`` on the whole prompt, so the result is the same function. Batches with
+    padding or different prefixes use the plain forward. The cache is keyed by the prefix tokens and the version
+    counters of the language model's weights, so a model that is trained in between never reuses stale keys.
+    """
+
+    def __init__(self, model: Any, min_tokens: int = 16) -> None:
+        self.model = model
+        self.min_tokens = min_tokens
+        self.vision_start = int(model.config.vision_start_token_id)
+        self._key: tuple | None = None
+        self._kv: list[tuple[Any, Any]] | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def _weights_version(self) -> tuple[int, ...]:
+        lm = self.model.model.language_model
+        return (lm.embed_tokens.weight._version, lm.layers[-1].mlp.down_proj.weight._version, id(lm))
+
+    def prefix_length(self, input_ids: Any, attention_mask: Any) -> int:
+        """Length of the text every row shares before its first vision token; 0 when reuse does not apply."""
+        if not bool(attention_mask.all()):
+            return 0
+        starts = (input_ids == self.vision_start).int().argmax(dim=1)
+        length = int(starts[0])
+        if length < self.min_tokens or not bool((starts == length).all()):
+            return 0
+        if not bool((input_ids[:, :length] == input_ids[:1, :length]).all()):
+            return 0
+        return length
+
+    def _prefix_kv(self, ids: Any) -> list[tuple[Any, Any]]:
+        key = (tuple(ids.tolist()), self._weights_version())
+        if self._key != key or self._kv is None:
+            out = self.model.model.language_model(input_ids=ids[None], use_cache=True, return_dict=True)
+            self._kv = [(k, v) for k, v in _cache_tensors(out.past_key_values)]
+            self._key = key
+            self.misses += 1
+        else:
+            self.hits += 1
+        return self._kv
+
+    def forward(self, inputs: dict[str, Any], use_cache: bool = False) -> Any:
+        """The model's output on ``inputs`` (logits of the last position), reusing the prefix when it applies."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        length = self.prefix_length(ids, mask)
+        if not length:
+            return self.model(**inputs, use_cache=use_cache, logits_to_keep=1, return_dict=True)
+        rows, total = ids.shape
+        cache = DynamicCache()
+        for layer, (k, v) in enumerate(self._prefix_kv(ids[0, :length])):
+            cache.update(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous(), layer)
+        position_ids, rope_deltas = self.model.model.get_rope_index(
+            ids, None, inputs.get("video_grid_thw"), inputs.get("second_per_grid_ts"), mask
+        )
+        self.model.model.rope_deltas = rope_deltas
+        extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        return self.model(
+            input_ids=ids[:, length:],
+            attention_mask=mask,
+            position_ids=position_ids[:, :, length:],
+            past_key_values=cache,
+            cache_position=torch.arange(length, total, device=ids.device),
+            use_cache=True,
+            logits_to_keep=1,
+            return_dict=True,
+            **extra,
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------

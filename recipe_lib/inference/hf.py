@@ -22,11 +22,13 @@ from typing import Any
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.inference.accel import (
     PhaseTimer,
+    PrefixReuse,
     SamplerSettings,
     Speedups,
     StaticDecoder,
     batched_vision_attention,
     generated_lengths,
+    padded_vision_mlp,
 )
 from recipe_lib.inference.requests import (
     SCORES,
@@ -102,6 +104,7 @@ class HFScorer:
         self.last_timing: dict[str, float] = {}
         self.tokens_generated = 0  # running count of answer tokens produced in generate mode (end token included)
         self._decoder: StaticDecoder | None = None
+        self._prefix = PrefixReuse(self.model) if self.speedups.reuse_prefix else None
 
     def prepare(self, item: dict[str, Any]) -> Prepared:
         """CPU work for one clip (safe to run in a worker thread)."""
@@ -129,7 +132,12 @@ class HFScorer:
 
         start = time.perf_counter()
         timer = PhaseTimer(self.model) if self.profile else None
-        with torch.inference_mode(), batched_vision_attention(self.model, self.speedups.batched_vision_attention):
+        sp = self.speedups
+        with (
+            torch.inference_mode(),
+            batched_vision_attention(self.model, sp.batched_vision_attention),
+            padded_vision_mlp(self.model, sp.padded_vision_mlp),
+        ):
             inputs = self._inputs(batch)
             collated = time.perf_counter()
             if timer is not None:
@@ -159,7 +167,10 @@ class HFScorer:
     def _expected(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         import torch
 
-        out = self.model(**inputs, use_cache=False, logits_to_keep=1)
+        if self._prefix is not None:
+            out = self._prefix.forward(inputs)
+        else:
+            out = self.model(**inputs, use_cache=False, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
         full = torch.softmax(logits, dim=-1)
         digits = full[:, self.digit_ids]
@@ -185,7 +196,11 @@ class HFScorer:
         else:
             if self._decoder is None:
                 self._decoder = StaticDecoder(
-                    self.model, tok.pad_token_id, self._eos_ids(), use_graph=self.speedups.decoder == "graph"
+                    self.model,
+                    tok.pad_token_id,
+                    self._eos_ids(),
+                    use_graph=self.speedups.decoder == "graph",
+                    prefix=self._prefix,
                 )
             sampler = SamplerSettings(
                 temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, repetition_penalty=s.repetition_penalty

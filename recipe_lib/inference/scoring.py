@@ -112,6 +112,8 @@ def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str,
         path = Path(raw)
         if is_dataset_dir(path) or is_table(path):
             rows = load_rows(path, split=split)
+            if not rows:
+                raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
             for i, row in enumerate(rows):
                 url = row.get("video_url")
                 if not url:
@@ -122,8 +124,8 @@ def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str,
                 items.append({**row, "video_url": url})
         else:
             loose.append(raw)
-    if loose:
-        items.extend({"video_url": str(p)} for p in find_videos(loose))
+    for raw in loose:  # each input on its own: a file given twice is reported as a duplicate, not merged silently
+        items.extend({"video_url": str(p)} for p in find_videos([raw]))
     if not items:
         raise RecipeError(f"no videos found in {', '.join(inputs)}")
     return items
@@ -146,9 +148,11 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-    except OSError:
+    except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
@@ -199,7 +203,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     }
     skipped: list[dict[str, Any]] = []
     keyed: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # key -> the first clip with it
     for item in items:
         url = item["video_url"]
         try:
@@ -210,11 +214,17 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         except IsADirectoryError:
             skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
             continue
+        except OSError as exc:
+            skipped.append({"video": url, "reason": f"cannot read {url}: {exc.strerror or exc}"})
+            continue
         key = result_key(content=digest, **settings)
         if key in seen:
-            skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
+            first = seen[key]
+            same = os.path.realpath(first) == os.path.realpath(url)
+            reason = f"the same file as {first}, scored once" if same else "same content as an earlier clip in this run"
+            skipped.append({"video": url, "reason": f"duplicate: {reason}"})
             continue
-        seen.add(key)
+        seen[key] = url
         keyed.append((key, {**item, "video_sha256": digest}))
 
     with ResultStore(out / "results.jsonl") as store:
@@ -225,7 +235,8 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
             scorer = scorer or _make_scorer(cfg, prompt)
             batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
             bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
-            with cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+            # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
+            with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
 
                 def submit(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
                     return [(k, pool.submit(scorer.prepare, it)) for k, it in batch]
@@ -241,7 +252,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                             ready.append(fut.result())
                             keys.append(key)
                         except VideoError as exc:
-                            skipped.append({"video": it["video_url"], "reason": exc.message})
+                            skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
                     if ready:
                         rows = scorer.score_batch(ready)
                         for key, prep, row in zip(keys, ready, rows):
@@ -259,7 +270,6 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                             )
                         n_now += store.append(rows)
                     bar.update(len(batches[b]))
-            bar.close()
         by_key = {r["key"]: r for r in store.rows()}
         rows = [by_key[k] for k, _ in keyed if k in by_key]
     result = ScoreResult(out, rows, skipped, len(items), n_now, n_cached, time.perf_counter() - start)

@@ -219,7 +219,8 @@ def plot_sweep(
         if published:
             refs = [(label, value) for label, m, value in PUBLISHED if m == metric]
             for (label, value), colour in zip(refs, colours):
-                ax.axhline(value, linestyle=":", color=colour, linewidth=1.2, label=f"published 7B, {label}: {value:.3f}")
+                name = f"published 7B, {label}: {value:.3f}"
+                ax.axhline(value, linestyle=":", color=colour, linewidth=1.2, label=name)
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
         ax.set_title(metric)

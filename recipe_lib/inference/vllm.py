@@ -1,0 +1,139 @@
+"""Score clips with vLLM (the ``gpu`` extra): the same requests and result rows as the transformers backend.
+
+``VLLMScorer(cfg, prompt)`` has the scorer interface :func:`recipe_lib.inference.scoring.score_videos` drives:
+``prepare(item)`` does the CPU work for one clip (decode and size the frames, render the prompt) and
+``score_batch(prepared)`` sends a batch to the engine. Prompts, frames and processor keywords come from
+:mod:`recipe_lib.inference.requests`, shared with :class:`recipe_lib.inference.hf.HFScorer`, so both backends see
+the same text and the same pixels.
+
+``generate``  ``SamplingParams`` from the recipe's sampling settings (``n = trials`` answers per clip), each parsed.
+``expected``  one token after the ``<answer>\\n`` prefix with the top-20 log-probabilities; p(1..5) are the digits'
+              probabilities renormalised (a digit outside the top 20 counts as 0; none of them gives an unscored row
+              with the reason).
+
+vLLM is imported only when the engine is first needed, so this module loads (and its request building is tested)
+without it. vLLM forces the ``spawn`` start method once CUDA is initialised, which is why the engine is built here,
+in an importable module, and never in a notebook cell.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from recipe_lib.errors import RecipeError
+from recipe_lib.inference.hf import Prepared
+from recipe_lib.inference.requests import (
+    check_mode,
+    clip_text,
+    digit_token_ids,
+    generate_row,
+    row_from_logprobs,
+    vllm_input,
+    vllm_sampling_kwargs,
+)
+from recipe_lib.prompts import PromptSpec
+from recipe_lib.video import load_for_model
+
+INSTALL_HINT = "install the gpu extra on a CUDA machine: pip install -e '.[gpu]' (or use --backend hf)"
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise RecipeError("the vLLM backend needs the vllm package, which is not installed", hint=INSTALL_HINT) from exc
+    return vllm
+
+
+class VLLMScorer:
+    """Batched scoring through a vLLM engine (built on the first batch)."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        prompt: PromptSpec,
+        max_model_len: int = 16384,
+        gpu_memory_utilization: float = 0.9,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        check_mode(cfg.mode)
+        self.cfg = cfg
+        self.prompt = prompt
+        self.mode = cfg.mode
+        self.video_settings = cfg.video
+        self.sampling = cfg.sampling
+        self.use_caption = cfg.use_caption
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.processor = self._load_processor()
+        self.digit_ids = digit_token_ids(self.processor.tokenizer) if self.mode == "expected" else None
+        self._llm: Any = None
+
+    def _load_processor(self) -> Any:
+        from transformers import AutoProcessor
+
+        try:
+            return AutoProcessor.from_pretrained(str(self.cfg.model), trust_remote_code=self.cfg.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise RecipeError(
+                f"could not load the processor of '{self.cfg.model}': {str(exc).splitlines()[0]}",
+                hint="pass a local checkpoint folder or a hub id of a Qwen2.5-VL model (e.g. nvidia/Cosmos-Reason1-7B)",
+            ) from exc
+
+    def engine_args(self) -> dict[str, Any]:
+        """Keyword arguments of ``vllm.LLM`` for this configuration."""
+        from recipe_lib.models.loading import DTYPES
+
+        key = str(self.cfg.dtype).strip().lower()
+        if key != "auto" and key not in DTYPES:
+            raise RecipeError(f"unknown dtype '{self.cfg.dtype}'", hint="use auto, float32, bfloat16 or float16")
+        dtype = "auto" if key == "auto" else DTYPES[key]
+        return {
+            "model": str(self.cfg.model),
+            "dtype": dtype,
+            "trust_remote_code": self.cfg.trust_remote_code,
+            "seed": self.sampling.seed,
+            "limit_mm_per_prompt": {"video": 1, "image": 0},
+            "max_model_len": self.max_model_len,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            **self.engine_kwargs,
+        }
+
+    def _engine(self) -> Any:
+        if self._llm is None:
+            vllm = _import_vllm()
+            self._llm = vllm.LLM(**self.engine_args())
+        return self._llm
+
+    def prepare(self, item: dict[str, Any]) -> Prepared:
+        """CPU work for one clip (safe to run in a worker thread)."""
+        start = time.perf_counter()
+        video = load_for_model(item["video_url"], self.video_settings)
+        text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
+        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start)
+
+    def requests(self, batch: list[Prepared]) -> list[dict[str, Any]]:
+        """The engine inputs of a batch (one per clip)."""
+        return [vllm_input(p.text, p.video) for p in batch]
+
+    def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
+        vllm = _import_vllm()
+        llm = self._engine()
+        params = vllm.SamplingParams(**vllm_sampling_kwargs(self.sampling, self.mode))
+        start = time.perf_counter()
+        outputs = llm.generate(self.requests(batch), params, use_tqdm=False)
+        elapsed = time.perf_counter() - start
+        rows = []
+        for p, out in zip(batch, outputs):
+            if self.mode == "expected":
+                first = out.outputs[0].logprobs[0] if out.outputs and out.outputs[0].logprobs else {}
+                row = row_from_logprobs({int(t): float(lp.logprob) for t, lp in first.items()}, self.digit_ids or [])
+            else:
+                row = generate_row([o.text for o in out.outputs])
+            row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}
+            row["frames"] = int(p.video.frames.shape[0])
+            row["frame_size"] = [int(p.video.frames.shape[2]), int(p.video.frames.shape[3])]
+            rows.append(row)
+        return rows

@@ -1,0 +1,182 @@
+"""Request building shared by the transformers and vLLM backends, batch planning, and the vLLM scorer's CPU side
+(vLLM itself is not installed here: its engine is imported only when a batch is scored)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+
+import pytest
+import torch
+
+from recipe_lib.config import SamplingSettings, get_profile
+from recipe_lib.errors import RecipeError
+from recipe_lib.inference import requests as rq
+from recipe_lib.inference.scoring import ScoreConfig
+from recipe_lib.prompts import ANSWER_PREFIX, load_prompt
+from recipe_lib.video import ModelVideo, VideoInfo, load_for_model
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_critic):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_critic)
+
+
+def _clip(t: int, h: int, w: int, seed: int, fps: float = 4.0) -> ModelVideo:
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (t, 3, h, w), dtype=torch.uint8, generator=g)
+    return ModelVideo(frames, fps, VideoInfo("x.mp4", t, fps, t / fps, w, h, "synthetic"))
+
+
+def test_sampling_kwargs_per_mode():
+    s = SamplingSettings(temperature=0.6, top_k=50, top_p=0.95, repetition_penalty=1.05, max_new_tokens=4096, seed=1)
+    gen = rq.vllm_sampling_kwargs(dataclasses.replace(s, trials=3), "generate")
+    assert gen == {
+        "n": 3,
+        "max_tokens": 4096,
+        "seed": 1,
+        "repetition_penalty": 1.05,
+        "skip_special_tokens": True,
+        "temperature": 0.6,
+        "top_k": 50,
+        "top_p": 0.95,
+    }
+    greedy = rq.vllm_sampling_kwargs(dataclasses.replace(s, temperature=0.0, top_k=0), "generate")
+    assert greedy["temperature"] == 0.0 and "top_k" not in greedy
+    assert rq.vllm_sampling_kwargs(s, "expected") == {"max_tokens": 1, "temperature": 0.0, "logprobs": 20, "seed": 1}
+    with pytest.raises(RecipeError, match="unknown scoring mode"):
+        rq.vllm_sampling_kwargs(s, "vote")
+    with pytest.raises(RecipeError, match="trials"):
+        rq.vllm_sampling_kwargs(dataclasses.replace(s, trials=0), "generate")
+
+
+def test_row_from_logprobs_renormalises_digits():
+    digits = [11, 12, 13, 14, 15]
+    logprobs = {12: math.log(0.1), 14: math.log(0.3), 99: math.log(0.5), 15: math.log(0.1)}
+    row = rq.row_from_logprobs(logprobs, digits)
+    assert row["probs"] == pytest.approx([0.0, 0.2, 0.0, 0.6, 0.2])
+    assert row["digit_mass"] == pytest.approx(0.5)
+    assert row["score"] == 4 and row["expected_score"] == pytest.approx(2 * 0.2 + 4 * 0.6 + 5 * 0.2)
+    none = rq.row_from_logprobs({99: -0.1, 7: -3.0}, digits)
+    assert none["score"] is None and "none of the digits" in none["parse_error"] and none["probs"] is None
+
+
+def test_generate_row_majority_and_reasons():
+    row = rq.generate_row(["<answer>\n4\n</answer>", "<answer>\n2\n</answer>", "<answer>4</answer>", "oops"])
+    assert row["score"] == 4 and row["expected_score"] == pytest.approx(10 / 3)
+    assert [t["score"] for t in row["trials"]] == [4, 2, 4, None] and row["trials"][3]["error"]
+    tie = rq.generate_row(["<answer>1</answer>", "<answer>4</answer>"])
+    assert tie["score"] == 2  # tie: rounded mean of the parsed scores (2.5 rounds to even)
+    bad = rq.generate_row(["no answer here"])
+    assert bad["score"] is None and bad["parse_error"] == bad["trials"][0]["error"]
+
+
+def test_vllm_input_matches_transformers_prompt(processor):
+    prompt = load_prompt("video_reward")
+    video = get_profile("demo").video
+    clip = _clip(8, 112, 112, seed=0)
+    item = {"video_url": "/clips/a.mp4", "caption": "a ball falls"}
+    text = rq.clip_text(processor, prompt, item, video, "expected", use_caption=True)
+    assert text.endswith(ANSWER_PREFIX) and "a ball falls" in text and text.count("<|video_pad|>") == 1
+    assert text == rq.render_prompt(processor, prompt, "/clips/a.mp4", video, "a ball falls", answer_prefix=True)
+    request = rq.vllm_input(text, clip)
+    assert request["prompt"] == text
+    assert request["multi_modal_data"]["video"] is clip.frames
+    assert request["mm_processor_kwargs"] == {"fps": [4.0], "do_resize": False}
+    generate_text = rq.clip_text(processor, prompt, item, video, "generate", use_caption=False)
+    assert not generate_text.endswith(ANSWER_PREFIX) and "a ball falls" not in generate_text
+
+
+def test_collate_matches_the_processor_on_a_list(processor):
+    """Per-clip encodings, left-padded and stacked, equal what the processor returns for the whole batch."""
+    prompt = load_prompt("video_reward")
+    settings = get_profile("demo").video
+    clips = [_clip(8, 112, 112, 1), _clip(4, 84, 140, 2, fps=2.0), _clip(6, 56, 224, 3)]
+    texts = [
+        rq.clip_text(processor, prompt, {"video_url": f"/c/{i}.mp4"}, settings, "expected", False) for i in range(3)
+    ]
+    processor.tokenizer.padding_side = "left"
+    whole = processor(
+        text=texts,
+        videos=[c.frames for c in clips],
+        **rq.processor_video_kwargs(clips),
+        padding=True,
+        return_tensors="pt",
+    )
+    batch = rq.collate(
+        [rq.encode_clip(processor, t, c) for t, c in zip(texts, clips)], processor.tokenizer.pad_token_id
+    )
+    for key in ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"):
+        assert torch.equal(batch[key], whole[key]), key
+    assert torch.allclose(batch["second_per_grid_ts"], torch.as_tensor(whole["second_per_grid_ts"]).float())
+    assert batch["attention_mask"][:, -1].all() and not batch["attention_mask"][:, 0].all()  # left padding
+    assert rq.clip_visual_tokens(clips[0]) == int(batch["video_grid_thw"][0].prod()) // 4
+    with pytest.raises(RecipeError, match="empty batch"):
+        rq.collate([], 0)
+
+
+def test_plan_batches_groups_similar_counts():
+    counts = [7600, 1900, 1900, 7600, 64, 1900, 7600, 64]
+    batches = rq.plan_batches(counts, batch_size=3)
+    assert batches == [[4, 7, 1], [2, 5, 0], [3, 6]]
+    assert sorted(i for b in batches for i in b) == list(range(len(counts)))
+    budget = rq.plan_batches(counts, batch_size=8, max_batch_tokens=8000)
+    assert all(max(counts[i] for i in b) * len(b) <= 8000 or len(b) == 1 for b in budget)
+    assert [len(b) for b in budget] == [4, 1, 1, 1, 1]
+    arrival = [list(range(i, min(i + 3, len(counts)))) for i in range(0, len(counts), 3)]
+    assert rq.describe_plan(batches, counts).padding_share < rq.describe_plan(arrival, counts).padding_share
+    assert rq.describe_plan(rq.plan_batches([5, 5], 2), [5, 5]).padding_share == 0
+    with pytest.raises(RecipeError):
+        rq.plan_batches(counts, 0)
+    with pytest.raises(RecipeError):
+        rq.plan_batches(counts, 2, max_batch_tokens=0)
+
+
+def test_estimate_visual_tokens_from_the_header(synth_clips):
+    settings = get_profile("demo").video
+    clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
+    loaded = load_for_model(clip, settings)
+    assert rq.estimate_visual_tokens(clip, settings) == rq.clip_visual_tokens(loaded) > 0
+
+
+def _cfg(model, mode="expected", dtype="auto"):
+    demo = get_profile("demo")
+    return ScoreConfig(
+        inputs=[], out_dir="unused", model=str(model), mode=mode, video=demo.video, sampling=demo.sampling, dtype=dtype
+    )
+
+
+def test_vllm_scorer_prepares_without_vllm(tiny_critic, synth_clips):
+    from recipe_lib.inference.vllm import VLLMScorer
+
+    clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
+    scorer = VLLMScorer(_cfg(tiny_critic), load_prompt("video_reward"), max_model_len=8192)
+    prepared = scorer.prepare({"video_url": str(clip)})
+    assert prepared.text.endswith(ANSWER_PREFIX) and prepared.video.frames.ndim == 4
+    (request,) = scorer.requests([prepared])
+    assert request["prompt"] == prepared.text and request["multi_modal_data"]["video"] is prepared.video.frames
+    args = scorer.engine_args()
+    assert args["model"] == str(tiny_critic) and args["max_model_len"] == 8192
+    assert args["limit_mm_per_prompt"]["video"] == 1 and args["seed"] == get_profile("demo").sampling.seed
+    assert VLLMScorer(_cfg(tiny_critic, dtype="bf16"), load_prompt("video_reward")).engine_args()["dtype"] == "bfloat16"
+    assert len(scorer.digit_ids) == 5
+    if not HAS_VLLM:
+        with pytest.raises(RecipeError, match="vllm package") as err:
+            scorer.score_batch([prepared])
+        assert "[gpu]" in err.value.hint
+
+
+def test_vllm_scorer_user_mistakes(tiny_critic, tmp_path):
+    from recipe_lib.inference.vllm import VLLMScorer
+
+    with pytest.raises(RecipeError, match="unknown scoring mode"):
+        VLLMScorer(_cfg(tiny_critic, mode="vote"), load_prompt("video_reward"))
+    with pytest.raises(RecipeError, match="could not load the processor"):
+        VLLMScorer(_cfg(tmp_path), load_prompt("video_reward"))
+    with pytest.raises(RecipeError, match="unknown dtype"):
+        VLLMScorer(_cfg(tiny_critic, dtype="int3"), load_prompt("video_reward")).engine_args()
