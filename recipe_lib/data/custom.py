@@ -237,7 +237,8 @@ def _find_column(columns: list[str], wanted: str, what: str, where: str) -> str:
     if len(folded) == 1:
         return folded[0]
     close = difflib.get_close_matches(wanted, columns, n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'? pass it as the {what} column" if close else "name the column with the option"
+    option = f"--{what}-column (or {what}_column= in a notebook)"
+    hint = f"did you mean '{close[0]}'? pass it with {option}" if close else f"name the column with {option}"
     raise DataError(
         f"{where} has no {what} column '{wanted}'; its columns are: {', '.join(repr(c) for c in columns if c)}",
         hint=hint,

@@ -79,6 +79,15 @@ class Speedups:
         return cls(batched_vision_attention=True, decoder="hf")
 
 
+def qwen_core(model: Any) -> Any:
+    """The ``Qwen2_5_VLForConditionalGeneration`` inside ``model`` (itself, or the base model under a PEFT wrapper,
+    whose layers carry the adapters), or None for any other model; the decoder and prefix reuse need its parts."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base if isinstance(base, Qwen2_5_VLForConditionalGeneration) else None
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Batched vision attention
 # --------------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from recipe_lib.inference.accel import (
     batched_vision_attention,
     generated_lengths,
     padded_vision_mlp,
+    qwen_core,
 )
 from recipe_lib.inference.requests import (
     SCORES,
@@ -98,13 +99,17 @@ class HFScorer:
         self.mode = mode
         self.use_caption = use_caption
         self.speedups = speedups if speedups is not None else Speedups.for_device(str(critic.device))
+        self._core = qwen_core(self.model)
+        if self._core is None and (self.speedups.reuse_prefix or self.speedups.decoder != "hf"):
+            # Another architecture: keep the speed-ups that only need transformers' public interface.
+            self.speedups = dataclasses.replace(self.speedups, reuse_prefix=False, decoder="hf")
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if mode == "expected" else None
-        self.pixel_dtype = _visual_dtype(self.model)
+        self.pixel_dtype = _visual_dtype(self._core or self.model)
         self.profile = False  # set True to record a per-phase breakdown of each batch in ``last_timing``
         self.last_timing: dict[str, float] = {}
         self.tokens_generated = 0  # running count of answer tokens produced in generate mode (end token included)
         self._decoder: StaticDecoder | None = None
-        self._prefix = PrefixReuse(self.model) if self.speedups.reuse_prefix else None
+        self._prefix = PrefixReuse(self._core) if self.speedups.reuse_prefix else None
 
     def prepare(self, item: dict[str, Any]) -> Prepared:
         """CPU work for one clip (safe to run in a worker thread)."""
@@ -131,7 +136,7 @@ class HFScorer:
         import torch
 
         start = time.perf_counter()
-        timer = PhaseTimer(self.model) if self.profile else None
+        timer = PhaseTimer(self._core or self.model) if self.profile else None
         sp = self.speedups
         with (
             torch.inference_mode(),
@@ -196,7 +201,7 @@ class HFScorer:
         else:
             if self._decoder is None:
                 self._decoder = StaticDecoder(
-                    self.model,
+                    self._core,
                     tok.pad_token_id,
                     self._eos_ids(),
                     use_graph=self.speedups.decoder == "graph",

@@ -54,6 +54,7 @@ class ScoreResult:
     n_scored_now: int
     n_cached: int
     seconds: float
+    repeated: list[str] = dataclasses.field(default_factory=list)  # paths given more than once, scored once
 
     @property
     def n_unparsed(self) -> int:
@@ -67,6 +68,7 @@ class ScoreResult:
             "from_cache": self.n_cached,
             "unparsed": self.n_unparsed,
             "skipped": len(self.skipped),
+            "repeated_paths": len(self.repeated),
             "seconds": round(self.seconds, 3),
         }
 
@@ -104,6 +106,12 @@ def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
 
 def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str, Any]]:
     """Turn files, folders, globs, dataset folders and tables into item dicts with a ``video_url``."""
+    return resolve_inputs(inputs, split)[0]
+
+
+def resolve_inputs(inputs: list[str], split: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
+    it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
     if not inputs:
         raise RecipeError("no videos given", hint="pass video files, a folder, a glob, a dataset folder or a table")
     items: list[dict[str, Any]] = []
@@ -124,11 +132,19 @@ def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str,
                 items.append({**row, "video_url": url})
         else:
             loose.append(raw)
-    for raw in loose:  # each input on its own: a file given twice is reported as a duplicate, not merged silently
-        items.extend({"video_url": str(p)} for p in find_videos([raw]))
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for raw in loose:
+        for p in find_videos([raw]):
+            real = os.path.realpath(p)
+            if real in seen:
+                repeated.append(str(p))
+                continue
+            seen.add(real)
+            items.append({"video_url": str(p)})
     if not items:
         raise RecipeError(f"no videos found in {', '.join(inputs)}")
-    return items
+    return items, repeated
 
 
 def model_fingerprint(model: str) -> str:
@@ -185,7 +201,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
-    items = resolve_items(cfg.inputs, split=cfg.split)
+    items, repeated = resolve_inputs(cfg.inputs, split=cfg.split)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     out = Path(cfg.out_dir)
@@ -203,7 +219,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     }
     skipped: list[dict[str, Any]] = []
     keyed: list[tuple[str, dict[str, Any]]] = []
-    seen: dict[str, str] = {}  # key -> the first clip with it
+    seen: set[str] = set()
     for item in items:
         url = item["video_url"]
         try:
@@ -219,12 +235,9 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
             continue
         key = result_key(content=digest, **settings)
         if key in seen:
-            first = seen[key]
-            same = os.path.realpath(first) == os.path.realpath(url)
-            reason = f"the same file as {first}, scored once" if same else "same content as an earlier clip in this run"
-            skipped.append({"video": url, "reason": f"duplicate: {reason}"})
+            skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
             continue
-        seen[key] = url
+        seen.add(key)
         keyed.append((key, {**item, "video_sha256": digest}))
 
     with ResultStore(out / "results.jsonl") as store:
@@ -272,6 +285,6 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                     bar.update(len(batches[b]))
         by_key = {r["key"]: r for r in store.rows()}
         rows = [by_key[k] for k, _ in keyed if k in by_key]
-    result = ScoreResult(out, rows, skipped, len(items), n_now, n_cached, time.perf_counter() - start)
+    result = ScoreResult(out, rows, skipped, len(items), n_now, n_cached, time.perf_counter() - start, repeated)
     _write_outputs(cfg, result)
     return result
