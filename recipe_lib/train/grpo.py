@@ -72,6 +72,7 @@ from recipe_lib.train.config import GRPOConfig
 from recipe_lib.train.sft import DEFAULT_CLIP_CACHE_BYTES, batch_for_step, evaluate_samples, steps_per_epoch
 
 ADV_EPS = 1e-6
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,6 +195,9 @@ def sample_completions(
     prompts = encoder.encode_prompts(samples, clips)
     inputs = to_device(dict(prompts), device, dtype)
     end_id = encoder.end_ids[-1]
+    # A vision placeholder inside a completion would be read as a slot for video features on the policy pass.
+    vision = [t for t in VISION_TOKENS if t in encoder.tokenizer.get_vocab()]
+    suppress = encoder.tokenizer.convert_tokens_to_ids(vision) if vision else None
     with eval_mode(model), torch.no_grad():
         out = model.generate(
             **inputs,
@@ -205,6 +209,7 @@ def sample_completions(
             num_return_sequences=n,
             eos_token_id=end_id,
             pad_token_id=encoder.pad_id,
+            suppress_tokens=suppress,
         )
     new = out[:, inputs["input_ids"].shape[1] :].tolist()
     completions = []

@@ -280,7 +280,7 @@ def remount(path: Path, size: str) -> None:
 
 
 class ClipServer:
-    """Serves registered bytes on 127.0.0.1: ``/files/<name>`` at once, ``/slow/<name>`` in 2 KB chunks 0.05 s apart,
+    """Serves registered bytes on 127.0.0.1: ``/files/<name>`` at once, ``/slow/<name>`` in 4 KB chunks 0.05 s apart,
     ``/big/<name>`` announcing 50 MB, ``/stream-big/<name>`` streaming 4 MB without a length; counts every hit."""
 
     def __init__(self) -> None:
@@ -309,7 +309,7 @@ class ClipServer:
             h.send_response(200)
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
-            step = 2048 if kind == "slow" else len(body)
+            step = 4096 if kind == "slow" else len(body)
             for i in range(0, len(body), step):
                 h.wfile.write(body[i : i + step])
                 h.wfile.flush()

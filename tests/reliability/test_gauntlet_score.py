@@ -119,9 +119,35 @@ TITLE = "<script>alert('title')</script> scores"
 
 
 @pytest.fixture(scope="module")
-def gauntlet_run(tiny_critic, synth_clips, tmp_path_factory):  # noqa: ANN201
+def checkpoint_with_code(tiny_critic, tmp_path_factory):  # noqa: ANN201
+    """The tiny critic plus Python files of its own that its config.json maps to (``auto_map``); importing them writes
+    a marker file. transformers caches such modules under ``HF_MODULES_CACHE`` (a temporary folder here)."""
+    root = tmp_path_factory.mktemp("checkpoint")
+    model, marker = root / "checkpoint_with_code", root / "checkpoint_code_ran"
+    shutil.copytree(tiny_critic, model)
+    (model / "configuration_marked.py").write_text(
+        "from pathlib import Path\n\nfrom transformers import Qwen2_5_VLConfig\n\n"
+        f"Path({str(marker)!r}).write_text('ran')\n\n\nclass MarkedConfig(Qwen2_5_VLConfig):\n    pass\n"
+    )
+    (model / "modeling_marked.py").write_text(
+        "from transformers import Qwen2_5_VLForConditionalGeneration\n\n"
+        "from .configuration_marked import MarkedConfig\n\n\n"
+        "class MarkedModel(Qwen2_5_VLForConditionalGeneration):\n    config_class = MarkedConfig\n"
+    )
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "configuration_marked.MarkedConfig",
+        "AutoModelForImageTextToText": "modeling_marked.MarkedModel",
+    }
+    (model / "config.json").write_text(json.dumps(config, indent=2))
+    return {"model": model, "marker": marker, "env": {"HF_MODULES_CACHE": str(root / "hf_modules")}}
+
+
+@pytest.fixture(scope="module")
+def gauntlet_run(checkpoint_with_code, synth_clips, tmp_path_factory):  # noqa: ANN201
     """One ``score`` run over every kind of bad video plus a labelled table whose captions and file names carry HTML,
-    in generate mode so the report holds model output."""
+    in generate mode so the report holds model output. The critic is the checkpoint that ships code of its own,
+    scored without --trust-remote-code."""
     root = tmp_path_factory.mktemp("score_gauntlet")
     good = clips_of(synth_clips)
     bad = make_bad_media(root / "bad", good[0])
@@ -142,9 +168,9 @@ def gauntlet_run(tiny_critic, synth_clips, tmp_path_factory):  # noqa: ANN201
     again = good[3].parent / ".." / good[3].parent.name / good[3].name  # the same file, spelled differently
     out = root / "out"
     args = ["score", str(table), str(good[3]), *(str(p) for p in bad.values()), str(dup), str(good[3]), str(again)]
-    args += ["--out", str(out), "--model", str(tiny_critic), "--mode", "generate", "--max-new-tokens", "8"]
-    args += ["--report-title", TITLE]
-    result = run_cli(*args)
+    args += ["--out", str(out), "--model", str(checkpoint_with_code["model"]), "--mode", "generate"]
+    args += ["--max-new-tokens", "8", "--report-title", TITLE]
+    result = run_cli(*args, env=checkpoint_with_code["env"])
     return {"result": result, "bad": bad, "out": out, "dup": dup, "again": again, "xss": table_dir / XSS_NAME}
 
 
@@ -502,9 +528,10 @@ def _finish(args: list[str], out: Path, kept: list[dict], n: int) -> None:
 # code shipped with a checkpoint
 
 
-def test_checkpoint_code_runs_only_with_trust_remote_code(tiny_critic, synth_clips, tmp_path):
-    """A checkpoint whose config.json maps to its own Python files (auto_map): without --trust-remote-code the code
-    never runs (transformers' own Qwen2.5-VL classes load it); with the flag it does."""
+def test_checkpoint_code_runs_only_with_trust_remote_code(checkpoint_with_code, gauntlet_run, synth_clips, tmp_path):
+    """A checkpoint whose config.json maps to its own Python files (auto_map): the gauntlet run scored with it without
+    --trust-remote-code, and its code never ran (transformers' own Qwen2.5-VL classes loaded it); with the flag the
+    code runs."""
     import inspect
 
     from recipe_lib.cli import build_parser
@@ -515,34 +542,14 @@ def test_checkpoint_code_runs_only_with_trust_remote_code(tiny_critic, synth_cli
     assert inspect.signature(load_critic).parameters["trust_remote_code"].default is False
     assert ScoreConfig(inputs=[], out_dir=tmp_path, model="m").trust_remote_code is False
     parse = build_parser().parse_args
-    base = ["score", "x.mp4", "--out", str(tmp_path), "--model", str(tiny_critic)]
+    base = ["score", "x.mp4", "--out", str(tmp_path), "--model", str(checkpoint_with_code["model"])]
     assert score_config(parse(base)).trust_remote_code is False
     assert score_config(parse([*base, "--trust-remote-code"])).trust_remote_code is True
 
-    model = tmp_path / "checkpoint_with_code"
-    shutil.copytree(tiny_critic, model)
-    marker = tmp_path / "checkpoint_code_ran"
-    (model / "configuration_marked.py").write_text(
-        "from pathlib import Path\n\nfrom transformers import Qwen2_5_VLConfig\n\n"
-        f"Path({str(marker)!r}).write_text('ran')\n\n\nclass MarkedConfig(Qwen2_5_VLConfig):\n    pass\n"
-    )
-    (model / "modeling_marked.py").write_text(
-        "from transformers import Qwen2_5_VLForConditionalGeneration\n\n"
-        "from .configuration_marked import MarkedConfig\n\n\n"
-        "class MarkedModel(Qwen2_5_VLForConditionalGeneration):\n    config_class = MarkedConfig\n"
-    )
-    config = json.loads((model / "config.json").read_text())
-    config["auto_map"] = {
-        "AutoConfig": "configuration_marked.MarkedConfig",
-        "AutoModelForImageTextToText": "modeling_marked.MarkedModel",
-    }
-    (model / "config.json").write_text(json.dumps(config, indent=2))
-    env = {"HF_MODULES_CACHE": str(tmp_path / "hf_modules")}
+    model, marker, env = checkpoint_with_code["model"], checkpoint_with_code["marker"], checkpoint_with_code["env"]
+    assert gauntlet_run["result"].returncode == 0 and "scored 3 of" in gauntlet_run["result"].stdout
+    assert not marker.exists(), "the checkpoint's code ran although --trust-remote-code was not given"
     clip = str(clips_of(synth_clips)[0])
-
-    r = run_cli("score", clip, "--out", str(tmp_path / "a"), "--model", str(model), env=env)
-    assert r.returncode == 0, r.stderr
-    assert "scored 1 of 1 clips" in r.stdout and not marker.exists()
     r = run_cli("score", clip, "--out", str(tmp_path / "b"), "--model", str(model), "--trust-remote-code", env=env)
     assert r.returncode == 0, r.stderr
     assert marker.exists(), "with --trust-remote-code the checkpoint's own code is used"

@@ -32,10 +32,11 @@ from recipe_lib.data.download import DownloadCache
 
 @pytest.fixture(scope="module")
 def clips(synth_clips, tmp_path_factory) -> dict[str, Path]:
-    """Four small synthetic clips plus one larger real mp4 (noise, ~50 KB) that the server sends slowly."""
+    """Four small synthetic clips plus one larger real mp4 (noise, ~120 KB: more than the 64 KB a download writes at
+    a time, so a partial file has bytes in it) that the server sends slowly."""
     found = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[:4]
     out = {p.name: p for p in found}
-    noise = np.random.default_rng(0).integers(0, 255, (8, 48, 48, 3), dtype=np.uint8)
+    noise = np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
     big = write_video(tmp_path_factory.mktemp("noise") / "noise_clip.mp4", noise)
     out[big.name] = big
     return out
@@ -69,7 +70,8 @@ def test_download_killed_mid_file_resumes_to_the_same_dataset(server, clips, tmp
 
     proc = start_cli(*args, "--out", str(out))
     target = DownloadCache(cache).path_for(urls[-1])
-    wait_until(proc, lambda: any(p.stat().st_size > 0 for p in cache.glob("files/*.part")), timeout=60)
+    parts = f"files/{target.name}.*.part"  # the slow clip's bytes so far (the pid is part of the name)
+    wait_until(proc, lambda: any(p.stat().st_size > 0 for p in cache.glob(parts)), timeout=60)
     kill_tree(proc)
     assert not out.exists() and not list(tmp_path.glob(".prepared.tmp-*")), "no output folder from a killed run"
     assert not target.exists(), "a killed download never leaves a complete-looking file"
