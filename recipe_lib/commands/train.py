@@ -57,11 +57,10 @@ def load_config(kind: str, path: Path, pairs: list[str]):  # noqa: ANN201 - SFTC
     """The training config from ``path`` with ``--set`` overrides applied (values parsed as YAML scalars)."""
     from recipe_lib.commands._common import parse_params
     from recipe_lib.config import load_toml
-    from recipe_lib.train.common import apply_overrides
-    from recipe_lib.train.config import training_config_from_mapping
+    from recipe_lib.train.common import apply_overrides, training_config
 
     mapping = apply_overrides(load_toml(path), parse_params(pairs))
-    return training_config_from_mapping(mapping, kind, where=str(path))
+    return training_config(mapping, kind, where=str(path))
 
 
 def run_train(args: argparse.Namespace) -> int:

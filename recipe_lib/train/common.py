@@ -204,16 +204,15 @@ def lr_factor(step: int, total_steps: int, train: Any) -> float:
 
     Linear warm-up over ``optm_warmup_steps`` (a fraction of the run when a float <= 1), then constant, then an
     optional decay (``optm_decay_type`` linear | sqrt | cosine over ``optm_decay_ratio`` of the run, down to
-    ``optm_min_lr_factor``). The decay keys are read when the config has them; without them the rate stays constant
-    after the warm-up, cosmos-rl's default.
+    ``optm_min_lr_factor``); without a decay type the rate stays constant after the warm-up, cosmos-rl's default.
     """
     warm = train.optm_warmup_steps
     warm = int(warm * total_steps) if isinstance(warm, float) and warm <= 1.0 else int(warm)
     warm = min(warm, total_steps)
-    decay_type = getattr(train, "optm_decay_type", None)
-    decay_ratio = getattr(train, "optm_decay_ratio", None)
-    min_factor = float(getattr(train, "optm_min_lr_factor", 0.0) or 0.0)
-    start = float(getattr(train, "optm_warmup_start_factor", 0.0) or 0.0)
+    decay_type = train.optm_decay_type
+    decay_ratio = train.optm_decay_ratio
+    min_factor = float(train.optm_min_lr_factor)
+    start = float(train.optm_warmup_start_factor)
     decay = round(total_steps * decay_ratio) if decay_ratio is not None else total_steps - warm
     decay = min(decay, total_steps - warm) if decay_type not in (None, "none") else 0
     stable_end = total_steps - decay
@@ -453,6 +452,7 @@ def run_settings(cfg: Any, data: dict[str, str] | None = None) -> dict[str, Any]
     """The settings recorded in ``run.json``: the whole config as plain data plus digests of the datasets' contents
     (so relabelled data in the same folder counts as a different run)."""
     settings = json.loads(json.dumps(to_dict(cfg), default=str))
+    settings.setdefault("local", {}).update(local_extras(cfg))
     if data:
         settings["data"] = dict(data)
     return settings
@@ -470,6 +470,43 @@ def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"cannot set '{key}': '{part}' is a value, not a table")
         node = child
     node[parts[-1]] = value
+
+
+# [local] keys the trainers read that recipe_lib.train.config does not define (yet): name -> (default, allowed values).
+# ``batch_order``: "shuffle" (a seeded permutation per epoch) or "balanced" (every batch holds the labels in equal
+# shares; see recipe_lib.train.sft.balanced_batches).
+LOCAL_EXTRAS: dict[str, tuple[Any, tuple[Any, ...]]] = {"batch_order": ("shuffle", ("shuffle", "balanced"))}
+
+
+def training_config(mapping: dict[str, Any], kind: str | None = None, where: str = "config") -> Any:
+    """A strict SFT/GRPO config (:func:`recipe_lib.train.config.training_config_from_mapping`) that also accepts the
+    ``[local]`` keys of :data:`LOCAL_EXTRAS`; they are set on ``cfg.local`` as attributes."""
+    import copy
+    import dataclasses as dc
+
+    from recipe_lib.train.config import LocalConfig, training_config_from_mapping
+
+    mapping = copy.deepcopy(dict(mapping))
+    local = dict(mapping.get("local") or {})
+    known = {f.name for f in dc.fields(LocalConfig)}
+    extras = {k: local.pop(k) for k in list(local) if k in LOCAL_EXTRAS and k not in known}
+    mapping["local"] = local
+    cfg = training_config_from_mapping(mapping, kind, where)
+    for key, (default, allowed) in LOCAL_EXTRAS.items():
+        if key in known:
+            continue
+        value = extras.get(key, default)
+        if value not in allowed:
+            raise ConfigError(
+                f"{where}.local.{key}: {value!r} is not one of {', '.join(map(repr, allowed))}",
+            )
+        setattr(cfg.local, key, value)
+    return cfg
+
+
+def local_extras(cfg: Any) -> dict[str, Any]:
+    """The :data:`LOCAL_EXTRAS` values of a config (their defaults when it was built without them)."""
+    return {key: getattr(cfg.local, key, default) for key, (default, _) in LOCAL_EXTRAS.items()}
 
 
 def apply_overrides(mapping: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:

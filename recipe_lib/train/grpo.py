@@ -61,6 +61,7 @@ from recipe_lib.train.common import (
     eval_mode,
     load_checkpoint_state,
     load_train_model,
+    local_extras,
     resolve_path,
     rng_state,
     run_settings,
@@ -69,7 +70,13 @@ from recipe_lib.train.common import (
     set_rng_state,
 )
 from recipe_lib.train.config import GRPOConfig
-from recipe_lib.train.sft import DEFAULT_CLIP_CACHE_BYTES, batch_for_step, evaluate_samples, steps_per_epoch
+from recipe_lib.train.sft import (
+    DEFAULT_CLIP_CACHE_BYTES,
+    balanced_batches,
+    batch_for_step,
+    evaluate_samples,
+    steps_per_epoch,
+)
 
 ADV_EPS = 1e-6
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -392,6 +399,9 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
     mini = policy.mini_batch
     temperature = policy.temperature
     ckpt = cfg.train.ckpt
+    plan = None
+    if local_extras(cfg)["batch_order"] == "balanced":
+        plan = balanced_batches([s.reference for s in samples], total, min(per_step, len(samples)), seed)
 
     def ref_logprobs(inputs: dict[str, Any], targets: Any) -> Any:
         if policy.kl_beta <= 0:
@@ -419,7 +429,11 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
     bar = tqdm(total=total, initial=start, desc="grpo", unit="step", disable=not progress)
     for step in range(start, total):
         step_timer = Timer()
-        indices = batch_for_step(step, len(samples), per_step, policy.dataloader_seed, policy.dataloader_shuffle)
+        indices = (
+            plan[step]
+            if plan is not None
+            else batch_for_step(step, len(samples), per_step, policy.dataloader_seed, policy.dataloader_shuffle)
+        )
         kept, clips, bad_now = cache.fetch([samples[i] for i in indices])
         if bad_now:
             skipped += bad_now

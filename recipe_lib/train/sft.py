@@ -48,6 +48,7 @@ from recipe_lib.train.common import (
     eval_mode,
     load_checkpoint_state,
     load_train_model,
+    local_extras,
     resolve_path,
     rng_state,
     run_settings,
@@ -189,6 +190,28 @@ def batch_for_step(step: int, n: int, batch: int, seed: int, shuffle: bool) -> l
     return [int(i) for i in order[pos * size : pos * size + size]]
 
 
+def balanced_batches(labels: list[Any], total_steps: int, batch: int, seed: int) -> list[list[int]]:
+    """Batches in which every label has an equal share (round-robin over the labels, rotating which label gets the
+    remainder). Each label's samples are drawn in seeded permutations, reshuffled when used up, so rare labels are
+    repeated more often. Deterministic in (labels, seed): a resumed run continues the same sequence."""
+    rng = np.random.default_rng([seed, 7])
+    pools: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        pools.setdefault(label, []).append(i)
+    keys = sorted(pools, key=str)
+    queues: dict[Any, list[int]] = {k: [] for k in keys}
+    out = []
+    for step in range(total_steps):
+        chosen = []
+        for slot in range(batch):
+            key = keys[(slot + step) % len(keys)]
+            if not queues[key]:
+                queues[key] = [int(i) for i in rng.permutation(pools[key])]
+            chosen.append(queues[key].pop())
+        out.append(chosen)
+    return out
+
+
 def total_steps_of(cfg: SFTConfig, n_samples: int) -> int:
     total = cfg.train.epoch * steps_per_epoch(n_samples, cfg.train.train_batch_per_replica)
     if cfg.local.max_steps is not None:
@@ -285,6 +308,13 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
     params = tm.trainable_parameters()
     ckpt = cfg.train.ckpt
     eval_every = cfg.validation.freq
+    balanced = local_extras(cfg)["batch_order"] == "balanced"
+    if balanced:
+        if any(s.reference is None for s in train_samples):
+            raise DataError(
+                "local.batch_order = 'balanced' needs a label on every sample (a 'reference' or 'pc' column)"
+            )
+        plan = balanced_batches([s.reference for s in train_samples], total, min(batch, n), cfg.train.seed or 0)
     eval_batch = cfg.validation.batch_size or mini
     shuffle = cfg.train.train_policy.dataloader_shuffle
     data_seed = cfg.train.train_policy.dataloader_seed
@@ -308,7 +338,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
     tm.model.train()
     for step in range(start, total):
         step_timer = Timer()
-        indices = batch_for_step(step, n, batch, data_seed, shuffle)
+        indices = plan[step] if balanced else batch_for_step(step, n, batch, data_seed, shuffle)
         kept, clips, bad_now = cache.fetch([train_samples[i] for i in indices])
         if bad_now:  # a clip that became unreadable since the run started
             skipped += bad_now

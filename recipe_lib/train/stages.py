@@ -33,11 +33,44 @@ from typing import Any, Literal
 from recipe_lib.config import CONFIGS_DIR, build_dir, get_profile, load_toml
 from recipe_lib.errors import ConfigError, RecipeError
 from recipe_lib.metrics import DEFAULT_THRESHOLD
-from recipe_lib.train.common import apply_overrides, resolve_path
+from recipe_lib.train.common import apply_overrides, resolve_path, training_config
 from recipe_lib.train.sweep import SweepConfig, SweepResult, sweep_checkpoints
 
 LabelMode = Literal["binary", "graded"]
 CONVERSATIONS_DIR = "data/conversations"
+
+# The demo's prompt: video_reward's task and answer format without its rubric. The rubric is ~450 tokens of text that
+# is the same for every clip; for a critic trained from scratch on a CPU it only costs time (a step takes 2.3x longer
+# with it), so the demo trains and scores with this one. It ships as prompts/video_reward_compact.yaml; a checkout
+# without that file gets the same text written under build/prompts.
+DEMO_PROMPT = "video_reward_compact"
+DEMO_PROMPT_YAML = """\
+# Compact scoring prompt: video_reward's question and answer format without the rubric (the demo critic's prompt).
+system_prompt: |
+  You judge whether videos obey the laws of physics. Score the video from 1 (physically impossible) to 5 (fully
+  realistic) and reply with the score alone, in exactly this form:
+  <answer>
+  N
+  </answer>
+user_prompt: |
+  Does this video follow the laws of physics?
+"""
+
+
+def demo_prompt() -> str:
+    """The demo prompt: ``prompts/video_reward_compact.yaml``, else the same text written under ``build/prompts``."""
+    from recipe_lib.config import PROMPTS_DIR
+
+    shipped = PROMPTS_DIR / f"{DEMO_PROMPT}.yaml"
+    if shipped.is_file():
+        return str(shipped)
+    path = build_dir() / "prompts" / f"{DEMO_PROMPT}.yaml"
+    if not path.is_file() or path.read_text() != DEMO_PROMPT_YAML:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(DEMO_PROMPT_YAML)
+        os.replace(tmp, path)
+    return str(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -85,8 +118,12 @@ def prepare_demo_conversations(label_mode: LabelMode = "binary", root: Path | No
     root = Path(root or build_dir() / CONVERSATIONS_DIR)
     sft_train, sft_eval, grpo_train = root / "sft" / "train", root / "sft" / "eval", root / "grpo" / "train"
     profile = get_profile("demo")
+    prompt = demo_prompt()
+    from recipe_lib.prompts import load_prompt
+
     marker_data = {
         "label_mode": label_mode,
+        "prompt": load_prompt(prompt).digest(),
         "demo": json.loads((data.root / "demo_data.json").read_text()),
         "demo_root": str(data.root),
         "video": dataclasses.asdict(profile.video),
@@ -102,7 +139,7 @@ def prepare_demo_conversations(label_mode: LabelMode = "binary", root: Path | No
     evaluation = datasets.load_from_disk(str(data.eval_dir))
     if label_mode == "binary":
         train, evaluation = binary_labels(train), binary_labels(evaluation)
-    kwargs = {"prompt": "video_reward", "video": profile.video}
+    kwargs = {"prompt": prompt, "video": profile.video}
     save_conversations(to_conversations(train, "sft", **kwargs), sft_train)
     save_conversations(to_conversations(evaluation, "sft", **kwargs), sft_eval)
     balanced, report = balance_labels(train, seed=42)
@@ -206,7 +243,6 @@ def _majority(sweep: SweepResult) -> float | None:
 
 def run_sft_stage(cfg: SFTStageConfig) -> SFTStageResult:
     """Notebook 03's work (see the module docstring)."""
-    from recipe_lib.train.config import training_config_from_mapping
     from recipe_lib.train.sft import train_sft
 
     out_dir = Path(cfg.out_dir or sft_out_dir())
@@ -226,7 +262,7 @@ def run_sft_stage(cfg: SFTStageConfig) -> SFTStageResult:
         "custom.eval_dataset.path": str(data.sft_eval),
     }
     mapping = _demo_mapping("sft", cfg.config, cfg.overrides, fixed)
-    train_cfg = training_config_from_mapping(mapping, "sft")
+    train_cfg = training_config(mapping, "sft")
     result = train_sft(train_cfg, progress=cfg.progress, restart="changed")
     sweep = None
     metrics: dict[str, Any] = {
@@ -241,7 +277,8 @@ def run_sft_stage(cfg: SFTStageConfig) -> SFTStageResult:
     }
     if cfg.sweep:
         sweep = sweep_checkpoints(
-            SweepConfig(run_dir=out_dir, eval_data=str(data.sft_eval), batch_size=40), progress=cfg.progress
+            SweepConfig(run_dir=out_dir, eval_data=str(data.sft_eval), prompt=demo_prompt(), batch_size=40),
+            progress=cfg.progress,
         )
         start, final = sweep.point("start").metrics, sweep.point("final").metrics
         best = sweep.best("accuracy")
@@ -294,7 +331,6 @@ class GRPOStageResult:
 
 def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
     """Notebook 04's work (see the module docstring)."""
-    from recipe_lib.train.config import training_config_from_mapping
     from recipe_lib.train.grpo import train_grpo
 
     out_dir = Path(cfg.out_dir or grpo_out_dir())
@@ -318,7 +354,7 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
         "custom.eval_dataset.path": str(data.sft_eval),
     }
     mapping = _demo_mapping("grpo", cfg.config, cfg.overrides, fixed)
-    train_cfg = training_config_from_mapping(mapping, "grpo")
+    train_cfg = training_config(mapping, "grpo")
     result = train_grpo(train_cfg, progress=cfg.progress, restart="changed")
     summary = result.summary()
     metrics: dict[str, Any] = {
@@ -344,7 +380,8 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
     sweep = None
     if cfg.sweep:
         sweep = sweep_checkpoints(
-            SweepConfig(run_dir=out_dir, eval_data=str(data.sft_eval), batch_size=40), progress=cfg.progress
+            SweepConfig(run_dir=out_dir, eval_data=str(data.sft_eval), prompt=demo_prompt(), batch_size=40),
+            progress=cfg.progress,
         )
         first, last = sweep.point("start").metrics, sweep.point("final").metrics
         metrics.update(

@@ -11,8 +11,37 @@ from gauntlet import error_lines
 
 from conftest import REPO, run_cli
 
-DEMO_SFT = REPO / "configs" / "demo" / "sft.toml"
 FULL_SFT = REPO / "configs" / "full" / "sft.toml"
+# A small valid SFT config of our own (the shipped demo config is tuned over time; these tests need a fixed text).
+BASE_SFT = """[policy]
+model_name_or_path = "build/models/tiny-critic"
+
+[train]
+epoch = 3
+output_dir = "build/train/sft"
+optm_lr = 1e-3
+
+[train.train_policy]
+type = "sft"
+mini_batch = 4
+
+[custom.dataset]
+path = "build/data/conversations/sft/train"
+
+[local]
+device = "cpu"
+max_steps = 2
+"""
+
+
+@pytest.fixture
+def base_sft(tmp_path) -> Path:
+    from recipe_lib.train.config import load_sft_config
+
+    path = tmp_path / "base.toml"
+    path.write_text(BASE_SFT)
+    load_sft_config(path)  # valid as written
+    return path
 
 
 def _edit(source: Path, target: Path, old: str, new: str) -> Path:
@@ -32,31 +61,31 @@ def _edit(source: Path, target: Path, old: str, new: str) -> Path:
     ],
     ids=["key_typo", "table_typo", "wrong_type", "malformed"],
 )
-def test_training_toml_mistakes_are_one_line_errors(old, new, message, hint, tmp_path):
-    config = _edit(DEMO_SFT, tmp_path / "sft.toml", old, new)
+def test_training_toml_mistakes_are_one_line_errors(old, new, message, hint, base_sft, tmp_path):
+    config = _edit(base_sft, tmp_path / "sft.toml", old, new)
     r = run_cli("train", "sft", "--config", str(config))
     got, got_hint = error_lines(r)
     assert str(config) in got and message in got, got
     assert got_hint == hint
 
 
-def test_training_config_loader_names_the_key(tmp_path):
+def test_training_config_loader_names_the_key(base_sft, tmp_path):
     from recipe_lib.errors import ConfigError
     from recipe_lib.train.config import load_sft_config
 
-    config = _edit(DEMO_SFT, tmp_path / "sft.toml", "mini_batch = 4", "mini_bach = 4")
+    config = _edit(base_sft, tmp_path / "sft.toml", "mini_batch = 4", "mini_bach = 4")
     with pytest.raises(ConfigError) as info:
         load_sft_config(config)
     assert "unknown key 'mini_bach'" in info.value.message and info.value.hint == "did you mean 'mini_batch'?"
 
 
-def test_toml_values_stay_text(tmp_path):
+def test_toml_values_stay_text(base_sft, tmp_path):
     """TOML has no tags or code: strings that look like YAML payloads or shell stay strings, nothing runs."""
     from recipe_lib.train.config import load_sft_config
 
     marker = tmp_path / "toml_payload_ran"
     payload = f"!!python/object/apply:os.system ['touch {marker}']"
-    config = _edit(DEMO_SFT, tmp_path / "sft.toml", '"build/models/tiny-critic"', repr(payload))
+    config = _edit(base_sft, tmp_path / "sft.toml", '"build/models/tiny-critic"', repr(payload))
     config = _edit(config, config, '"build/train/sft"', f'"$(touch {marker})"')
     cfg = load_sft_config(config)
     assert cfg.policy.model_name_or_path == payload and cfg.train.output_dir == f"$(touch {marker})"
@@ -80,10 +109,10 @@ def test_notebook_parameters_are_read_safely(tmp_path):
     reason="commands/_common.parse_params lets yaml's ConstructorError escape: a traceback instead of a one-line "
     "error (the payload does not run)",
 )
-def test_train_set_values_are_read_safely(tmp_path):
+def test_train_set_values_are_read_safely(base_sft, tmp_path):
     marker = tmp_path / "set_payload_ran"
     r = run_cli(
-        "train", "sft", "--config", str(DEMO_SFT), "--set",
+        "train", "sft", "--config", str(base_sft), "--set",
         f"policy.model_name_or_path=!!python/object/apply:os.system ['touch {marker}']",
     )  # fmt: skip
     assert not marker.exists()

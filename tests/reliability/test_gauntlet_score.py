@@ -292,13 +292,30 @@ def status_kb(field):
 
 def peak_growth_kb(call):
     # Reset the kernel's peak-RSS mark (VmHWM) so the peak covers this call only, then compare with the RSS before.
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    # Where /proc/self/clear_refs cannot be written, a thread samples VmRSS every millisecond instead.
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        sampler = None
+    except OSError:
+        import threading, time
+        peak, stop = [0], threading.Event()
+        def sample():
+            while not stop.is_set():
+                peak[0] = max(peak[0], status_kb("VmRSS"))
+                time.sleep(0.001)
+        sampler = threading.Thread(target=sample)
     before = status_kb("VmRSS")
+    if sampler:
+        sampler.start()
     try:
         result = call()
     except VideoError as exc:
         result = exc.message
+    if sampler:
+        stop.set()
+        sampler.join()
+        return result, max(peak[0], status_kb("VmRSS")) - before
     return result, status_kb("VmHWM") - before
 
 settings = get_profile("demo").video
