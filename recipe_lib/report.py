@@ -232,6 +232,8 @@ def _sample_rows(critics: Sequence[CriticScores], cfg: ReportConfig) -> list[dic
                     "label": None,
                     "predictions": [None] * len(critics),
                 }
+            if info[video]["predictions"][ci] is not None:
+                continue  # a repeated row of a clip that was scored: keep its prediction
             info[video]["predictions"][ci] = {
                 "score": None,
                 "expected_score": None,

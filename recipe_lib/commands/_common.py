@@ -82,15 +82,23 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as YAML scalars (numbers, booleans, strings, lists)."""
+    """``key=value`` pairs; values are read with ``yaml.safe_load`` (numbers, booleans, strings, lists — no object
+    construction); a value it refuses is a one-line error naming the parameter."""
     import yaml
 
     from recipe_lib.errors import ConfigError
+    from recipe_lib.prompts import yaml_problem
 
     params: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"parameter '{pair}' is not key=value")
         key, value = pair.split("=", 1)
-        params[key.strip()] = yaml.safe_load(value)
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"parameter '{pair}': the value is not a plain YAML value ({yaml_problem(exc)})",
+                hint="give numbers, true/false, strings or [lists]; tags such as !!python/... are refused",
+            ) from exc
     return params

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from recipe_lib.notebooks import run_notebook, write_index
 
     names = args.names or [nb.stem for nb in nbs()]
-    params = _params(args.param, parse_params)
+    params = parse_params(args.param)
     for name in names:
         r = run_notebook(name, params, timeout=args.timeout, html=not args.no_html)
         print(f"{r.name}: {r.seconds:.0f} s -> {r.output}" + (f", {r.html}" if r.html else ""))
@@ -51,23 +49,3 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_html:
         print(f"index: {write_index()}")
     return 0
-
-
-def _params(pairs: list[str], parse: Callable[[list[str]], dict[str, Any]]) -> dict[str, Any]:
-    """``-p`` values are read with ``yaml.safe_load`` (no object construction); a value it refuses is a one-line error
-    naming the parameter."""
-    import yaml
-
-    from recipe_lib.errors import ConfigError
-    from recipe_lib.prompts import yaml_problem
-
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        try:
-            params.update(parse([pair]))
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"parameter '{pair}': the value is not a plain YAML value ({yaml_problem(exc)})",
-                hint="give numbers, true/false, strings or [lists]; tags such as !!python/... are refused",
-            ) from exc
-    return params

@@ -78,7 +78,9 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
     """The scoring stage's config from the shared arguments (used by score and rank)."""
     from recipe_lib.config import get_profile
     from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.prompts import load_prompt
 
+    load_prompt(args.prompt)  # a bad prompt file is reported before any model is built or loaded
     profile = get_profile(args.profile)
     model = args.model or profile.model
     if args.profile == "demo" and not args.model:
@@ -102,6 +104,7 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         workers=args.workers,
         backend=args.backend,
         trust_remote_code=args.trust_remote_code,
+        label_column=getattr(args, "label_column", "pc"),
     )
 
 

@@ -43,6 +43,7 @@ class ScoreConfig:
     workers: int = 2
     backend: Literal["hf", "vllm"] = "hf"
     trust_remote_code: bool = False
+    label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
 
 
 @dataclasses.dataclass
@@ -104,12 +105,30 @@ def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
     return pd.DataFrame(flat)
 
 
-def resolve_items(inputs: list[str], split: str | None = None) -> list[dict[str, Any]]:
+def resolve_items(inputs: list[str], split: str | None = None, label_column: str = "pc") -> list[dict[str, Any]]:
     """Turn files, folders, globs, dataset folders and tables into item dicts with a ``video_url``."""
-    return resolve_inputs(inputs, split)[0]
+    return resolve_inputs(inputs, split, label_column)[0]
 
 
-def resolve_inputs(inputs: list[str], split: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def check_label(value: Any, where: str, label_column: str) -> None:
+    """A table's label must be empty (unlabelled) or a whole score 1-5; anything else names the row and clip."""
+    if value is None or (isinstance(value, float) and value != value):
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != int(number) or not 1 <= number <= 5:
+        raise DataError(
+            f"{where}: label {label_column}={value!r} is not a whole score 1-5",
+            hint="fix or clear that label (scale binary labels with 'plausibility prepare custom --scale-labels'), "
+            "or name another column with --label-column",
+        )
+
+
+def resolve_inputs(
+    inputs: list[str], split: str | None = None, label_column: str = "pc"
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
     it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
     if not inputs:
@@ -127,6 +146,7 @@ def resolve_inputs(inputs: list[str], split: str | None = None) -> tuple[list[di
                 if not url:
                     raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
                 url = str(url)
+                check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
                 if not url.startswith(("http://", "https://")) and not Path(url).is_absolute():
                     url = str((path.parent if path.is_file() else path).joinpath(url))
                 items.append({**row, "video_url": url})
@@ -201,7 +221,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
-    items, repeated = resolve_inputs(cfg.inputs, split=cfg.split)
+    items, repeated = resolve_inputs(cfg.inputs, split=cfg.split, label_column=cfg.label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     out = Path(cfg.out_dir)

@@ -104,11 +104,6 @@ def test_notebook_parameters_are_read_safely(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands/_common.parse_params lets yaml's ConstructorError escape: a traceback instead of a one-line "
-    "error (the payload does not run)",
-)
 def test_train_set_values_are_read_safely(base_sft, tmp_path):
     marker = tmp_path / "set_payload_ran"
     r = run_cli(

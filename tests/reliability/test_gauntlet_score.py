@@ -261,11 +261,6 @@ def test_report_escapes_captions_file_names_titles_and_model_output(gauntlet_run
             assert str(escape(row["raw_output"])) in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report._sample_rows lets the skip of a table's repeated row overwrite the scored prediction of the same "
-    "clip (recipe_lib/report.py)",
-)
 def test_report_keeps_the_score_of_a_clip_listed_twice(gauntlet_run):
     """The repeated row is skipped, but the clip itself was scored: the report must show its prediction."""
     from markupsafe import escape
@@ -423,11 +418,6 @@ def test_bad_table_or_prompt_is_a_one_line_error(kind, tiny_critic, synth_clips,
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="metrics._check_inputs raises \"label #1 is '7'\" after every clip was scored, naming neither the table "
-    "row nor the clip (recipe_lib/metrics.py, commands/score.py)",
-)
 def test_labels_out_of_range_in_a_scored_table(tiny_critic, synth_clips, tmp_path):
     """A table's labels that are not whole scores 1-5 (7, 'high', 2.5) are named with their row or clip."""
     import pandas as pd
