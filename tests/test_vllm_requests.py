@@ -144,6 +144,19 @@ def test_estimate_visual_tokens_from_the_header(synth_clips):
     assert rq.estimate_visual_tokens(clip, settings) == rq.clip_visual_tokens(loaded) > 0
 
 
+def test_batches_by_visual_tokens_reads_headers(synth_clips, tmp_path):
+    settings = get_profile("demo").video
+    clips = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[:3]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    paths = [*clips, broken]
+    batches = rq.batches_by_visual_tokens([f"e{i}" for i in range(4)], paths, settings, batch_size=2)
+    assert batches[0][0] == "e3"  # unreadable: 0 tokens, first, so preparing it records the skip early
+    assert sorted(e for b in batches for e in b) == ["e0", "e1", "e2", "e3"] and all(len(b) <= 2 for b in batches)
+    with pytest.raises(RecipeError, match="entries"):
+        rq.batches_by_visual_tokens(["a"], [], settings, 2)
+
+
 def _cfg(model, mode="expected", dtype="auto"):
     demo = get_profile("demo")
     return ScoreConfig(

@@ -100,9 +100,11 @@ class HFScorer:
         self.use_caption = use_caption
         self.speedups = speedups if speedups is not None else Speedups.for_device(str(critic.device))
         self._core = qwen_core(self.model)
-        if self._core is None and (self.speedups.reuse_prefix or self.speedups.decoder != "hf"):
-            # Another architecture: keep the speed-ups that only need transformers' public interface.
-            self.speedups = dataclasses.replace(self.speedups, reuse_prefix=False, decoder="hf")
+        if self._core is None:
+            # Not a Qwen2.5-VL model: keep only what needs transformers' public interface alone.
+            self.speedups = dataclasses.replace(
+                self.speedups, batched_vision_attention=False, padded_vision_mlp=False, reuse_prefix=False, decoder="hf"
+            )
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if mode == "expected" else None
         self.pixel_dtype = _visual_dtype(self._core or self.model)
         self.profile = False  # set True to record a per-phase breakdown of each batch in ``last_timing``

@@ -296,6 +296,31 @@ def estimate_visual_tokens(path: str | Path, settings: VideoSettings) -> int:
     return visual_tokens(n, height, width)
 
 
+def batches_by_visual_tokens(
+    entries: Sequence[Any],
+    paths: Sequence[str | Path],
+    settings: VideoSettings,
+    batch_size: int,
+    max_batch_tokens: int | None = None,
+) -> list[list[Any]]:
+    """``entries`` (anything, one per clip at ``paths``) cut into batches of similar visual-token count.
+
+    Token counts come from each file's header (:func:`estimate_visual_tokens`); a clip whose header cannot be read
+    counts as 0 tokens and lands in the first batches, where preparing it records the reason as a skip.
+    """
+    from recipe_lib.errors import VideoError
+
+    if len(entries) != len(paths):
+        raise RecipeError(f"{len(entries)} entries but {len(paths)} paths")
+    counts = []
+    for path in paths:
+        try:
+            counts.append(estimate_visual_tokens(path, settings))
+        except (VideoError, OSError):
+            counts.append(0)
+    return [[entries[i] for i in batch] for batch in plan_batches(counts, batch_size, max_batch_tokens)]
+
+
 @dataclasses.dataclass
 class BatchPlan:
     """Batches (lists of item indices) and the padding they carry."""

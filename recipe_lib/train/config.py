@@ -344,6 +344,8 @@ class LocalConfig:
     log_every: int = 1
     tensorboard_dir: str | None = None
     num_workers: int = 0
+    # "shuffle": a seeded permutation per epoch; "balanced": every batch holds the labels in equal shares.
+    batch_order: Literal["shuffle", "balanced"] = "shuffle"
     lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
