@@ -793,9 +793,11 @@ def _line(r: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
+    params = result["model"]["parameters"]
+    size = f"{params / 1e9:.2f} B" if params >= 1e8 else f"{params / 1e6:.2f} M"
     head = (
         f"Device: **{env.get('device_name')}** · torch {env['torch']} · transformers {env['transformers']} · "
-        f"model {result['model']['model']} ({result['model']['parameters'] / 1e9:.2f} B parameters, "
+        f"model {result['model']['model']} ({size} parameters, "
         f"{result['model']['dtype']}) · {env['date']}\n\n"
     )
     cols = (

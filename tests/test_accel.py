@@ -230,3 +230,54 @@ def test_user_mistakes_are_recipe_errors(critic):
         accel.enable_batched_vision_attention(torch.nn.Linear(2, 2))
     assert accel.Speedups.for_device("cpu").decoder == "hf"
     assert accel.Speedups.for_device("cuda").decoder == "graph"
+
+
+SMALL = {
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
+    "vision_config": {
+        "depth": 4,
+        "hidden_size": 128,
+        "intermediate_size": 340,
+        "num_heads": 2,
+        "out_hidden_size": 256,
+        "fullatt_block_indexes": [1, 3],
+    },
+}
+
+
+def test_qwen_7b_architecture_from_config(tiny_critic):
+    from transformers import AutoTokenizer
+
+    from recipe_lib.models import arch
+
+    assert arch.count_parameters("qwen2.5-vl-7b") == 8_292_166_656  # Qwen2.5-VL-7B-Instruct / Cosmos-Reason1-7B
+    tok = AutoTokenizer.from_pretrained(tiny_critic)
+    config = arch.architecture_config("qwen2.5-vl-7b", tok)
+    assert config.video_token_id == tok.convert_tokens_to_ids("<|video_pad|>")
+    assert config.text_config.vocab_size == 152064 and config.vision_config.fullatt_block_indexes == [7, 15, 23, 31]
+    assert config.vision_config.intermediate_size == 3420 and config.text_config.num_key_value_heads == 4
+    with pytest.raises(RecipeError, match="unknown architecture"):
+        arch.architecture_config("qwen9")
+    with pytest.raises(RecipeError, match="unknown architecture key"):
+        arch.architecture_config("qwen2.5-vl-7b", overrides={"hiden_size": 1})
+
+
+def test_scaled_down_random_critic_scores_like_stock(tiny_critic):
+    """The random-weight builder on CPU (shapes scaled down), scored with every speed-up against the stock path;
+    its vision MLP (340) is padded to 384 by the default rule."""
+    from recipe_lib.models.arch import build_random_critic
+
+    critic = build_random_critic(tokenizer_from=tiny_critic, device="cpu", dtype="float32", overrides=SMALL)
+    assert critic.model.config.text_config.vocab_size == 152064
+    stock = _scorer(critic, "expected", accel.Speedups.none())
+    fast = _scorer(critic, "expected", accel.Speedups.all("static"))
+    prepared = [stock.prepare_video({"video_url": f"/c/{i}.mp4"}, _clip(4, 112, 140, seed=10)) for i in range(2)]
+    with accel.padded_vision_mlp(critic.model, True):
+        assert critic.model.model.visual.blocks[0].mlp._recipe_pad_to == 384
+    for r, ref in zip(fast.score_batch(prepared), stock.score_batch(prepared)):
+        assert max(abs(a - b) for a, b in zip(r["probs"], ref["probs"])) < 1e-5

@@ -321,14 +321,20 @@ class RunFolder:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def finished(self) -> bool:
-        return (self.final / STATE_JSON).is_file()
+    def finished(self, total_steps: int | None = None) -> bool:
+        """Whether ``final/`` exists (and, given ``total_steps``, holds at least that many steps)."""
+        if not (self.final / STATE_JSON).is_file():
+            return False
+        return total_steps is None or self.final_step() >= total_steps
+
+    def final_step(self) -> int:
+        return int(json.loads((self.final / STATE_JSON).read_text())["step"])
 
     def latest(self) -> tuple[int, Path] | None:
         """The newest checkpoint to resume from: ``final`` when the run finished, else the newest step."""
-        if self.finished():
-            return int(json.loads((self.final / STATE_JSON).read_text())["step"]), self.final
         steps = self.step_checkpoints()
+        if self.finished() and (not steps or self.final_step() >= steps[-1][0]):
+            return self.final_step(), self.final
         return steps[-1] if steps else None
 
     # -- logs ---------------------------------------------------------------------------------------------------------

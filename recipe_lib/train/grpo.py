@@ -361,7 +361,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
     total = cfg.train.epoch * steps_per_epoch(len(samples), per_step)
     if cfg.local.max_steps is not None:
         total = min(total, cfg.local.max_steps)
-    if run.finished():
+    if run.finished(total):
         return _result(run, total, None, 0, timer)
 
     seed = cfg.train.seed if cfg.train.seed is not None else 0
@@ -460,10 +460,10 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
                 old = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
             ref = ref_logprobs(dev_inputs, sub_targets)
             chunks.append((dev_inputs, sub_targets, sub_mask, old, ref, flat_adv[j : j + mini]))
-        stats = {"kl_sum": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
+        stats = {"kl_sum": 0.0, "kl_tokens": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
         grad_norm = 0.0
         lr = scheduler.get_last_lr()[0]
-        for _ in range(policy.mu_iterations):
+        for iteration in range(policy.mu_iterations):
             for dev_inputs, sub_targets, sub_mask, old, ref, adv in chunks:
                 logp = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
                 loss, s = grpo_loss(
@@ -479,8 +479,11 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
                 )
                 loss.backward()
                 stats["loss"] += float(loss.detach())
-                for key in ("kl_sum", "clipped", "tokens"):
-                    stats[key] += s[key]
+                stats["clipped"] += s["clipped"]
+                stats["tokens"] += s["tokens"]
+                if iteration == 0:  # KL of the policy that sampled this step's completions
+                    stats["kl_sum"] += s["kl_sum"]
+                    stats["kl_tokens"] += s["tokens"]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.train.optm_grad_norm_clip))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -492,7 +495,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             "signal_fraction": float(signal.float().mean()),
-            "kl": stats["kl_sum"] / max(stats["tokens"], 1.0),
+            "kl": stats["kl_sum"] / max(stats["kl_tokens"], 1.0),
             "clip_fraction": stats["clipped"] / max(stats["tokens"], 1.0),
             "loss": stats["loss"] / policy.mu_iterations,
             "grad_norm": grad_norm,

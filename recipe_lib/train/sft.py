@@ -273,7 +273,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
     batch = cfg.train.train_batch_per_replica
     mini = min(cfg.train.train_policy.mini_batch, batch)
     total = total_steps_of(cfg, n)
-    if run.finished():
+    if run.finished(total):
         return _result_from_run(run, total, None, 0, timer)
 
     seed = cfg.train.seed if cfg.train.seed is not None else 0

@@ -1,0 +1,365 @@
+"""In-process SFT on the real tiny Qwen2.5-VL critic with real rendered clips: answer-only labels, batching, schedule,
+checkpoints that load and resume after SIGKILL, LoRA, and learning where it is reliable on a CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+COMPACT = "video_reward_compact"
+
+
+def _prompt() -> str:
+    from recipe_lib.train.stages import demo_prompt
+
+    return demo_prompt()
+
+
+def _conversations(dataset_dir: Path, out: Path, kind: str = "sft", binary: bool = True) -> Path:
+    import datasets
+
+    from recipe_lib.config import get_profile
+    from recipe_lib.data.conversations import save_conversations, to_conversations
+    from recipe_lib.train.stages import binary_labels
+
+    ds = datasets.load_from_disk(str(dataset_dir))
+    if binary:
+        ds = binary_labels(ds)
+    return save_conversations(to_conversations(ds, kind, prompt=_prompt(), video=get_profile("demo").video), out)
+
+
+def _config(tmp: Path, model: Path, train: Path, **over):  # noqa: ANN202 - SFTConfig
+    from recipe_lib.config import load_toml
+    from recipe_lib.train.common import apply_overrides, training_config
+
+    fixed = {
+        "policy.model_name_or_path": str(model),
+        "train.output_dir": str(tmp / "run"),
+        "custom.dataset.path": str(train),
+        "custom.eval_dataset.path": str(train),
+        "validation.enable": False,
+        "train.train_batch_per_replica": 4,
+        "train.train_policy.mini_batch": 2,
+        "train.ckpt.save_freq": 2,
+        "train.ckpt.max_keep": 2,
+        "local.max_steps": 4,
+        "local.num_workers": 1,
+    }
+    mapping = apply_overrides(load_toml(REPO / "configs/demo/sft.toml"), {**fixed, **over})
+    return training_config(mapping, "sft")
+
+
+@pytest.fixture(scope="module")
+def sft_data(synth_clips, tmp_path_factory) -> Path:
+    return _conversations(synth_clips.dataset_dir, tmp_path_factory.mktemp("conv") / "sft")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# batching
+
+
+def test_answer_only_labels(tiny_critic, sft_data):
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.batching import ClipCache, Encoder, load_samples
+
+    critic = load_critic(tiny_critic, device="cpu", dtype="float32")
+    samples, skipped = load_samples(sft_data)
+    assert not skipped and len(samples) == 16
+    enc = Encoder(critic.processor)
+    assert enc.end_text == "<|im_end|>"
+    batch = samples[:3]
+    kept, clips, bad = ClipCache().fetch(batch)
+    assert not bad
+    inputs, targets, mask = enc.encode_sft(kept, clips)
+    tok = critic.processor.tokenizer
+    for i, s in enumerate(kept):
+        answer = tok.encode(s.answer + "<|im_end|>", add_special_tokens=False)
+        row = targets[i][mask[i]].tolist()
+        assert row == answer, "targets are exactly the answer tokens plus the end-of-turn token"
+        assert inputs["input_ids"][i, -len(answer) :].tolist() == answer, "rows end with their answer (left padding)"
+        assert tok.decode(row) == f"<answer>\n{s.reference}\n</answer><|im_end|>"
+    # Prompt and video tokens carry no label; one video placeholder per merged visual token.
+    assert int(mask.sum()) == sum(len(tok.encode(s.answer, add_special_tokens=False)) + 1 for s in kept)
+    video_id = tok.convert_tokens_to_ids("<|video_pad|>")
+    grid = inputs["video_grid_thw"]
+    assert int((inputs["input_ids"] == video_id).sum()) == int((grid.prod(-1) // 4).sum())
+    assert inputs["attention_mask"].sum(-1).tolist() == [int((row != enc.pad_id).sum()) for row in inputs["input_ids"]]
+
+
+def test_loss_uses_only_answer_positions(tiny_critic, sft_data):
+    """The logits kept (last K + 1) give the same answer log-likelihood as a full forward pass."""
+    import torch
+
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.batching import ClipCache, Encoder, load_samples, token_logprobs
+
+    critic = load_critic(tiny_critic, device="cpu", dtype="float32")
+    samples, _ = load_samples(sft_data)
+    enc = Encoder(critic.processor)
+    kept, clips, _ = ClipCache().fetch(samples[:2])
+    inputs, targets, mask = enc.encode_sft(kept, clips)
+    with torch.no_grad():
+        fast = token_logprobs(critic.model, inputs, targets)
+        full = critic.model(**inputs, use_cache=False).logits.float().log_softmax(-1)
+    k = targets.shape[1]
+    ref = full[:, -k - 1 : -1, :].gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1) * mask
+    assert torch.allclose(fast, ref, atol=1e-4)
+
+
+def test_bad_conversations_are_reported(tmp_path):
+    from recipe_lib.errors import DataError
+    from recipe_lib.train.batching import parse_sample
+
+    user = {"role": "user", "content": [{"type": "video", "video": "a.mp4", "fps": 4}, {"type": "text", "text": "q"}]}
+    with pytest.raises(DataError, match="no assistant answer"):
+        parse_sample([user], 0)
+    two = {"role": "user", "content": user["content"] + [{"type": "video", "video": "b.mp4"}]}
+    with pytest.raises(DataError, match="exactly one video"):
+        parse_sample([two, {"role": "assistant", "content": [{"type": "text", "text": "x"}]}], 3)
+    with pytest.raises(DataError, match="not a list of messages"):
+        parse_sample("hello", 1)
+    sample = parse_sample([user], 2, reference="4", require_answer=False, vision_overrides={"max_pixels": 3136})
+    assert sample.reference == 4 and sample.video_settings.max_pixels == 3136 and sample.video_settings.fps == 4
+
+
+def test_unreadable_clip_is_skipped_and_counted(tiny_critic, sft_data, tmp_path):
+    """A training sample whose clip is broken is left out, recorded in skipped.jsonl, and training goes on."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(sft_data))
+    rows = ds.to_list()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    conv = json.loads(rows[0]["conversations"])
+    conv[1]["content"][0]["video"] = str(broken)
+    rows[0]["conversations"] = json.dumps(conv)
+    rows[1]["conversations"] = "{not json"
+    path = tmp_path / "data"
+    datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    from recipe_lib.train.sft import train_sft
+
+    result = train_sft(_config(tmp_path, tiny_critic, path, **{"local.max_steps": 1}), progress=False)
+    reasons = " | ".join(s["reason"] for s in result.skipped)
+    assert len(result.skipped) == 2 and "not valid JSON" in reasons and "broken.mp4" in reasons
+    assert (tmp_path / "run" / "skipped.jsonl").read_text().count("\n") == 2
+    assert result.steps == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# schedule and batch order
+
+
+def test_lr_schedule_matches_cosmos_rl_shape():
+    from recipe_lib.train.common import lr_factor
+    from recipe_lib.train.config import SFTTrainConfig
+
+    train = SFTTrainConfig(optm_warmup_steps=5, optm_decay_type="cosine", optm_decay_ratio=0.5, optm_min_lr_factor=0.1)
+    f = [lr_factor(s, 20, train) for s in range(20)]
+    assert f[0] == 0.0 and f[4] == 1.0 and f[2] == pytest.approx(0.5)
+    assert f[5:10] == [1.0] * 5, "stable between warm-up and decay"
+    assert f[10] == pytest.approx(1.0)
+    assert f[19] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(0.9 * math.pi)))
+    assert all(a >= b for a, b in zip(f[10:], f[11:])), "decay is monotone"
+    flat = SFTTrainConfig(optm_warmup_steps=0.25)
+    assert [lr_factor(s, 8, flat) for s in (0, 1, 2, 7)] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_balanced_batches_hold_equal_label_shares():
+    from recipe_lib.train.sft import balanced_batches
+
+    labels = [1] * 30 + [5] * 10
+    plan = balanced_batches(labels, total_steps=12, batch=8, seed=3)
+    assert plan == balanced_batches(labels, total_steps=12, batch=8, seed=3)
+    for batch in plan:
+        assert sum(labels[i] == 5 for i in batch) == 4
+    # Within a pass over a label's samples none repeats.
+    fives = [i for batch in plan[:2] for i in batch if labels[i] == 5]
+    assert len(set(fives)) == len(fives) == 8
+
+
+def test_epoch_order_is_seeded():
+    from recipe_lib.train.sft import batch_for_step, steps_per_epoch
+
+    assert steps_per_epoch(10, 4) == 2 and steps_per_epoch(3, 4) == 1
+    first = [batch_for_step(s, 10, 4, 0, True) for s in range(2)]
+    assert first == [batch_for_step(s, 10, 4, 0, True) for s in range(2)]
+    assert len(set(first[0]) | set(first[1])) == 8
+    assert batch_for_step(2, 10, 4, 0, True) != first[0] or batch_for_step(3, 10, 4, 0, True) != first[1]
+    assert batch_for_step(0, 10, 4, 0, False) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checkpoints, resume, errors
+
+
+def test_checkpoints_load_and_rotate(tiny_critic, sft_data, tmp_path):
+    import torch
+
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.sft import train_sft
+
+    cfg = _config(tmp_path, tiny_critic, sft_data, **{"local.max_steps": 6, "validation.enable": True})
+    result = train_sft(cfg, progress=False)
+    run = tmp_path / "run"
+    assert [s for s, _ in result.checkpoints] == [4, 6], "max_keep 2 keeps the newest two step checkpoints"
+    assert (run / "checkpoints" / "final" / "trainer_state.json").exists()
+    assert json.loads((run / "checkpoints" / "final" / "trainer_state.json").read_text())["step"] == 6
+    assert len(result.history) == 6 and {"loss", "lr", "grad_norm", "token_accuracy"} <= set(result.history[0])
+    assert [e["step"] for e in result.evals] == [6] and result.evals[0]["n"] == 16
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    final = load_critic(run / "checkpoints" / "final", device="cpu", dtype="float32")
+    start = load_critic(tiny_critic, device="cpu", dtype="float32")
+    changed = [
+        n
+        for (n, a), (_, b) in zip(final.model.named_parameters(), start.model.named_parameters())
+        if not torch.equal(a, b)
+    ]
+    assert changed, "the final checkpoint holds the trained weights"
+    # Same settings again: the finished run is returned without training.
+    again = train_sft(cfg, progress=False)
+    assert again.trained_steps_now == 0 and again.steps == 6
+
+
+def test_other_settings_in_the_same_folder_are_refused(tiny_critic, sft_data, tmp_path):
+    from recipe_lib.errors import ConfigError
+    from recipe_lib.train.sft import train_sft
+
+    train_sft(_config(tmp_path, tiny_critic, sft_data, **{"local.max_steps": 1}), progress=False)
+    other = _config(tmp_path, tiny_critic, sft_data, **{"local.max_steps": 1, "train.optm_lr": 5e-4})
+    with pytest.raises(ConfigError, match="other settings .*train.optm_lr"):
+        train_sft(other, progress=False)
+    assert train_sft(other, progress=False, restart="changed").trained_steps_now == 1
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_sigkill_then_rerun_resumes_from_last_checkpoint(tiny_critic, sft_data, tmp_path):
+    """Kill a CLI training run with SIGKILL after its first checkpoint; the rerun resumes there and ends with exactly
+    the weights of an uninterrupted run (optimizer, scheduler, RNG and data position all restored)."""
+    import torch
+
+    base = [
+        "--set", f"policy.model_name_or_path={tiny_critic}",
+        "--set", f"custom.dataset.path={sft_data}",
+        "--set", "validation.enable=false",
+        "--set", "train.train_batch_per_replica=4",
+        "--set", "train.train_policy.mini_batch=2",
+        "--set", "train.ckpt.save_freq=2",
+        "--set", "local.max_steps=10",
+    ]  # fmt: skip
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    args = [sys.executable, "-m", "recipe_lib.cli", "train", "sft", "--config", "configs/demo/sft.toml", "--quiet"]
+    proc = subprocess.Popen(
+        [*args, *base, "--set", f"train.output_dir={killed_dir}"],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((killed_dir / "checkpoints").glob("step_*/trainer_state.json")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "checkpoints" / "final").exists(), "killed before the end"
+    resumed = run_cli(*args[3:], *base, "--set", f"train.output_dir={killed_dir}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step" in resumed.stdout
+    clean = run_cli(*args[3:], *base, "--set", f"train.output_dir={clean_dir}")
+    assert clean.returncode == 0, clean.stderr
+    a, b = _weights(killed_dir / "checkpoints" / "final"), _weights(clean_dir / "checkpoints" / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads(line) for line in (killed_dir / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, 11)), "no step logged twice or lost"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = run_cli("train", "sft")
+    assert r.returncode == 2 and "needs --config" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "sft", "--config", "configs/demo/sft.toml", "--set", "train.optm_lrr=1")
+    assert r.returncode == 2 and "unknown key 'optm_lrr'" in r.stderr and "optm_lr" in r.stderr
+    r = run_cli("train", "sft", "--config", "configs/demo/sft.toml", "--set", "local.batch_order=sorted")
+    assert r.returncode == 2 and "batch_order" in r.stderr
+    r = run_cli(
+        "train", "sft", "--config", "configs/demo/sft.toml", "--set", f"custom.dataset.path={tmp_path / 'none'}"
+    )
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LoRA
+
+
+def test_lora_trains_adapters_and_saves_a_loadable_merged_model(tiny_critic, sft_data, tmp_path):
+    import torch
+
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.sft import train_sft
+
+    cfg = _config(
+        tmp_path, tiny_critic, sft_data, **{"local.lora.enable": True, "local.lora.r": 4, "local.max_steps": 3}
+    )
+    result = train_sft(cfg, progress=False)
+    assert result.steps == 3 and all(h["grad_norm"] > 0 for h in result.history)
+    final = tmp_path / "run" / "checkpoints" / "final"
+    assert (final / "adapter" / "adapter_config.json").exists()
+    merged = load_critic(final, device="cpu", dtype="float32").model.state_dict()
+    start = load_critic(tiny_critic, device="cpu", dtype="float32").model.state_dict()
+    assert merged.keys() == start.keys()
+    differs = {k for k in merged if not torch.equal(merged[k], start[k])}
+    assert differs and all(k.split(".")[-2] in {"q_proj", "k_proj", "v_proj", "o_proj"} for k in differs), differs
+    # Resume from an adapter checkpoint continues the same run.
+    more = _config(
+        tmp_path, tiny_critic, sft_data, **{"local.lora.enable": True, "local.lora.r": 4, "local.max_steps": 4}
+    )
+    assert train_sft(more, progress=False).resumed_from == 3
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# learning, where it is reliable on a CPU
+
+
+def test_answer_format_is_learned(tiny_critic, sft_data, tmp_path):
+    """After a few dozen steps the untrained critic's babble becomes a well-formed ``<answer>`` reply."""
+    from recipe_lib.inference.parsing import parse_answer
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.batching import ClipCache, Encoder, load_samples
+    from recipe_lib.train.sft import train_sft
+
+    def replies(model_dir: Path) -> list[str]:
+        critic = load_critic(model_dir, device="cpu", dtype="float32")
+        samples, _ = load_samples(sft_data)
+        enc = Encoder(critic.processor)
+        kept, clips, _ = ClipCache().fetch(samples[:4])
+        inputs = enc.encode_prompts(kept, clips)
+        out = critic.model.generate(**inputs, do_sample=False, max_new_tokens=12, pad_token_id=enc.pad_id)
+        return critic.processor.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    before = replies(tiny_critic)
+    assert not any(parse_answer(t).ok for t in before)
+    cfg = _config(
+        tmp_path,
+        tiny_critic,
+        sft_data,
+        **{"local.max_steps": 40, "train.train_batch_per_replica": 8, "train.train_policy.mini_batch": 8},
+    )
+    train_sft(cfg, progress=False)
+    after = replies(tmp_path / "run" / "checkpoints" / "final")
+    assert all(parse_answer(t).ok and parse_answer(t).well_formed for t in after), after
