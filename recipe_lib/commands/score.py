@@ -50,7 +50,8 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="split name when a dataset folder holds several")
     p.add_argument("--limit", type=int, help="score only the first N clips")
     p.add_argument("--use-caption", action="store_true", help="add each clip's caption to the prompt")
-    p.add_argument("--workers", type=int, default=2, help="CPU threads decoding clips ahead of the model")
+    p.add_argument("--workers", type=int, help="CPU threads decoding clips ahead (default: cores-1, 2-8)")
+    p.add_argument("--max-batch-tokens", type=int, help="cap on visual tokens per batch (GPU memory)")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     add_video_args(p)
     add_sampling_args(p)
@@ -77,7 +78,7 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 def score_config(args: argparse.Namespace) -> ScoreConfig:
     """The scoring stage's config from the shared arguments (used by score and rank)."""
     from recipe_lib.config import get_profile
-    from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.inference.scoring import ScoreConfig, default_workers
     from recipe_lib.prompts import load_prompt
 
     load_prompt(args.prompt)  # a bad prompt file is reported before any model is built or loaded
@@ -101,7 +102,8 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         split=args.split,
         limit=args.limit,
         use_caption=args.use_caption,
-        workers=args.workers,
+        workers=args.workers or default_workers(),
+        max_batch_tokens=args.max_batch_tokens,
         backend=args.backend,
         trust_remote_code=args.trust_remote_code,
         label_column=getattr(args, "label_column", "pc"),
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                 subtitle=f"critic {cfg.model}, prompt {cfg.prompt}, mode {cfg.mode}",
                 threshold=args.threshold,
                 label_key=args.label_column,
-                workers=args.workers,
+                workers=cfg.workers,
             ),
         )
         print(f"report: {report.html}")

@@ -20,8 +20,9 @@ Shared prompt prefix (:class:`PrefixReuse`)
 
 Static-cache decoding (:class:`StaticDecoder`)
     ``generate`` in transformers runs tens of small kernels per layer per token from Python: about 21 ms a token
-    for the 7B model at batch 1 and 8 on an H200 (transformers 4.57), while reading its weights takes about 3 ms. The decoder prefills with the model's
-    own forward, copies the keys and values into preallocated buffers, and runs each further token with the same
+    for the 7B model at batch 1 and 8 on an H200 (transformers 4.57), while reading its weights takes about 3 ms.
+    The decoder prefills with the model's own forward, copies the keys and values into preallocated buffers, and runs
+    each further token with the same
     shapes and addresses, so on CUDA the whole step (language model, sampling, bookkeeping) is captured once as a
     CUDA graph and replayed. Sampling (repetition penalty, temperature, top-k, top-p) runs batched on the device.
     Grouped-query attention over the static cache reads each key/value head once (no ``repeat_kv`` copy).

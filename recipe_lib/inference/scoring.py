@@ -25,6 +25,11 @@ from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos
 
 
+def default_workers() -> int:
+    """CPU threads decoding clips ahead of the model: enough to keep a fast GPU fed, one core left for the rest."""
+    return max(2, min(8, (os.cpu_count() or 2) - 1))
+
+
 @dataclasses.dataclass
 class ScoreConfig:
     inputs: list[str]
@@ -40,7 +45,8 @@ class ScoreConfig:
     split: str | None = None
     limit: int | None = None
     use_caption: bool = False
-    workers: int = 2
+    workers: int = dataclasses.field(default_factory=lambda: default_workers())
+    max_batch_tokens: int | None = None  # cap on visual tokens per batch (clips are grouped by similar size)
     backend: Literal["hf", "vllm"] = "hf"
     trust_remote_code: bool = False
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
@@ -266,7 +272,12 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         n_now = 0
         if todo:
             scorer = scorer or _make_scorer(cfg, prompt)
-            batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
+            from recipe_lib.inference.requests import batches_by_visual_tokens
+
+            # Clips of similar visual-token count share a batch (little padding); rows still come out in input order.
+            batches = batches_by_visual_tokens(
+                todo, [it["video_url"] for _, it in todo], cfg.video, cfg.batch_size, cfg.max_batch_tokens
+            )
             bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
             # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
             with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:

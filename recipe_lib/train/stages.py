@@ -166,6 +166,7 @@ class SFTStageConfig:
     profile: str = "demo"
     config: str | None = None  # default: configs/<demo|full>/sft.toml
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_steps: int | None = None  # shortcut for overrides["local.max_steps"]
     label_mode: LabelMode = "binary"
     out_dir: Path | None = None  # default: build/03_sft (the final checkpoint lands in <out_dir>/checkpoints/final)
     sweep: bool = True
@@ -192,8 +193,56 @@ class LaunchPlan:
         return "\n".join(lines)
 
 
+class _StageViews:
+    """What the notebooks show of a stage result; in the ``full`` profile every view says that nothing ran here."""
+
+    profile: str
+    metrics: dict[str, Any]
+    train: Any | None
+    sweep: SweepResult | None
+    plan: LaunchPlan | None
+
+    def report(self) -> str:
+        if self.plan is not None:
+            return "nothing is trained in this process for the full profile; launch cosmos-rl:\n" + self.plan.describe()
+        keys = [k for k in self._report_keys if self.metrics.get(k) is not None]
+        width = max(len(k) for k in keys)
+        return "\n".join(f"{k.ljust(width)}  {_fmt(self.metrics[k])}" for k in keys)
+
+    def sweep_figure(self):  # noqa: ANN201 - Figure or a note
+        from recipe_lib.train.sweep import plot_sweep
+
+        if self.sweep is None:
+            return (
+                "no checkpoint sweep in this profile (cosmos-rl writes the checkpoints; sweep them with "
+                "`plausibility sweep RUN_DIR --data EVAL` afterwards)"
+            )
+        return plot_sweep(self.sweep, title=self._sweep_title)
+
+    def sweep_table(self):  # noqa: ANN201 - DataFrame or a note
+        if self.sweep is None:
+            return "no checkpoint sweep in this profile"
+        frame = self.sweep.frame()
+        cols = ["step", "checkpoint", "accuracy", "pearson", "majority_accuracy", "coverage", "n"]
+        return frame[[c for c in cols if c in frame.columns]]
+
+    def final_scores(self):  # noqa: ANN201 - DataFrame of the final checkpoint's scores (or None)
+        import pandas as pd
+
+        if self.sweep is None:
+            return None
+        path = self.sweep.out_dir / "final" / "scores.csv"
+        return pd.read_csv(path) if path.exists() else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
 @dataclasses.dataclass
-class SFTStageResult:
+class SFTStageResult(_StageViews):
     profile: str
     metrics: dict[str, Any]
     train: Any | None = None  # recipe_lib.train.sft.SFTResult
@@ -201,9 +250,23 @@ class SFTStageResult:
     data: DemoConversations | None = None
     plan: LaunchPlan | None = None
 
+    _report_keys = (
+        "label_mode", "n_train", "n_eval", "steps", "train_seconds_now", "loss_first", "loss_last",
+        "majority_accuracy", "untrained_accuracy", "sft_accuracy", "untrained_pearson", "sft_pearson", "best_step",
+        "best_accuracy", "final_dir",
+    )  # fmt: skip
+    _sweep_title = "SFT checkpoints on the held-out split"
+
     @property
     def final_dir(self) -> Path | None:
         return self.train.final_dir if self.train is not None else None
+
+    def training_figure(self):  # noqa: ANN201 - Figure or a note
+        from recipe_lib.train.plots import plot_sft_history
+
+        if self.train is None:
+            return "nothing trained in this process"
+        return plot_sft_history(self.train.history, self.train.evals, title="SFT of the demo critic")
 
 
 def sft_out_dir() -> Path:
@@ -261,7 +324,10 @@ def run_sft_stage(cfg: SFTStageConfig) -> SFTStageResult:
         "custom.dataset.path": str(data.sft_train),
         "custom.eval_dataset.path": str(data.sft_eval),
     }
-    mapping = _demo_mapping("sft", cfg.config, cfg.overrides, fixed)
+    overrides = dict(cfg.overrides)
+    if cfg.max_steps is not None:
+        overrides["local.max_steps"] = cfg.max_steps
+    mapping = _demo_mapping("sft", cfg.config, overrides, fixed)
     train_cfg = training_config(mapping, "sft")
     result = train_sft(train_cfg, progress=cfg.progress, restart="changed")
     sweep = None
@@ -273,6 +339,7 @@ def run_sft_stage(cfg: SFTStageConfig) -> SFTStageResult:
         "n_train": sum(data.counts["sft_train"].values()),
         "n_eval": sum(data.counts["eval"].values()),
         "eval_label_counts": data.counts["eval"],
+        "final_dir": str(result.final_dir),
         **{k: v for k, v in result.summary().items() if k in ("loss_first", "loss_last")},
     }
     if cfg.sweep:
@@ -307,6 +374,9 @@ class GRPOStageConfig:
     profile: str = "demo"
     config: str | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    max_steps: int | None = None  # shortcuts for overrides["local.max_steps"], ...
+    temperature: float | None = None  # ... ["train.train_policy.temperature"]
+    n_generation: int | None = None  # ... ["rollout.n_generation"]
     label_mode: LabelMode = "binary"
     start_model: str | None = None
     out_dir: Path | None = None  # default: build/04_rl_grpo
@@ -319,7 +389,7 @@ class GRPOStageConfig:
 
 
 @dataclasses.dataclass
-class GRPOStageResult:
+class GRPOStageResult(_StageViews):
     profile: str
     metrics: dict[str, Any]
     train: Any | None = None  # recipe_lib.train.grpo.GRPOResult
@@ -327,6 +397,31 @@ class GRPOStageResult:
     start_model: str | None = None
     sft: SFTStageResult | None = None
     plan: LaunchPlan | None = None
+
+    _report_keys = (
+        "start_model", "steps", "train_seconds_now", "n_generation", "temperature", "reward_first", "reward_last",
+        "reward_gain", "reward_gain_se", "signal_fraction", "kl_last", "clip_fraction", "majority_accuracy",
+        "start_accuracy", "grpo_accuracy", "start_pearson", "grpo_pearson",
+    )  # fmt: skip
+    _sweep_title = "GRPO checkpoints on the held-out split (step 0: the SFT checkpoint it starts from)"
+
+    def training_figure(self):  # noqa: ANN201 - Figure or a note
+        from recipe_lib.train.plots import plot_grpo_history
+
+        if self.train is None:
+            return "nothing trained in this process"
+        return plot_grpo_history(self.train.history, title="GRPO of the demo critic")
+
+
+def _gain_se(values: list[float], fraction: float = 0.1) -> float | None:
+    """Standard error of (mean of the last tenth - mean of the first tenth) of per-step rewards."""
+    import numpy as np
+
+    k = max(1, int(round(len(values) * fraction)))
+    if len(values) < 2 * k or k < 2:
+        return None
+    first, last = np.asarray(values[:k]), np.asarray(values[-k:])
+    return float(np.sqrt(first.var(ddof=1) / k + last.var(ddof=1) / k))
 
 
 def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
@@ -353,7 +448,15 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
         "custom.dataset.path": str(data.grpo_train),
         "custom.eval_dataset.path": str(data.sft_eval),
     }
-    mapping = _demo_mapping("grpo", cfg.config, cfg.overrides, fixed)
+    overrides = dict(cfg.overrides)
+    for key, value in (
+        ("local.max_steps", cfg.max_steps),
+        ("train.train_policy.temperature", cfg.temperature),
+        ("rollout.n_generation", cfg.n_generation),
+    ):
+        if value is not None:
+            overrides[key] = value
+    mapping = _demo_mapping("grpo", cfg.config, overrides, fixed)
     train_cfg = training_config(mapping, "grpo")
     result = train_grpo(train_cfg, progress=cfg.progress, restart="changed")
     summary = result.summary()
@@ -370,6 +473,7 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
             if summary["reward_first"] is not None and summary["reward_last"] is not None
             else None
         ),
+        "reward_gain_se": _gain_se(result.curve("reward_mean")),
         "signal_fraction": summary["signal_fraction"],
         "kl_last": summary["kl_last"],
         "clip_fraction": summary["clip_fraction"],
