@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
-.PHONY: venv demo test test-fast lint lab docs bench clean
+.PHONY: venv demo test test-fast lint lab docs bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
@@ -42,6 +42,9 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/bench_scoring.py --quick
 
 clean:
 	rm -rf build
