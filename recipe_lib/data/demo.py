@@ -16,7 +16,7 @@ from recipe_lib.config import build_dir
 
 @dataclasses.dataclass
 class DemoDataConfig:
-    n: int = 400
+    n: int = 800
     seed: int = 0
     style: str = "contrast"
     width: int = 112

@@ -23,9 +23,10 @@ One step
    completions weigh the same per token. Log-probabilities use logits divided by the sampling temperature, as the
    rollouts were drawn from that distribution.
 
-Logged per step (``history.jsonl``, TensorBoard): mean / std reward, ``signal_fraction``, ``kl``, ``clip_fraction``
-(share of completion tokens whose ratio was clipped), completion length, share of completions with a parsable score,
-loss, gradient norm, learning rate. Checkpoints and resumption as in :mod:`recipe_lib.train.sft`; the reference model
+Logged per step (``history.jsonl``, TensorBoard): mean / std reward, ``signal_fraction``, ``kl`` (of the policy that
+sampled the step), ``clip_fraction`` (share of completion tokens whose ratio was clipped), completion length, the
+share of completions with a parsable score (``parsed_fraction``) and their mean reward (``reward_parsed``), loss,
+gradient norm, learning rate. Checkpoints and resumption as in :mod:`recipe_lib.train.sft`; the reference model
 is always the starting model (``policy.model_name_or_path``), also after a resume.
 
 See :mod:`recipe_lib.train.sft` for why this is a plain torch loop rather than TRL.
@@ -290,6 +291,10 @@ class GRPOResult:
             "reward_first": self.window_mean("reward_mean", "first"),
             "reward_last": self.window_mean("reward_mean", "last"),
             "signal_fraction": float(np.mean(self.curve("signal_fraction"))) if self.history else None,
+            "parsed_first": self.window_mean("parsed_fraction", "first"),
+            "parsed_last": self.window_mean("parsed_fraction", "last"),
+            "reward_parsed_first": self.window_mean("reward_parsed", "first"),
+            "reward_parsed_last": self.window_mean("reward_parsed", "last"),
             "kl_last": self.window_mean("kl", "last"),
             "clip_fraction": float(np.mean(self.curve("clip_fraction"))) if self.history else None,
             "skipped": len(self.skipped),
@@ -502,6 +507,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
             "lr": lr,
             "completion_length": float(np.mean(lengths)),
             "parsed_fraction": float(np.mean(parsed)),
+            "reward_parsed": float(rewards.view(-1)[torch.tensor(parsed)].mean()) if any(parsed) else None,
             "prompts": len(kept),
             "label_mean": float(np.mean(labels)),
             "seconds": step_timer(),

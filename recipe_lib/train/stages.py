@@ -400,7 +400,8 @@ class GRPOStageResult(_StageViews):
 
     _report_keys = (
         "start_model", "steps", "train_seconds_now", "n_generation", "temperature", "reward_first", "reward_last",
-        "reward_gain", "reward_gain_se", "signal_fraction", "kl_last", "clip_fraction", "majority_accuracy",
+        "reward_gain", "reward_gain_se", "parsed_first", "parsed_last", "reward_parsed_first", "reward_parsed_last",
+        "signal_fraction", "kl_last", "clip_fraction", "majority_accuracy",
         "start_accuracy", "grpo_accuracy", "start_pearson", "grpo_pearson",
     )  # fmt: skip
     _sweep_title = "GRPO checkpoints on the held-out split (step 0: the SFT checkpoint it starts from)"
@@ -474,6 +475,10 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> GRPOStageResult:
             else None
         ),
         "reward_gain_se": _gain_se(result.curve("reward_mean")),
+        "parsed_first": summary["parsed_first"],
+        "parsed_last": summary["parsed_last"],
+        "reward_parsed_first": summary["reward_parsed_first"],
+        "reward_parsed_last": summary["reward_parsed_last"],
         "signal_fraction": summary["signal_fraction"],
         "kl_last": summary["kl_last"],
         "clip_fraction": summary["clip_fraction"],
