@@ -363,6 +363,10 @@ def test_notebook_05_runs_the_custom_workflow_on_the_demo_sheet() -> None:
     assert m["train_size_before_balance"] + m["eval_size"] == m["used"]
     assert set(m["train_label_counts"]) == {"1", "5"} and len(set(m["train_label_counts"].values())) == 1
     assert sum(m["eval_label_counts"].values()) == m["eval_size"]
+    # The short SFT on the team's labels ran, and both critics were measured on the same eval split.
+    assert m["steps"] > 0 and m["loss_last"] < m["loss_first"]
+    assert m["n_eval"] == m["eval_size"] and 0 <= m["untrained_accuracy"] <= 1 and 0 <= m["finetuned_accuracy"] <= 1
+    assert Path(m["report"]).exists() and Path(m["final_dir"], "config.json").exists()
     nb = nbformat.read(run.output, as_version=4)
     images = [
         o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})

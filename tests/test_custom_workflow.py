@@ -1,0 +1,33 @@
+"""Notebook 05's full profile: nothing trains here; a validated cosmos-rl custom_sft config and its command."""
+
+import importlib.util
+
+import pytest
+
+from recipe_lib.custom_workflow import CustomTrainConfig, train_and_evaluate, training_prompt
+from recipe_lib.errors import ConfigError
+from recipe_lib.prompts import load_prompt
+
+
+def test_training_prompt_per_profile():
+    assert load_prompt(training_prompt("demo")).user_prompt  # the compact demo rubric loads
+    assert training_prompt("full") == "video_reward"
+
+
+def test_unknown_profile(tmp_path):
+    with pytest.raises(ConfigError, match="unknown profile"):
+        train_and_evaluate(CustomTrainConfig(tmp_path, tmp_path, tmp_path, profile="huge"))
+
+
+@pytest.mark.cosmos
+@pytest.mark.skipif(importlib.util.find_spec("cosmos_rl") is None, reason="cosmos-rl (the cosmos extra) not installed")
+def test_full_profile_renders_custom_sft(tmp_path):
+    result = train_and_evaluate(CustomTrainConfig(
+        train_conversations=tmp_path / "train", eval_conversations=tmp_path / "eval", eval_data=tmp_path / "split",
+        profile="full", n_gpus=4, out_dir=tmp_path / "out",
+    ))  # fmt: skip
+    assert result.profile == "full" and result.train is None
+    config = tmp_path / "out" / "cosmos" / "custom_sft_4gpu.toml"
+    assert config.exists() and str(tmp_path / "train") in config.read_text()
+    assert "cosmos-rl" in result.command and str(config) in result.command
+    assert any("GPU" in m for m in result.missing)  # this machine has none
