@@ -198,7 +198,7 @@ def answering_critic(tiny_critic, synth_clips, tmp_path_factory) -> Path:
         "validation.enable": False,
         "train.train_batch_per_replica": 8,
         "train.train_policy.mini_batch": 8,
-        "local.max_steps": 40,
+        "local.max_steps": 60,
     }
     cfg = training_config(apply_overrides(load_toml(REPO / "configs/demo/sft.toml"), over), "sft")
     return train_sft(cfg, progress=False).final_dir
@@ -216,7 +216,7 @@ def _grpo_config(tmp: Path, start: Path, data: Path, **over):  # noqa: ANN202
         "train.train_batch_per_replica": 8,
         "train.train_policy.mini_batch": 4,
         "train.train_policy.mu_iterations": 2,
-        "train.train_policy.temperature": 1.5,
+        "train.train_policy.temperature": 1.0,
         "train.ckpt.save_freq": 2,
         "local.max_steps": 3,
         "validation.enable": True,

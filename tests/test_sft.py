@@ -403,3 +403,27 @@ def test_penetration_is_learned(tiny_critic, tmp_path):
     final = result.evals[-1]
     assert final["n"] == 40
     assert final["accuracy"] >= 0.8 and final["accuracy"] >= final["majority_accuracy"] + 0.25, final
+
+
+def test_full_profile_renders_the_cosmos_rl_launch(tmp_path):
+    """The full profile trains nothing here: it writes a cosmos-rl config checked by cosmos-rl and the launch line."""
+    pytest.importorskip("cosmos_rl")
+    import tomllib
+
+    from recipe_lib.errors import RecipeError
+    from recipe_lib.train.stages import GRPOStageConfig, SFTStageConfig, run_grpo_stage, run_sft_stage
+
+    data = tmp_path / "conversations"
+    data.mkdir()
+    sft = run_sft_stage(SFTStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "sft"))
+    assert sft.train is None and sft.plan is not None and sft.plan.config_path.exists()
+    assert "--config" in sft.plan.command and "sft_entry.py" in sft.plan.command
+    assert sft.metrics["command"] == sft.plan.command and "nothing is trained" in sft.report()
+    rendered = tomllib.loads(sft.plan.config_path.read_text())
+    assert rendered["policy"]["parallelism"]["dp_shard_size"] == 4
+    assert rendered["custom"]["dataset"]["path"] == str(data.resolve())
+    assert isinstance(sft.training_figure(), str) and isinstance(sft.sweep_figure(), str)
+    grpo = run_grpo_stage(GRPOStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "grpo"))
+    assert "grpo_entry.py" in grpo.plan.command
+    with pytest.raises(RecipeError, match="needs a conversation dataset"):
+        run_sft_stage(SFTStageConfig(profile="full", out_dir=tmp_path / "x"))

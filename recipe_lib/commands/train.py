@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("run_dir", type=Path, help="the train.output_dir of a run")
     s.add_argument("--data", required=True, help="eval dataset folder or table (video_url + pc)")
-    s.add_argument("--prompt", default="video_reward", help="prompt the run was trained with")
+    s.add_argument(
+        "--prompt", default=None, help="prompt the run was trained with (default: found from the eval conversations)"
+    )
     s.add_argument("--profile", choices=["demo", "full"], default="demo")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--device", default=None)

@@ -135,20 +135,39 @@ class TrainModel:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def load_train_model(model: str, local: Any, gradient_checkpointing: bool = False) -> TrainModel:
-    """Load the critic to train (``recipe_lib.models.loading.load_critic``) and wrap it with LoRA when asked."""
+def load_train_model(
+    model: str, local: Any, gradient_checkpointing: bool = False, resume_from: Path | None = None
+) -> TrainModel:
+    """Load the critic to train (``recipe_lib.models.loading.load_critic``) and wrap it with LoRA when asked.
+
+    ``resume_from``: a checkpoint of this run. Its weights are loaded the way any checkpoint loads
+    (``from_pretrained``); under LoRA the base model comes from ``model`` and the adapters from the checkpoint.
+    """
     from recipe_lib.models.loading import load_critic
 
-    critic = load_critic(resolve_model(model), device=local.device, dtype=local.dtype)
+    lora = local.lora.enable
+    source = str(resume_from) if resume_from is not None and not lora else resolve_model(model)
+    critic = load_critic(source, device=local.device, dtype=local.dtype)
     net = critic.model
     if gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         net.config.use_cache = False
-    lora = local.lora.enable
     if lora:
         net = apply_lora(net, local.lora)
+        if resume_from is not None:
+            _load_adapter(net, resume_from, critic.device)
     net.train()
     return TrainModel(net, critic.processor, critic.device, critic.dtype, lora)
+
+
+def _load_adapter(peft_model: Any, path: Path, device: str) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    files = sorted((path / ADAPTER_DIR).glob("*.safetensors"))
+    if not files:
+        raise RecipeError(f"checkpoint {path} has no LoRA adapter to resume from", hint="restart the run")
+    set_peft_model_state_dict(peft_model, load_file(str(files[0]), device=str(device)))
 
 
 def apply_lora(model: Any, lora: Any) -> Any:
@@ -425,33 +444,17 @@ def save_checkpoint(
     return target
 
 
-def load_checkpoint_state(tm: TrainModel, path: Path) -> dict[str, Any]:
-    """Load weights (or LoRA adapters) from checkpoint ``path`` into ``tm`` and return its trainer state."""
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """The optimizer, scheduler, RNG and step state saved with checkpoint ``path``."""
     import torch
-    from safetensors.torch import load_file
 
-    if tm.lora:
-        from peft import set_peft_model_state_dict
-
-        adapter = path / ADAPTER_DIR
-        files = sorted(adapter.glob("*.safetensors"))
-        if not files:
-            raise RecipeError(f"checkpoint {path} has no LoRA adapter to resume from", hint="restart the run")
-        set_peft_model_state_dict(tm.model, load_file(str(files[0]), device=str(tm.device)))
-    else:
-        weights: dict[str, Any] = {}
-        for f in sorted(path.glob("*.safetensors")):
-            weights.update(load_file(str(f), device=str(tm.device)))
-        missing, unexpected = tm.model.load_state_dict(weights, strict=False)
-        # Tied weights (lm_head shares the embedding) are saved once; everything else must be there.
-        missing = [k for k in missing if not k.endswith("lm_head.weight")]
-        if missing or unexpected:
-            raise RecipeError(
-                f"checkpoint {path} does not match the model ({len(missing)} missing, {len(unexpected)} unexpected "
-                "weights)",
-                hint="resume with the same policy.model_name_or_path, or restart the run",
-            )
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise RecipeError(
+            f"cannot read the trainer state of checkpoint {path} ({exc.__class__.__name__})",
+            hint="remove that checkpoint folder to resume from the one before it, or restart the run",
+        ) from exc
 
 
 def run_settings(cfg: Any, data: dict[str, str] | None = None) -> dict[str, Any]:

@@ -60,9 +60,10 @@ from recipe_lib.train.common import (
     build_optimizer,
     build_scheduler,
     eval_mode,
-    load_checkpoint_state,
     load_train_model,
+    load_trainer_state,
     local_extras,
+    resolve_model,
     resolve_path,
     rng_state,
     run_settings,
@@ -371,19 +372,30 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
 
     seed = cfg.train.seed if cfg.train.seed is not None else 0
     seed_everything(seed)
-    tm = load_train_model(cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing)
+    latest = run.latest()
+    resume_from = latest[1] if latest is not None else None
+    tm = load_train_model(
+        cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing, resume_from
+    )
     reference = None
     if policy.kl_beta > 0 and not tm.lora:
-        reference = copy.deepcopy(tm.model).eval()
+        # The reference is the starting model, also when the policy resumes from a later checkpoint.
+        if resume_from is None:
+            reference = copy.deepcopy(tm.model)
+        else:
+            from recipe_lib.models.loading import load_critic
+
+            start_model = resolve_model(cfg.policy.model_name_or_path)
+            reference = load_critic(start_model, device=cfg.local.device, dtype=cfg.local.dtype).model
+        reference.eval()
         for p in reference.parameters():
             p.requires_grad_(False)
     encoder = Encoder(tm.processor)
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total * policy.mu_iterations, cfg.train)
     start = 0
-    latest = run.latest()
-    if latest is not None:
-        state = load_checkpoint_state(tm, latest[1])
+    if resume_from is not None:
+        state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])

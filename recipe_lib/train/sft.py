@@ -46,8 +46,8 @@ from recipe_lib.train.common import (
     build_optimizer,
     build_scheduler,
     eval_mode,
-    load_checkpoint_state,
     load_train_model,
+    load_trainer_state,
     local_extras,
     resolve_path,
     rng_state,
@@ -278,15 +278,17 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
 
     seed = cfg.train.seed if cfg.train.seed is not None else 0
     seed_everything(seed)
-    tm = load_train_model(cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing)
+    latest = run.latest()
+    resume_from = latest[1] if latest is not None else None
+    tm = load_train_model(
+        cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing, resume_from
+    )
     encoder = Encoder(tm.processor)
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total, cfg.train)
     start = 0
-    latest = run.latest()
-    if latest is not None:
-        step0, path = latest
-        state = load_checkpoint_state(tm, path)
+    if resume_from is not None:
+        state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])

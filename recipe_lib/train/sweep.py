@@ -38,11 +38,12 @@ PUBLISHED_NOTE = "published: Cosmos-Reason1-7B on VideoPhy-2 (not this model or 
 @dataclasses.dataclass
 class SweepConfig:
     """What to sweep. ``eval_data``: a dataset folder or table with ``video_url`` and ``pc`` (a conversation dataset
-    qualifies). ``video`` None: the sampling keys of the eval conversations when they carry them, else the profile's."""
+    qualifies). ``video`` None: the sampling keys of the eval conversations when they carry them, else the profile's.
+    ``prompt`` None: the file in ``prompts/`` (or ``build/prompts``) whose system prompt the conversations use."""
 
     run_dir: Path
     eval_data: str
-    prompt: str = "video_reward"
+    prompt: str | None = None  # None: the prompt file the eval conversations were written with, else video_reward
     profile: str = "demo"
     video: VideoSettings | None = None
     batch_size: int = 16
@@ -117,8 +118,7 @@ def _start_model(run_dir: Path) -> str | None:
     return resolve_model(model) if model else None
 
 
-def _conversation_settings(eval_data: str, prompt: str) -> VideoSettings | None:
-    """Video settings from the eval conversations; checks that they were written with ``prompt``'s rubric."""
+def _first_conversation(eval_data: str) -> list[dict[str, Any]] | None:
     from recipe_lib.data.tables import is_dataset_dir
 
     path = Path(eval_data)
@@ -129,20 +129,49 @@ def _conversation_settings(eval_data: str, prompt: str) -> VideoSettings | None:
     ds = datasets.load_from_disk(str(path))
     if not isinstance(ds, datasets.Dataset) or "conversations" not in ds.column_names or not len(ds):
         return None
-    from recipe_lib.prompts import load_prompt
-    from recipe_lib.train.batching import parse_sample
+    return json.loads(ds[0]["conversations"])
 
-    messages = json.loads(ds[0]["conversations"])
-    sample = parse_sample(messages, 0, require_answer=False)
+
+def _system_text(messages: list[dict[str, Any]]) -> str | None:
     system = next((m for m in messages if m.get("role") == "system"), None)
-    if system is not None:
-        text = "".join(p.get("text", "") for p in system["content"] if isinstance(p, dict))
-        if text.strip() != load_prompt(prompt).system_prompt.strip():
+    if system is None:
+        return None
+    content = system["content"]
+    if isinstance(content, str):
+        return content.strip()
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict)).strip()
+
+
+def _prompt_files() -> list[Path]:
+    from recipe_lib.config import PROMPTS_DIR, build_dir
+
+    return sorted(PROMPTS_DIR.glob("*.yaml")) + sorted((build_dir() / "prompts").glob("*.yaml"))
+
+
+def resolve_sweep_prompt(prompt: str | None, messages: list[dict[str, Any]] | None) -> str:
+    """The prompt to score with: ``prompt`` (checked against the conversations) or the one they were written with."""
+    from recipe_lib.prompts import load_prompt
+
+    system = _system_text(messages) if messages else None
+    if prompt is not None:
+        if system is not None and load_prompt(prompt).system_prompt.strip() != system:
             raise ConfigError(
-                f"the conversations in {path} were written with another prompt than '{prompt}'",
-                hint="pass the prompt the run was trained with (--prompt)",
+                f"the eval conversations were written with another prompt than '{prompt}'",
+                hint="pass the prompt the run was trained with (--prompt), or leave it out to find it",
             )
-    return sample.video_settings
+        return prompt
+    if system is None:
+        return "video_reward"
+    for path in _prompt_files():
+        try:
+            if load_prompt(path).system_prompt.strip() == system:
+                return str(path)
+        except ConfigError:
+            continue
+    raise ConfigError(
+        "no prompt file matches the system prompt of the eval conversations",
+        hint="pass the prompt file the run was trained with (--prompt PATH)",
+    )
 
 
 def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
@@ -154,7 +183,14 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     if not (run_dir / CHECKPOINTS).is_dir() and not (run_dir / "run.json").exists():
         raise DataError(f"{run_dir} is not a training run folder", hint="pass the train.output_dir of a run")
     profile = get_profile(cfg.profile)
-    video = cfg.video or _conversation_settings(cfg.eval_data, cfg.prompt) or profile.video
+    messages = _first_conversation(cfg.eval_data)
+    prompt = resolve_sweep_prompt(cfg.prompt, messages)
+    video = cfg.video
+    if video is None and messages is not None:
+        from recipe_lib.train.batching import parse_sample
+
+        video = parse_sample(messages, 0, require_answer=False).video_settings
+    video = video or profile.video
     targets = [(step, name, str(path)) for step, name, path in run_checkpoints(run_dir)]
     if cfg.include_start:
         start = _start_model(run_dir)
@@ -170,7 +206,7 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
                 inputs=[cfg.eval_data],
                 out_dir=out_dir / name,
                 model=model,
-                prompt=cfg.prompt,
+                prompt=prompt,
                 mode="expected",
                 video=video,
                 batch_size=cfg.batch_size,
