@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from recipe_lib.data.videophy2 import VIDEOPHY2_COLUMNS
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,21 +84,9 @@ MIN_FRAMES = 8
 MIN_SIZE = 32
 MIN_VISIBLE_FRAMES = 3
 MODEL_NAME = "synthetic"
+# VideoPhy-2's schema (without its free-form metadata_rules) plus what only known-truth clips can say.
 RECORD_COLUMNS: tuple[str, ...] = (
-    "video_url",
-    "caption",
-    "upsampled_caption",
-    "sa",
-    "pc",
-    "joint",
-    "physics_rules_followed",
-    "physics_rules_unfollowed",
-    "physics_rules_cannot_be_determined",
-    "human_violated_rules",
-    "action",
-    "category",
-    "is_hard",
-    "model_name",
+    *(c for c in VIDEOPHY2_COLUMNS if c != "metadata_rules"),
     "scene",
     "violation",
     "violation_category",
