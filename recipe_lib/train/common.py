@@ -561,6 +561,11 @@ class Logger:
             self.writer.close()
 
 
+def progress_enabled(progress: bool) -> bool:
+    """Whether to draw progress bars: asked for, and not switched off with ``TQDM_DISABLE`` (headless notebook runs)."""
+    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
+
+
 @contextlib.contextmanager
 def eval_mode(model: Any) -> Iterator[None]:
     was_training = model.training

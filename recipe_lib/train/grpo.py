@@ -62,6 +62,7 @@ from recipe_lib.train.common import (
     eval_mode,
     load_train_model,
     load_trainer_state,
+    progress_enabled,
     local_extras,
     resolve_model,
     resolve_path,
@@ -340,6 +341,7 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
     from tqdm.auto import tqdm
 
     timer = Timer()
+    progress = progress_enabled(progress)
     if not cfg.custom.dataset.path:
         raise DataError("custom.dataset.path is empty", hint="point it at a conversation dataset (kind 'grpo')")
     per_step = prompts_per_step(cfg)

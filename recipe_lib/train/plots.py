@@ -55,7 +55,8 @@ def plot_sft_history(history: Sequence[dict[str, Any]], evals: Sequence[dict[str
 
 
 def plot_grpo_history(history: Sequence[dict[str, Any]], title: str | None = None):  # noqa: ANN201
-    """Mean reward per step (raw and smoothed), the share of groups with signal, KL to the reference, clip share."""
+    """Mean reward per step (raw and smoothed), the share of groups with signal, KL to the reference and the share of
+    parsable answers (the clip share is in the history and the metrics; it stays 0 with one inner iteration)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 6.4), layout="constrained")
@@ -64,7 +65,7 @@ def plot_grpo_history(history: Sequence[dict[str, Any]], title: str | None = Non
         ("reward_mean", "mean reward of the sampled answers", None),
         ("signal_fraction", "groups with non-zero advantage", (0, 1.05)),
         ("kl", "KL to the reference (k3, per token)", None),
-        ("clip_fraction", "share of clipped tokens", None),
+        ("parsed_fraction", "answers with a parsable score", (0, 1.05)),
     )
     for ax, (key, label, ylim) in zip(axes.flat, panels):
         steps, values = _series(history, key)

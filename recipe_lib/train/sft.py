@@ -48,6 +48,7 @@ from recipe_lib.train.common import (
     eval_mode,
     load_train_model,
     load_trainer_state,
+    progress_enabled,
     local_extras,
     resolve_path,
     rng_state,
@@ -249,6 +250,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
     from tqdm.auto import tqdm
 
     timer = Timer()
+    progress = progress_enabled(progress)
     if not cfg.custom.dataset.path:
         raise DataError("custom.dataset.path is empty", hint="point it at a conversation dataset (kind 'sft')")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from recipe_lib.config import VideoSettings, get_profile, to_dict
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.train.common import CHECKPOINTS, FINAL, STATE_JSON, RunFolder, resolve_model
+from recipe_lib.train.common import CHECKPOINTS, FINAL, STATE_JSON, RunFolder, progress_enabled, resolve_model
 
 # (label, metric, value): the recipe's published key points for Cosmos-Reason1-7B on VideoPhy-2.
 PUBLISHED: tuple[tuple[str, str, float], ...] = (
@@ -99,14 +99,39 @@ class SweepResult:
         return path
 
 
+def cosmos_checkpoints(run_dir: Path) -> list[tuple[int, str, Path]]:
+    """Exported checkpoints of a cosmos-rl run: ``safetensors/step_N`` under ``run_dir`` or its timestamped folders."""
+    found = []
+    for folder in [Path(run_dir), *sorted(p for p in Path(run_dir).iterdir() if p.is_dir())]:
+        for step_dir in sorted((folder / "safetensors").glob("step_*")):
+            suffix = step_dir.name.removeprefix("step_")
+            if suffix.isdigit() and (step_dir / "config.json").is_file():
+                name = step_dir.name if folder == Path(run_dir) else f"{folder.name}_{step_dir.name}"
+                found.append((int(suffix), name, step_dir))
+    return sorted(found)
+
+
 def run_checkpoints(run_dir: Path) -> list[tuple[int, str, Path]]:
-    """(step, name, folder) of every complete checkpoint of a run (``step_N`` and ``final``), by step."""
+    """(step, name, folder) of every complete checkpoint of a run, by step: ``checkpoints/step_N`` and
+    ``checkpoints/final`` of an in-process run, or ``safetensors/step_N`` of a cosmos-rl run."""
     run = RunFolder(Path(run_dir))
     found = [(step, path.name, path) for step, path in run.step_checkpoints()]
     if run.finished():
         step = int(json.loads((run.final / STATE_JSON).read_text())["step"])
         found = [f for f in found if f[0] != step] + [(step, FINAL, run.final)]
+    if not found and Path(run_dir).is_dir():
+        found = cosmos_checkpoints(run_dir)
     return sorted(found, key=lambda f: (f[0], f[1] == FINAL))
+
+
+def _check_loadable(folder: Path) -> None:
+    """A checkpoint must hold the processor files too (``load_critic`` reads both from one folder)."""
+    if not any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        raise DataError(
+            f"checkpoint {folder} has weights but no processor files (preprocessor_config.json, tokenizer)",
+            hint="copy the processor files of the model the run started from into it "
+            "(AutoProcessor.from_pretrained(base).save_pretrained(folder))",
+        )
 
 
 def _start_model(run_dir: Path) -> str | None:
@@ -179,9 +204,14 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     from recipe_lib.inference.scoring import ScoreConfig, score_videos
     from recipe_lib.metrics import metrics_from_rows
 
+    progress = progress_enabled(progress)
     run_dir = Path(cfg.run_dir)
-    if not (run_dir / CHECKPOINTS).is_dir() and not (run_dir / "run.json").exists():
-        raise DataError(f"{run_dir} is not a training run folder", hint="pass the train.output_dir of a run")
+    in_process = (run_dir / CHECKPOINTS).is_dir() or (run_dir / "run.json").exists()
+    if not in_process and not (run_dir.is_dir() and cosmos_checkpoints(run_dir)):
+        raise DataError(
+            f"{run_dir} is not a training run folder",
+            hint="pass the train.output_dir of a run (in-process: holds checkpoints/; cosmos-rl: holds safetensors/)",
+        )
     profile = get_profile(cfg.profile)
     messages = _first_conversation(cfg.eval_data)
     prompt = resolve_sweep_prompt(cfg.prompt, messages)
@@ -191,7 +221,10 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
 
         video = parse_sample(messages, 0, require_answer=False).video_settings
     video = video or profile.video
-    targets = [(step, name, str(path)) for step, name, path in run_checkpoints(run_dir)]
+    checkpoints = run_checkpoints(run_dir)
+    for _, _, path in checkpoints:
+        _check_loadable(path)
+    targets = [(step, name, str(path)) for step, name, path in checkpoints]
     if cfg.include_start:
         start = _start_model(run_dir)
         if start is not None:
