@@ -118,3 +118,24 @@ def test_notebook_04_grpo_raises_reward():
     assert m["reward_last"] > m["reward_first"] + 0.02, m
     assert 0.1 <= m["signal_fraction"] <= 1.0
     assert image_outputs(run.output) >= 2
+
+
+def test_sweep_finds_cosmos_rl_exports(short_run, tmp_path):
+    """A cosmos-rl run keeps its exported checkpoints as <output_dir>/<timestamp>/safetensors/step_N."""
+    import shutil
+
+    from recipe_lib.errors import DataError
+    from recipe_lib.train.sweep import SweepConfig, run_checkpoints, sweep_checkpoints
+
+    run_dir, data = short_run
+    root = tmp_path / "outputs"
+    for step in (10, 5):
+        shutil.copytree(run_dir / "checkpoints" / "final", root / "20260101120000" / "safetensors" / f"step_{step}")
+    found = run_checkpoints(root)
+    assert [(s, n) for s, n, _ in found] == [(5, "20260101120000_step_5"), (10, "20260101120000_step_10")]
+    result = sweep_checkpoints(SweepConfig(run_dir=root, eval_data=str(data), batch_size=8), progress=False)
+    assert [p.name for p in result.points] == ["20260101120000_step_5", "20260101120000_step_10"]
+    assert result.points[0].metrics == result.points[1].metrics, "the same weights score the same"
+    (root / "20260101120000" / "safetensors" / "step_5" / "preprocessor_config.json").unlink()
+    with pytest.raises(DataError, match="no processor files"):
+        sweep_checkpoints(SweepConfig(run_dir=root, eval_data=str(data)), progress=False)

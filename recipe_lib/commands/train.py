@@ -57,20 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_config(kind: str, path: Path, pairs: list[str]):  # noqa: ANN201 - SFTConfig | GRPOConfig
     """The training config from ``path`` with ``--set`` overrides applied (values parsed as YAML scalars)."""
-    import yaml
-
     from recipe_lib.commands._common import parse_params
     from recipe_lib.config import load_toml
-    from recipe_lib.errors import ConfigError
     from recipe_lib.train.common import apply_overrides, training_config
 
-    try:
-        params = parse_params(pairs)
-    except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "use key=number, key=text or key=true"
-        raise ConfigError(f"--set value is not a plain value: {first}", hint=hint) from exc
-    mapping = apply_overrides(load_toml(path), params)
+    mapping = apply_overrides(load_toml(path), parse_params(pairs))
     return training_config(mapping, kind, where=str(path))
 
 

@@ -3,11 +3,12 @@
 ``train_sft(SFTConfig) -> SFTResult``. The TOML keys are cosmos-rl's (``recipe_lib.train.config``), so one file
 drives this loop for a rehearsal and cosmos-rl for the multi-GPU run.
 
-What one optimizer step does: take ``train.train_batch_per_replica`` samples in a seeded per-epoch order, run them in
-micro-batches of ``train.train_policy.mini_batch`` (gradient accumulation), with the cross-entropy on the assistant
-answer tokens only (``<answer>\\nN\\n</answer><|im_end|>``; see :mod:`recipe_lib.train.batching`) averaged over all
-answer tokens of the step, clip the gradient norm to ``optm_grad_norm_clip``, and step AdamW with a linear warm-up
-(:func:`recipe_lib.train.common.lr_factor`).
+What one optimizer step does: take ``train.train_batch_per_replica`` samples — a seeded per-epoch permutation, or
+with ``[local] batch_order = "balanced"`` batches that hold every label in equal shares (:func:`balanced_batches`) —
+run them in micro-batches of ``train.train_policy.mini_batch`` (gradient accumulation), with the cross-entropy on
+the assistant answer tokens only (``<answer>\\nN\\n</answer><|im_end|>``; see :mod:`recipe_lib.train.batching`)
+averaged over all answer tokens of the step, clip the gradient norm to ``optm_grad_norm_clip``, and step AdamW with
+cosmos-rl's warm-up / decay schedule (:func:`recipe_lib.train.common.lr_factor`).
 
 Evaluation: every ``validation.freq`` steps (and after the last) when ``validation.enable``, the held-out
 ``custom.eval_dataset`` is scored the way ``plausibility score --mode expected`` scores a clip
@@ -17,12 +18,14 @@ in memory, and accuracy / Pearson / the majority baseline go to ``eval.jsonl`` a
 Checkpoints every ``train.ckpt.save_freq`` steps, the newest ``max_keep`` kept, plus ``final/``; a killed run resumes
 from the newest one when started again with the same settings (:mod:`recipe_lib.train.common`).
 
-Why not TRL: TRL's trainers (not installed here; 1.x on PyPI) pass only the ``image``/``images`` columns of a dataset to
-a vision-language processor; Qwen2.5-VL *video* inputs (``pixel_values_videos``, ``video_grid_thw``, per-clip fps) are
-not wired through its GRPO trainer (huggingface/trl issues 4144 and 5373, open), and its SFT collator would have to be
-replaced wholesale to score only the answer. Both trainers here are therefore a plain torch loop over
-``transformers`` models: the answer-only labels, the per-sample video settings and the checkpoint format are the same
-for SFT and GRPO, and nothing beyond torch, transformers and (for LoRA) peft is needed.
+Why not TRL: TRL (1.x on PyPI; not a dependency here) wires only the ``image`` / ``images`` columns of a dataset
+through to a vision-language processor. Qwen2.5-VL *video* inputs (``pixel_values_videos``, ``video_grid_thw``,
+per-clip fps) do not reach the model in its GRPO trainer — open feature requests huggingface/trl#4144 and #5373, where
+a maintainer confirmed in 2026-07 that only the image keys are passed — and for SFT its vision collator would have to
+be replaced by one that decodes clips with per-sample video settings and labels only the answer, which is most of what
+a trainer does here. So both trainers are a plain torch loop over the ``transformers`` model: one batching module
+(answer-only labels, per-sample video settings, cached clips) and one checkpoint format serve SFT and GRPO, and
+nothing beyond torch, transformers and (for LoRA) peft is needed.
 """
 
 from __future__ import annotations
