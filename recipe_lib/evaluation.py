@@ -58,7 +58,7 @@ class EvalConfig:
     mode: Literal["expected", "generate"] = "expected"
     threshold: float = 4.0
     out_dir: Path | None = None  # default: build/06_evaluation
-    prompt: str = "video_reward"
+    prompt: str | None = None  # default: demo -> the compact prompt the demo critics learn with; full -> video_reward
     label_key: str = "pc"
     batch_size: int | None = None
     limit: int | None = None
@@ -271,6 +271,34 @@ def detection_figure(detection: Any, threshold: float = 4.0):  # noqa: ANN201
     return fig
 
 
+def demo_eval_split() -> Path:
+    """The demo's held-out clips with the labels the demo critics learn: ``pc >= 4`` -> 5, else 1 (the 1-5 label kept
+    in ``pc_graded``; the violation columns kept for detection rates). Written once under ``build/06_evaluation``."""
+    import datasets
+
+    from recipe_lib.config import build_dir
+    from recipe_lib.data.demo import ensure_demo_data
+    from recipe_lib.train.stages import binary_labels
+
+    source = ensure_demo_data().eval_dir
+    target = build_dir() / "06_evaluation" / "eval_binary"
+    stamp = target / "source.txt"
+    if not (stamp.exists() and stamp.read_text() == str(source)):
+        binary_labels(datasets.load_from_disk(str(source))).save_to_disk(str(target))
+        stamp.write_text(str(source))
+    return target
+
+
+def resolve_prompt(cfg: EvalConfig) -> str:
+    if cfg.prompt:
+        return cfg.prompt
+    if cfg.profile == "demo":
+        from recipe_lib.train.stages import demo_prompt
+
+        return demo_prompt()
+    return "video_reward"
+
+
 def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
     if cfg.profile not in ("demo", "full"):
         get_profile(cfg.profile)  # raises the standard error
@@ -280,9 +308,7 @@ def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
         if critics is None:
             critics = default_demo_critics()
         if eval_data is None:
-            from recipe_lib.data.demo import ensure_demo_data
-
-            eval_data = str(ensure_demo_data().eval_dir)
+            eval_data = str(demo_eval_split())
     else:
         critics = critics or {"cosmos-reason1-7b": FULL_CRITIC}
     if eval_data is None:
@@ -307,7 +333,7 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
                 inputs=[eval_data],
                 out_dir=out / "scores" / name,
                 model=model,
-                prompt=cfg.prompt,
+                prompt=resolve_prompt(cfg),
                 mode=cfg.mode,
                 video=cfg.video or profile.video,
                 sampling=cfg.sampling or profile.sampling,
@@ -431,7 +457,7 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
     report_cfg = ReportConfig(
         out_path=result.out_dir / REPORT_NAME,
         title="Critic evaluation: " + ", ".join(result.critics),
-        subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {cfg.prompt}",
+        subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {Path(resolve_prompt(cfg)).stem}",
         threshold=cfg.threshold,
         label_key=cfg.label_key,
         thumbnails=cfg.thumbnails,

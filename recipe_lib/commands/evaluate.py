@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["expected", "generate"], default="expected")
     p.add_argument("--threshold", type=float, default=4.0, help="good = label/score at least this (default: 4)")
     p.add_argument("--label-column", default="pc")
-    p.add_argument("--prompt", default="video_reward")
+    p.add_argument("--prompt", default=None, help="prompt YAML (default: demo compact prompt / full video_reward)")
     p.add_argument("--split", help="split name when the dataset folder holds several")
     p.add_argument("--limit", type=int, help="evaluate only the first N clips")
     p.add_argument("--batch-size", type=int)
