@@ -583,3 +583,17 @@ class Timer:
 
     def __call__(self) -> float:
         return time.perf_counter() - self.start
+
+
+def restore_trainer_state(resume_from: Path | None, optimizer: Any, scheduler: Any, run: Any) -> int:
+    """Load optimizer, scheduler and RNG state from the checkpoint ``resume_from`` (if any), cut the run's logs back
+    to its step, and return that step (0 for a fresh run)."""
+    if resume_from is None:
+        return 0
+    state = load_trainer_state(resume_from)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    start = int(state["step"])
+    run.truncate_logs(start)
+    return start

@@ -50,15 +50,14 @@ from recipe_lib.train.common import (
     build_scheduler,
     eval_mode,
     load_train_model,
-    load_trainer_state,
     local_extras,
     progress_enabled,
     resolve_path,
+    restore_trainer_state,
     rng_state,
     run_settings,
     save_checkpoint,
     seed_everything,
-    set_rng_state,
 )
 from recipe_lib.train.config import SFTConfig
 
@@ -291,14 +290,7 @@ def train_sft(cfg: SFTConfig, progress: bool = True, restart: bool | str = False
     encoder = Encoder(tm.processor)
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total, cfg.train)
-    start = 0
-    if resume_from is not None:
-        state = load_trainer_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        start = int(state["step"])
-        run.truncate_logs(start)
+    start = restore_trainer_state(resume_from, optimizer, scheduler, run)
     logger = Logger(run, cfg.local.tensorboard_dir, start)
     cache = ClipCache(DEFAULT_CLIP_CACHE_BYTES, workers=max(2, cfg.local.num_workers))
     skipped += cache.warm(train_samples + eval_samples, progress=progress)
