@@ -41,8 +41,9 @@ if str(REPO) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from recipe_lib.config import SamplingSettings, VideoSettings, get_profile  # noqa: E402
+from recipe_lib.config import SamplingSettings, VideoSettings  # noqa: E402
 from recipe_lib.errors import RecipeError  # noqa: E402
+from recipe_lib.profiles import get_profile  # noqa: E402
 
 SCHEMA = "plausibility-bench/1"
 
@@ -632,7 +633,8 @@ class BenchConfig:
 
 
 def load_model(cfg: BenchConfig) -> tuple[Any, dict[str, Any]]:
-    from recipe_lib.models.loading import ensure_demo_critic, load_critic
+    from recipe_lib.demo import ensure_demo_critic
+    from recipe_lib.models.loading import load_critic
 
     if cfg.arch:
         if not cfg.random_weights:

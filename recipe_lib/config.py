@@ -171,44 +171,45 @@ class SamplingSettings:
     trials: int = 1
 
 
-@dataclasses.dataclass
-class Profile:
-    """Named defaults for a whole run of the recipe."""
-
-    name: str
-    model: str
-    device: str
-    dtype: str
-    video: VideoSettings
-    sampling: SamplingSettings
-    batch_size: int
-
-
-def demo_model_dir() -> Path:
-    return build_dir() / "models" / "tiny-critic"
+def resolve_path(value: str | Path) -> Path:
+    """A path from a config: absolute as given; ``build/...`` under the build folder (``$PLAUSIBILITY_BUILD_DIR``,
+    default ``<repo>/build``); anything else relative to the repository root."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    parts = path.parts
+    if parts and parts[0] == "build":
+        return build_dir().joinpath(*parts[1:])
+    return REPO_ROOT / path
 
 
-def get_profile(name: str) -> Profile:
-    """The ``demo`` or ``full`` profile."""
-    if name == "demo":
-        return Profile(
-            name="demo",
-            model=str(demo_model_dir()),
-            device="cpu",
-            dtype="float32",
-            # Demo clips are 112x112: 8 frames at 4 fps gives a (4, 8, 8) grid, 64 visual tokens after merging.
-            video=VideoSettings(fps=4.0, total_pixels=None, max_pixels=112 * 112, min_pixels=56 * 56, max_frames=8),
-            sampling=SamplingSettings(max_new_tokens=16, temperature=0.6),
-            batch_size=8,
-        )
-    if name == "full":
-        return Profile(
-            name="full",
-            model="nvidia/Cosmos-Reason1-7B",
-            device="cuda",
-            dtype="bfloat16",
-            video=VideoSettings(),
-            sampling=SamplingSettings(),
-            batch_size=8,
-        )
-    raise ConfigError(f"unknown profile '{name}'", hint="use 'demo' or 'full'")
+def resolve_model(value: str) -> str:
+    """A model setting: a local folder (resolved like :func:`resolve_path`) when one exists there, else a hub id."""
+    candidate = resolve_path(value)
+    if candidate.exists() or value.startswith(("/", ".", "~", "build/")):
+        return str(candidate)
+    return value
+
+
+def set_dotted(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in a nested mapping (creating tables on the way)."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"bad setting name '{key}'", hint="use dotted TOML names such as train.optm_lr")
+    node = mapping
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set '{key}': '{part}' is a value, not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(mapping: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of ``mapping`` with dotted ``overrides`` applied (``{"train.optm_lr": 2e-3}``)."""
+    import copy
+
+    out = copy.deepcopy(mapping)
+    for key, value in (overrides or {}).items():
+        set_dotted(out, key, value)
+    return out

@@ -1,10 +1,12 @@
 """Notebook 05's training and evaluation: fine-tune a critic on a team's own prepared labels and measure it on their
 eval split, before and after.
 
-``demo``  SFT of the embedded tiny critic on CPU (configs/demo/sft.toml with the team's conversations and a short run),
-          then the untrained and the fine-tuned critic evaluated side by side with the full metric suite and report.
-``full``  nothing trains here: the cosmos-rl ``custom_sft`` config is rendered for the team's data (evaluates and saves
-          every 50 steps, keeps 5) and the launch command is returned, with what this machine lacks to run it.
+A profile that trains in process (``demo``): SFT of the profile's critic on CPU (``configs/demo/sft.toml`` with the
+team's conversations and a short run), then the untrained and the fine-tuned critic evaluated side by side with the
+full metric suite and report, with the profile's prompt (the one the conversations were written with).
+A profile that trains on GPUs (``full``): nothing trains here: the cosmos-rl ``custom_sft`` config is rendered for
+the team's data (evaluates and saves every 50 steps, keeps 5) and the launch command is returned, with what this
+machine lacks to run it.
 """
 
 from __future__ import annotations
@@ -13,18 +15,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.config import CONFIGS_DIR, build_dir, load_toml
-from recipe_lib.errors import ConfigError
-
-
-def training_prompt(profile: str) -> str:
-    """The prompt the conversations, the trainer and the evaluation share: the demo's compact rubric (short sequences
-    for a CPU), or the full rubric ``video_reward``."""
-    if profile == "demo":
-        from recipe_lib.train.stages import demo_prompt
-
-        return demo_prompt()
-    return "video_reward"
+from recipe_lib.config import CONFIGS_DIR, apply_overrides, build_dir, load_toml
+from recipe_lib.constants import DEFAULT_THRESHOLD
+from recipe_lib.profiles import get_profile
 
 
 @dataclasses.dataclass
@@ -37,7 +30,7 @@ class CustomTrainConfig:
     max_steps: int = 30
     model: str | None = None  # start checkpoint; demo default: the embedded tiny critic
     n_gpus: int = 8
-    threshold: float = 4.0
+    threshold: float = DEFAULT_THRESHOLD
     progress: bool = True
 
 
@@ -45,13 +38,13 @@ class CustomTrainConfig:
 class CustomTrainResult:
     profile: str
     metrics: dict[str, Any]
-    train: Any = None  # recipe_lib.train.sft.SFTResult
+    train: Any = None  # recipe_lib.train.loop.TrainResult
     evaluation: Any = None  # recipe_lib.evaluation.EvalResult
     command: str | None = None
     missing: list[str] = dataclasses.field(default_factory=list)
 
     def report(self) -> str:
-        if self.profile == "full":
+        if self.command is not None:
             lines = [f"command: {self.command}"]
             if self.missing:
                 lines.append("this machine lacks: " + "; ".join(self.missing))
@@ -65,14 +58,15 @@ class CustomTrainResult:
 
 
 def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
+    profile = get_profile(cfg.profile)
     out_dir = Path(cfg.out_dir or build_dir() / "05_custom_dataset")
-    if cfg.profile == "full":
+    if not profile.trains_in_process:
         from recipe_lib.train.cosmos import check_prerequisites, launch, write_config
 
         path = write_config(
             out_dir / "cosmos" / f"custom_sft_{cfg.n_gpus}gpu.toml",
             "custom_sft",
-            model=cfg.model or "nvidia/Cosmos-Reason1-7B",
+            model=profile.critic(cfg.model),
             dataset=cfg.train_conversations,
             n_gpus=cfg.n_gpus,
             eval_dataset=cfg.eval_conversations,
@@ -80,20 +74,17 @@ def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
         plan = launch(path, dry_run=True)
         missing = list(check_prerequisites(kind="sft", n_gpus=cfg.n_gpus).missing)
         command = plan.command_line
-        return CustomTrainResult(
-            "full", {"profile": "full", "config": str(path), "command": command}, command=command, missing=missing
-        )
-    if cfg.profile != "demo":
-        raise ConfigError(f"unknown profile '{cfg.profile}'", hint="use 'demo' or 'full'")
+        metrics = {"profile": profile.name, "config": str(path), "command": command}
+        return CustomTrainResult(profile.name, metrics, command=command, missing=missing)
 
     from recipe_lib.evaluation import EvalConfig, evaluate_critics
-    from recipe_lib.models.loading import ensure_demo_critic
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.metrics import metrics_from_rows
+    from recipe_lib.train.config import training_config
     from recipe_lib.train.sft import train_sft
 
-    start = cfg.model or str(ensure_demo_critic())
+    start = profile.critic(cfg.model)
     mapping = apply_overrides(
-        load_toml(CONFIGS_DIR / "demo" / "sft.toml"),
+        load_toml(CONFIGS_DIR / profile.configs / "sft.toml"),
         {
             "policy.model_name_or_path": start,
             "train.output_dir": str(out_dir / "sft"),
@@ -107,19 +98,16 @@ def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
         EvalConfig(
             critics={"untrained": start, "fine-tuned": str(result.final_dir)},
             eval_data=str(cfg.eval_data),
-            profile="demo",
-            prompt=training_prompt("demo"),
+            profile=profile.name,
             threshold=cfg.threshold,
             out_dir=out_dir / "evaluation",
         )
     )
-    from recipe_lib.metrics import metrics_from_rows
-
     per = evaluation.summary()
     base = metrics_from_rows(evaluation.scores["untrained"].rows)
     train_summary = result.summary()
     metrics = {
-        "profile": "demo",
+        "profile": profile.name,
         "steps": result.steps,
         "loss_first": train_summary["loss_first"],
         "loss_last": train_summary["loss_last"],
@@ -131,4 +119,4 @@ def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
         "final_dir": str(result.final_dir),
         "report": str(evaluation.report.html),
     }
-    return CustomTrainResult("demo", metrics, train=result, evaluation=evaluation)
+    return CustomTrainResult(profile.name, metrics, train=result, evaluation=evaluation)

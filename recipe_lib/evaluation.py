@@ -18,48 +18,32 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recipe_lib.config import SamplingSettings, VideoSettings, build_dir, get_profile
+from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
+from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
+from recipe_lib.profiles import get_profile
 from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
 
-# Where the other notebooks leave their trained critics (only folders that exist are used).
-SFT_CHECKPOINT = Path("03_sft") / "checkpoints" / "final"
-GRPO_CHECKPOINT = Path("04_rl_grpo") / "checkpoints" / "final"
-FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
 REPORT_NAME = "evaluation_report.html"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def default_demo_critics() -> dict[str, str]:
-    """The demo's critics: the untrained tiny critic (built if missing) and, when notebooks 03/04 have run, their
-    fine-tuned checkpoints (``build/03_sft/checkpoints/final``, ``build/04_rl_grpo/checkpoints/final``)."""
-    from recipe_lib.config import demo_model_dir
-    from recipe_lib.models.loading import ensure_demo_critic
-
-    critics = {"untrained": str(ensure_demo_critic(demo_model_dir()))}
-    for name, rel in (("sft", SFT_CHECKPOINT), ("grpo", GRPO_CHECKPOINT)):
-        path = build_dir() / rel
-        if path.is_dir():
-            critics[name] = str(path)
-    return critics
 
 
 @dataclasses.dataclass
 class EvalConfig:
     """What to evaluate. ``critics`` maps a short name (used in tables and folder names) to a model folder or hub id;
-    None means the profile's default (demo: :func:`default_demo_critics`; full: Cosmos-Reason1-7B zero-shot)."""
+    None means the profile's default (:meth:`recipe_lib.profiles.Profile.critics`)."""
 
     critics: dict[str, str] | None = None
     eval_data: str | None = None  # dataset folder or table with labels; demo default: the synthetic eval split
     profile: str = "demo"
     mode: Literal["expected", "generate"] = "expected"
-    threshold: float = 4.0
+    threshold: float = DEFAULT_THRESHOLD
     out_dir: Path | None = None  # default: build/06_evaluation
     prompt: str | None = None  # default: demo -> the compact prompt the demo critics learn with; full -> video_reward
-    label_key: str = "pc"
+    label_key: str = LABEL_COLUMN
     batch_size: int | None = None
     limit: int | None = None
     split: str | None = None
@@ -271,51 +255,15 @@ def detection_figure(detection: Any, threshold: float = 4.0):  # noqa: ANN201
     return fig
 
 
-def demo_eval_split() -> Path:
-    """The demo's held-out clips with the labels the demo critics learn: ``pc >= 4`` -> 5, else 1 (the 1-5 label kept
-    in ``pc_graded``; the violation columns kept for detection rates). Written once under ``build/06_evaluation``."""
-    import datasets
-
-    from recipe_lib.config import build_dir
-    from recipe_lib.data.demo import ensure_demo_data
-    from recipe_lib.train.stages import binary_labels
-
-    source = ensure_demo_data().eval_dir
-    target = build_dir() / "06_evaluation" / "eval_binary"
-    stamp = target / "source.txt"
-    if not (stamp.exists() and stamp.read_text() == str(source)):
-        binary_labels(datasets.load_from_disk(str(source))).save_to_disk(str(target))
-        stamp.write_text(str(source))
-    return target
-
-
 def resolve_prompt(cfg: EvalConfig) -> str:
-    if cfg.prompt:
-        return cfg.prompt
-    if cfg.profile == "demo":
-        from recipe_lib.train.stages import demo_prompt
-
-        return demo_prompt()
-    return "video_reward"
+    """The prompt given, else the one the profile's critics learn with."""
+    return cfg.prompt or get_profile(cfg.profile).prompt
 
 
 def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
-    if cfg.profile not in ("demo", "full"):
-        get_profile(cfg.profile)  # raises the standard error
-    critics = dict(cfg.critics) if cfg.critics else None
-    eval_data = cfg.eval_data
-    if cfg.profile == "demo":
-        if critics is None:
-            critics = default_demo_critics()
-        if eval_data is None:
-            eval_data = str(demo_eval_split())
-    else:
-        critics = critics or {"cosmos-reason1-7b": FULL_CRITIC}
-    if eval_data is None:
-        raise RecipeError(
-            "no evaluation data given for the full profile",
-            hint="prepare VideoPhy-2 (or your own labelled clips) and pass its folder as eval_data / --data",
-        )
+    profile = get_profile(cfg.profile)
+    critics = profile.critics(cfg.critics)
+    eval_data = profile.eval_data(cfg.eval_data)
     _check_critics(critics)
     return critics, eval_data
 
@@ -338,8 +286,8 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
                 video=cfg.video or profile.video,
                 sampling=cfg.sampling or profile.sampling,
                 batch_size=cfg.batch_size or profile.batch_size,
-                device=cfg.device or (profile.device if cfg.profile == "demo" else "auto"),
-                dtype=cfg.dtype or (profile.dtype if cfg.profile == "demo" else "auto"),
+                device=cfg.device or profile.device,
+                dtype=cfg.dtype or profile.dtype,
                 split=cfg.split,
                 limit=cfg.limit,
             ),

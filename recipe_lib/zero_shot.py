@@ -6,16 +6,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from recipe_lib.config import SamplingSettings, VideoSettings, build_dir, get_profile
+from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.metrics import CoreMetrics, metrics_from_rows
+from recipe_lib.profiles import get_profile
 
 
 @dataclasses.dataclass
 class ZeroShotConfig:
     profile: str = "demo"
     model: str | None = None  # default: the profile's critic
-    eval_data: str | None = None  # dataset folder or table; default (demo): the synthetic eval split
+    eval_data: str | None = None  # dataset folder or table; default: the profile's eval split with 1-5 labels
     prompt: str = "video_reward"
     mode: Literal["expected", "generate"] = "expected"
     batch_size: int | None = None
@@ -36,34 +37,17 @@ class ZeroShotResult:
 
 def run_zero_shot(cfg: ZeroShotConfig, progress: bool = True) -> ZeroShotResult:
     profile = get_profile(cfg.profile)
-    model = cfg.model or profile.model
-    eval_data = cfg.eval_data
-    if cfg.profile == "demo":
-        from recipe_lib.data.demo import ensure_demo_data
-        from recipe_lib.models.loading import ensure_demo_critic
-
-        if cfg.model is None:
-            ensure_demo_critic(Path(model))
-        if eval_data is None:
-            eval_data = str(ensure_demo_data().eval_dir)
-    if eval_data is None:
-        from recipe_lib.errors import RecipeError
-
-        raise RecipeError(
-            "no evaluation data given for the full profile",
-            hint="prepare VideoPhy-2 first (plausibility prepare videophy2 ...) and pass its folder as eval_data",
-        )
     score_cfg = ScoreConfig(
-        inputs=[eval_data],
+        inputs=[profile.eval_data(cfg.eval_data, label_mode="graded")],  # the critic as it comes, vs 1-5
         out_dir=cfg.out_dir or build_dir() / "02_zero_shot" / "scores",
-        model=model,
+        model=profile.critic(cfg.model),
         prompt=cfg.prompt,
         mode=cfg.mode,
         video=cfg.video or profile.video,
         sampling=cfg.sampling or profile.sampling,
         batch_size=cfg.batch_size or profile.batch_size,
-        device=profile.device if cfg.profile == "demo" else "auto",
-        dtype=profile.dtype if cfg.profile == "demo" else "auto",
+        device=profile.device,
+        dtype=profile.dtype,
         limit=cfg.limit,
     )
     scores = score_videos(score_cfg, progress=progress)

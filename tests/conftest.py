@@ -28,8 +28,7 @@ def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_critic(session_build_dir: Path) -> Path:
-    from recipe_lib.config import demo_model_dir
-    from recipe_lib.models.loading import ensure_demo_critic
+    from recipe_lib.demo import demo_model_dir, ensure_demo_critic
 
     return ensure_demo_critic(demo_model_dir())
 

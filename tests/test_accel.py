@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipe_lib.config import SamplingSettings, get_profile
+from recipe_lib.config import SamplingSettings
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference import accel
 from recipe_lib.inference.hf import HFScorer
+from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import ModelVideo, VideoInfo
 

@@ -26,7 +26,7 @@ from recipe_lib.train.config import (
     load_grpo_config,
     load_sft_config,
     load_training_config,
-    training_config_from_mapping,
+    training_config,
 )
 
 DEMO_VIDEO = VideoSettings(fps=4.0, total_pixels=None, max_pixels=112 * 112, min_pixels=56 * 56, max_frames=8)
@@ -50,19 +50,17 @@ def test_demo_configs_load() -> None:
 
 def test_training_config_rejects_typos_and_bad_values() -> None:
     with pytest.raises(ConfigError, match="unknown key 'kl_bta'.*did you mean 'kl_beta'"):
-        training_config_from_mapping({"train": {"train_policy": {"type": "grpo", "kl_bta": 0.1}}})
+        training_config({"train": {"train_policy": {"type": "grpo", "kl_bta": 0.1}}})
     with pytest.raises(ConfigError, match="cannot tell SFT from GRPO"):
-        training_config_from_mapping({"train": {"epoch": 1}})
+        training_config({"train": {"epoch": 1}})
     with pytest.raises(ConfigError, match="not a multiple"):
-        training_config_from_mapping({"train": {"train_batch_per_replica": 10, "train_policy": {"type": "sft"}}})
+        training_config({"train": {"train_batch_per_replica": 10, "train_policy": {"type": "sft"}}})
     with pytest.raises(ConfigError, match="n_generation"):
-        training_config_from_mapping({"train": {"train_policy": {"type": "grpo"}}, "rollout": {"n_generation": 1}})
+        training_config({"train": {"train_policy": {"type": "grpo"}}, "rollout": {"n_generation": 1}})
     with pytest.raises(ConfigError, match="custom.reward.score"):
-        training_config_from_mapping(
-            {"train": {"train_policy": {"type": "grpo"}}, "custom": {"reward": {"score": "x"}}}
-        )
+        training_config({"train": {"train_policy": {"type": "grpo"}}, "custom": {"reward": {"score": "x"}}})
     with pytest.raises(ConfigError, match="optm_betas"):
-        training_config_from_mapping({"train": {"train_policy": {"type": "sft"}, "optm_betas": [0.9, 1.5]}})
+        training_config({"train": {"train_policy": {"type": "sft"}, "optm_betas": [0.9, 1.5]}})
 
 
 def test_full_configs_carry_the_recipe_numbers() -> None:

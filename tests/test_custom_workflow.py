@@ -4,14 +4,15 @@ import importlib.util
 
 import pytest
 
-from recipe_lib.custom_workflow import CustomTrainConfig, train_and_evaluate, training_prompt
+from recipe_lib.custom_workflow import CustomTrainConfig, train_and_evaluate
 from recipe_lib.errors import ConfigError
+from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
 
 
 def test_training_prompt_per_profile():
-    assert load_prompt(training_prompt("demo")).user_prompt  # the compact demo rubric loads
-    assert training_prompt("full") == "video_reward"
+    assert load_prompt(get_profile("demo").prompt).user_prompt  # the compact demo rubric loads
+    assert get_profile("full").prompt == "video_reward"
 
 
 def test_unknown_profile(tmp_path):

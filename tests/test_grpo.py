@@ -170,23 +170,24 @@ def test_rewards_on_tiny_critic_rollouts(tiny_critic, synth_clips, tmp_path):
 def _conversations(dataset_dir: Path, out: Path, kind: str) -> Path:
     import datasets
 
-    from recipe_lib.config import get_profile
     from recipe_lib.data.conversations import save_conversations, to_conversations
     from recipe_lib.data.splits import balance_labels
-    from recipe_lib.train.stages import binary_labels, demo_prompt
+    from recipe_lib.demo import binary_labels
+    from recipe_lib.profiles import get_profile
+    from recipe_lib.train.stages import DEMO_PROMPT
 
     ds = binary_labels(datasets.load_from_disk(str(dataset_dir)))
     if kind == "grpo":
         ds, _ = balance_labels(ds, seed=0)
-    conv = to_conversations(ds, kind, prompt=demo_prompt(), video=get_profile("demo").video)
+    conv = to_conversations(ds, kind, prompt=DEMO_PROMPT, video=get_profile("demo").video)
     return save_conversations(conv, out)
 
 
 @pytest.fixture(scope="module")
 def answering_critic(tiny_critic, synth_clips, tmp_path_factory) -> Path:
     """The tiny critic after a short SFT: it writes parsable answers, so rollouts earn rewards."""
-    from recipe_lib.config import load_toml
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.config import apply_overrides, load_toml
+    from recipe_lib.train.config import training_config
     from recipe_lib.train.sft import train_sft
 
     tmp = tmp_path_factory.mktemp("grpo_sft")
@@ -205,8 +206,8 @@ def answering_critic(tiny_critic, synth_clips, tmp_path_factory) -> Path:
 
 
 def _grpo_config(tmp: Path, start: Path, data: Path, **over):  # noqa: ANN202
-    from recipe_lib.config import load_toml
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.config import apply_overrides, load_toml
+    from recipe_lib.train.config import training_config
 
     fixed = {
         "policy.model_name_or_path": str(start),

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_cli
-from recipe_lib.config import SamplingSettings, get_profile
+from recipe_lib.config import SamplingSettings
 from recipe_lib.inference.scoring import ScoreConfig, score_videos
 from recipe_lib.metrics import metrics_from_rows
+from recipe_lib.profiles import get_profile
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 

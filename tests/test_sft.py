@@ -22,17 +22,17 @@ COMPACT = "video_reward_compact"
 
 
 def _prompt() -> str:
-    from recipe_lib.train.stages import demo_prompt
+    from recipe_lib.train.stages import DEMO_PROMPT
 
-    return demo_prompt()
+    return DEMO_PROMPT
 
 
 def _conversations(dataset_dir: Path, out: Path, kind: str = "sft", binary: bool = True) -> Path:
     import datasets
 
-    from recipe_lib.config import get_profile
     from recipe_lib.data.conversations import save_conversations, to_conversations
-    from recipe_lib.train.stages import binary_labels
+    from recipe_lib.demo import binary_labels
+    from recipe_lib.profiles import get_profile
 
     ds = datasets.load_from_disk(str(dataset_dir))
     if binary:
@@ -41,8 +41,8 @@ def _conversations(dataset_dir: Path, out: Path, kind: str = "sft", binary: bool
 
 
 def _config(tmp: Path, model: Path, train: Path, **over):  # noqa: ANN202 - SFTConfig
-    from recipe_lib.config import load_toml
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.config import apply_overrides, load_toml
+    from recipe_lib.train.config import training_config
 
     fixed = {
         "policy.model_name_or_path": str(model),
@@ -162,8 +162,8 @@ def test_unreadable_clip_is_skipped_and_counted(tiny_critic, sft_data, tmp_path)
 
 
 def test_lr_schedule_matches_cosmos_rl_shape():
-    from recipe_lib.train.common import lr_factor
     from recipe_lib.train.config import SFTTrainConfig
+    from recipe_lib.train.optim import lr_factor
 
     train = SFTTrainConfig(optm_warmup_steps=5, optm_decay_type="cosine", optm_decay_ratio=0.5, optm_min_lr_factor=0.1)
     f = [lr_factor(s, 20, train) for s in range(20)]
@@ -177,7 +177,7 @@ def test_lr_schedule_matches_cosmos_rl_shape():
 
 
 def test_balanced_batches_hold_equal_label_shares():
-    from recipe_lib.train.sft import balanced_batches
+    from recipe_lib.train.data_order import balanced_batches
 
     labels = [1] * 30 + [5] * 10
     plan = balanced_batches(labels, total_steps=12, batch=8, seed=3)
@@ -190,7 +190,7 @@ def test_balanced_batches_hold_equal_label_shares():
 
 
 def test_epoch_order_is_seeded():
-    from recipe_lib.train.sft import batch_for_step, steps_per_epoch
+    from recipe_lib.train.data_order import batch_for_step, steps_per_epoch
 
     assert steps_per_epoch(10, 4) == 2 and steps_per_epoch(3, 4) == 1
     first = [batch_for_step(s, 10, 4, 0, True) for s in range(2)]

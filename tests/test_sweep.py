@@ -16,15 +16,17 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def short_run(tiny_critic, synth_clips, tmp_path_factory) -> tuple[Path, Path]:
     import datasets
 
-    from recipe_lib.config import get_profile, load_toml
+    from recipe_lib.config import apply_overrides, load_toml
     from recipe_lib.data.conversations import save_conversations, to_conversations
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.demo import binary_labels
+    from recipe_lib.profiles import get_profile
+    from recipe_lib.train.config import training_config
     from recipe_lib.train.sft import train_sft
-    from recipe_lib.train.stages import binary_labels, demo_prompt
+    from recipe_lib.train.stages import DEMO_PROMPT
 
     tmp = tmp_path_factory.mktemp("sweep")
     ds = binary_labels(datasets.load_from_disk(str(synth_clips.dataset_dir)))
-    conv = to_conversations(ds, "sft", prompt=demo_prompt(), video=get_profile("demo").video)
+    conv = to_conversations(ds, "sft", prompt=DEMO_PROMPT, video=get_profile("demo").video)
     data = save_conversations(conv, tmp / "d")
     over = {
         "policy.model_name_or_path": str(tiny_critic),
@@ -44,12 +46,12 @@ def short_run(tiny_critic, synth_clips, tmp_path_factory) -> tuple[Path, Path]:
 def test_sweep_scores_every_checkpoint_and_caches(short_run):
     from matplotlib.figure import Figure
 
-    from recipe_lib.train.stages import demo_prompt
+    from recipe_lib.train.stages import DEMO_PROMPT
     from recipe_lib.train.sweep import PUBLISHED, SweepConfig, plot_sweep, run_checkpoints, sweep_checkpoints
 
     run_dir, data = short_run
     assert [(s, n) for s, n, _ in run_checkpoints(run_dir)] == [(2, "step_000002"), (4, "step_000004"), (5, "final")]
-    cfg = SweepConfig(run_dir=run_dir, eval_data=str(data), prompt=demo_prompt(), batch_size=8)
+    cfg = SweepConfig(run_dir=run_dir, eval_data=str(data), prompt=DEMO_PROMPT, batch_size=8)
     result = sweep_checkpoints(cfg, progress=False)
     assert [p.name for p in result.points] == ["start", "step_000002", "step_000004", "final"]
     assert [p.step for p in result.points] == [0, 2, 4, 5]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from recipe_lib.demo import ensure_demo_critic
 from recipe_lib.errors import RecipeError
-from recipe_lib.models.loading import ensure_demo_critic, load_critic, resolve_dtype
+from recipe_lib.models.loading import load_critic, resolve_dtype
 from recipe_lib.models.tiny import (
     REQUIRED_FILES,
     SPECIAL_TOKENS,

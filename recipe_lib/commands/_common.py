@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from recipe_lib.config import SamplingSettings, VideoSettings, get_profile
+from recipe_lib.config import SamplingSettings, VideoSettings
+from recipe_lib.profiles import get_profile
 
 
 def add_profile_args(parser: argparse.ArgumentParser) -> None:

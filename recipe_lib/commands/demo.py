@@ -15,9 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from recipe_lib.config import build_dir, demo_model_dir
-    from recipe_lib.data.demo import ensure_demo_data
-    from recipe_lib.models.loading import ensure_demo_critic
+    from recipe_lib.config import build_dir
+    from recipe_lib.demo import demo_model_dir, ensure_demo_critic, ensure_demo_data
     from recipe_lib.notebooks import list_notebooks, run_notebook, write_index
 
     start = time.perf_counter()

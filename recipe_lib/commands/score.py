@@ -77,15 +77,15 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
     """The scoring stage's config from the shared arguments (used by score and rank)."""
-    from recipe_lib.config import get_profile
     from recipe_lib.inference.scoring import ScoreConfig, default_workers
+    from recipe_lib.profiles import get_profile
     from recipe_lib.prompts import load_prompt
 
     load_prompt(args.prompt)  # a bad prompt file is reported before any model is built or loaded
     profile = get_profile(args.profile)
     model = args.model or profile.model
     if args.profile == "demo" and not args.model:
-        from recipe_lib.models.loading import ensure_demo_critic
+        from recipe_lib.demo import ensure_demo_critic
 
         ensure_demo_critic(Path(model))
     return ScoreConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipe_lib.config import demo_model_dir
+from recipe_lib.demo import demo_model_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_config(kind: str, path: Path, pairs: list[str]):  # noqa: ANN201 - SFTConfig | GRPOConfig
     """The training config from ``path`` with ``--set`` overrides applied (values parsed as YAML scalars)."""
     from recipe_lib.commands._common import parse_params
-    from recipe_lib.config import load_toml
-    from recipe_lib.train.common import apply_overrides, training_config
+    from recipe_lib.config import apply_overrides, load_toml
+    from recipe_lib.train.config import training_config
 
     mapping = apply_overrides(load_toml(path), parse_params(pairs))
     return training_config(mapping, kind, where=str(path))
@@ -69,7 +69,7 @@ def run_train(args: argparse.Namespace) -> int:
     from recipe_lib.errors import ConfigError
 
     if args.kind == "demo-data":
-        from recipe_lib.train.stages import prepare_demo_conversations
+        from recipe_lib.demo import prepare_demo_conversations
 
         data = prepare_demo_conversations(args.labels)
         print(f"SFT train: {data.sft_train}\nSFT eval:  {data.sft_eval}\nGRPO train: {data.grpo_train}")
@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"resumed from step {summary['resumed_from']}")
     print(f"{args.kind}: {summary['steps']} steps, {summary['trained_steps_now']} trained now")
     for key, value in summary.items():
-        if key not in ("steps", "trained_steps_now", "resumed_from") and value is not None:
+        if key not in ("kind", "steps", "trained_steps_now", "resumed_from") and value is not None:
             print(f"  {key}: {value}")
     return 0
 

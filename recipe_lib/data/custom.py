@@ -49,7 +49,6 @@ import dataclasses
 import difflib
 import os
 import re
-import shutil
 import string
 import time
 import urllib.parse
@@ -725,9 +724,7 @@ def load_split_info(out_dir: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the demo team's data (notebook 05) and where a notebook finds a team's data
-
-DEMO_HOST = "https://storage.example.com/renders/"
+# where a notebook finds a team's data
 
 
 @dataclasses.dataclass
@@ -740,99 +737,12 @@ class TeamData:
     planted: dict[int, str] = dataclasses.field(default_factory=dict)  # demo only: sheet row -> planted problem
 
 
-def make_demo_sheet(data_dir: Path, n: int = 60, seed: int = 0) -> TeamData:
-    """A labelled sheet as teams hand it over, built from the demo's synthetic clips.
-
-    ``data_dir`` receives ``videos/`` (``n`` clips, half plausible, half with a violation), ``prompts/<stem>.txt``
-    (the clip's caption) and ``labels.xlsx`` with the seed recipe's columns and *binary* labels (plausible -> 1,
-    violation -> 0). Links look like real storage URLs (``https://storage.example.com/renders/<name>.mp4``). Planted
-    problems, so the account of dropped rows has something to show: two links that match no file, one label outside
-    0/1 and one empty row (``TeamData.planted`` maps their sheet rows to the expected reason).
-    """
-    import datasets
-    import numpy as np
-    import pandas as pd
-
-    from recipe_lib.data.demo import ensure_demo_data
-
-    if n < 8:
-        raise ConfigError(f"the demo sheet needs at least 8 clips, got {n}")
-    ds = datasets.load_from_disk(str(ensure_demo_data().all_dir))
-    rng = np.random.default_rng(seed)
-    violation = list(ds["violation"])
-    plausible = [i for i, v in enumerate(violation) if v == "none"]
-    broken = [i for i, v in enumerate(violation) if v != "none"]
-    half = n // 2
-    if len(plausible) < half or len(broken) < n - half:
-        raise DataError(f"the demo clips hold too few plausible/violation clips for n={n}")
-    chosen = [int(i) for i in rng.choice(plausible, half, replace=False)]
-    chosen += [int(i) for i in rng.choice(broken, n - half, replace=False)]
-    chosen = [chosen[i] for i in rng.permutation(len(chosen))]
-    data_dir = Path(data_dir)
-    videos, prompts = data_dir / "videos", data_dir / "prompts"
-    for folder in (videos, prompts):
-        folder.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for i in chosen:
-        rec = ds[i]
-        src = Path(rec["video_url"])
-        shutil.copyfile(src, videos / src.name)
-        (prompts / f"{src.stem}.txt").write_text(str(rec["caption"]) + "\n", encoding="utf-8")
-        rows.append(
-            {
-                "output_link": DEMO_HOST + urllib.parse.quote(src.name),
-                "Action alignment": 1,
-                "Physical common sense": 1 if rec["violation"] == "none" else 0,
-                "Quality": 1,
-            }
-        )
-    planted: dict[int, str] = {}
-    # Data rows start on sheet row 2 (row 1 is the header).
-    rows[3]["Physical common sense"] = 2
-    planted[2 + 3] = "label_out_of_range"
-    rows.insert(
-        10,
-        {
-            "output_link": DEMO_HOST + "take_7_final.mp4",
-            "Action alignment": 1,
-            "Physical common sense": 1,
-            "Quality": 1,
-        },
-    )
-    planted[2 + 10] = "video_not_found"
-    rows.insert(20, {})
-    planted[2 + 20] = "empty_row"
-    rows.insert(
-        30,
-        {
-            "output_link": DEMO_HOST + "s9999_bounce_retake.mp4",
-            "Action alignment": 1,
-            "Physical common sense": 0,
-            "Quality": 1,
-        },
-    )
-    planted[2 + 30] = "video_not_found"
-    sheet = data_dir / "labels.xlsx"
-    tmp = data_dir / "labels.tmp.xlsx"
-    columns = ["output_link", "Action alignment", "Physical common sense", "Quality"]
-    pd.DataFrame(rows, columns=columns).to_excel(tmp, index=False, sheet_name="labels")
-    os.replace(tmp, sheet)
-    return TeamData(sheet, videos, prompts, planted)
-
-
-def find_team_data(profile: str, excel_path: str | Path | None, data_dir: str | Path | None) -> TeamData:
+def find_team_data(excel_path: str | Path, data_dir: str | Path | None) -> TeamData:
     """The sheet and folders notebook 05 works on.
 
-    ``excel_path`` None (demo): a demo sheet is made under ``data_dir`` (default ``build/05_custom_dataset/team``).
-    Otherwise ``data_dir`` is the team's folder: its ``videos/`` sub-folder (or the folder itself) holds the clips and
+    ``data_dir`` is the team's folder: its ``videos/`` sub-folder (or the folder itself) holds the clips and
     ``prompts/`` the optional prompt files; a relative ``excel_path`` is looked up in ``data_dir`` first.
     """
-    from recipe_lib.config import build_dir
-
-    if excel_path is None:
-        if profile != "demo":
-            raise ConfigError("set excel_path (and data_dir) to your label sheet and video folder for this profile")
-        return make_demo_sheet(Path(data_dir or build_dir() / "05_custom_dataset" / "team"))
     if data_dir is None:
         raise ConfigError("set data_dir to the folder that holds your videos (and prompts/)")
     data_dir = Path(data_dir).expanduser()

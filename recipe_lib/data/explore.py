@@ -18,7 +18,7 @@ def clips_table(source: str | Path | None = None, split: str | None = None):  # 
     from recipe_lib.data.tables import load_rows
 
     if source is None:
-        from recipe_lib.data.demo import ensure_demo_data
+        from recipe_lib.demo import ensure_demo_data
 
         source = ensure_demo_data().all_dir
     return pd.DataFrame(load_rows(source, split=split))

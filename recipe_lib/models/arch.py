@@ -154,7 +154,8 @@ def build_random_critic(
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from recipe_lib.models.loading import LoadedCritic, ensure_demo_critic, resolve_device, resolve_dtype
+    from recipe_lib.demo import ensure_demo_critic
+    from recipe_lib.models.loading import LoadedCritic, resolve_device, resolve_dtype
 
     folder = Path(tokenizer_from) if tokenizer_from is not None else ensure_demo_critic()
     if not (folder / "tokenizer_config.json").is_file():

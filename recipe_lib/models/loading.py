@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from recipe_lib.errors import RecipeError
-from recipe_lib.models.tiny import TinyCriticConfig, build_tiny_critic, is_tiny_critic
 
 DTYPES = {
     "float32": "float32",
@@ -96,7 +95,7 @@ def _local_folder(model: str) -> Path | None:
         return path.resolve()
     path_like = model.startswith(("/", ".", "~")) or "\\" in model or not _HUB_ID.match(model)
     if path_like:
-        from recipe_lib.config import demo_model_dir
+        from recipe_lib.demo import demo_model_dir
 
         hint = "check the path, or pass a hub id such as nvidia/Cosmos-Reason1-7B"
         if path.resolve() == demo_model_dir():
@@ -229,19 +228,3 @@ def load_critic(
         loaded = loaded.to(resolved_device)
     loaded.eval()
     return LoadedCritic(model=loaded, processor=processor, name=name, device=resolved_device, dtype=resolved_dtype)
-
-
-def ensure_demo_critic(path: str | os.PathLike[str] | None = None, cfg: TinyCriticConfig | None = None) -> Path:
-    """Return the demo critic folder, building it first when it is missing or incomplete.
-
-    ``path`` defaults to :func:`recipe_lib.config.demo_model_dir` (``build/models/tiny-critic``). A complete folder
-    is kept as it is, whatever config built it; use ``plausibility tiny-model --force`` to rebuild.
-    """
-    if path is None:
-        from recipe_lib.config import demo_model_dir
-
-        path = demo_model_dir()
-    folder = Path(path).expanduser().resolve()
-    if is_tiny_critic(folder):
-        return folder
-    return build_tiny_critic(folder, cfg)

@@ -414,7 +414,7 @@ def _kind_of(mapping: Mapping[str, Any], where: str) -> str:
     return str(kind)
 
 
-def training_config_from_mapping(mapping: Mapping[str, Any], kind: str | None = None, where: str = "config"):  # noqa: ANN201
+def training_config(mapping: Mapping[str, Any], kind: str | None = None, where: str = "config"):  # noqa: ANN201
     """A strict :class:`SFTConfig` / :class:`GRPOConfig` from a mapping (kind from ``train.train_policy.type``)."""
     kind = kind or _kind_of(mapping, where)
     return from_mapping(_class_for(kind), mapping, where)
@@ -422,7 +422,7 @@ def training_config_from_mapping(mapping: Mapping[str, Any], kind: str | None = 
 
 def load_training_config(path: str | Path, kind: str | None = None) -> SFTConfig | GRPOConfig:
     """Read a demo-style TOML strictly (unknown keys are errors)."""
-    return training_config_from_mapping(load_toml(path), kind, where=str(path))
+    return training_config(load_toml(path), kind, where=str(path))
 
 
 def load_sft_config(path: str | Path) -> SFTConfig:

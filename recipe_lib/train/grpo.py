@@ -1,6 +1,7 @@
 """GRPO (group relative policy optimisation) of a video critic in this process (CPU or one GPU).
 
-``train_grpo(GRPOConfig) -> GRPOResult``; the TOML keys are cosmos-rl's (``recipe_lib.train.config``).
+``train_grpo(GRPOConfig) -> TrainResult``: the :class:`GRPO` learning rule run by the shared loop
+(:func:`recipe_lib.train.loop.run_training`); the TOML keys are cosmos-rl's (``recipe_lib.train.config``).
 
 One step
 --------
@@ -26,7 +27,7 @@ One step
 Logged per step (``history.jsonl``, TensorBoard): mean / std reward, ``signal_fraction``, ``kl`` (of the policy that
 sampled the step), ``clip_fraction`` (share of completion tokens whose ratio was clipped), completion length, the
 share of completions with a parsable score (``parsed_fraction``) and their mean reward (``reward_parsed``), loss,
-gradient norm, learning rate. Checkpoints and resumption as in :mod:`recipe_lib.train.sft`; the reference model
+gradient norm, learning rate. Checkpoints and resumption are the loop's; the reference model
 is always the starting model (``policy.model_name_or_path``), also after a resume.
 
 See :mod:`recipe_lib.train.sft` for why this is a plain torch loop rather than TRL.
@@ -35,50 +36,16 @@ See :mod:`recipe_lib.train.sft` for why this is a plain torch loop rather than T
 from __future__ import annotations
 
 import copy
-import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recipe_lib.config import to_dict
 from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.rewards import combined_reward
-from recipe_lib.train.batching import (
-    ClipCache,
-    Encoder,
-    Sample,
-    load_samples,
-    samples_digest,
-    to_device,
-    token_logprobs,
-)
-from recipe_lib.train.common import (
-    Logger,
-    RunFolder,
-    Timer,
-    build_optimizer,
-    build_scheduler,
-    eval_mode,
-    load_train_model,
-    local_extras,
-    progress_enabled,
-    resolve_model,
-    resolve_path,
-    restore_trainer_state,
-    rng_state,
-    run_settings,
-    save_checkpoint,
-    seed_everything,
-)
+from recipe_lib.train.batching import Encoder, Sample, to_device, token_logprobs
 from recipe_lib.train.config import GRPOConfig
-from recipe_lib.train.sft import (
-    DEFAULT_CLIP_CACHE_BYTES,
-    balanced_batches,
-    batch_for_step,
-    evaluate_samples,
-    steps_per_epoch,
-)
+from recipe_lib.train.loop import TrainContext, TrainResult, run_training
+from recipe_lib.train.model import eval_mode, freeze, load_frozen
 
 ADV_EPS = 1e-6
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -175,18 +142,6 @@ def grpo_loss(
 # rollouts
 
 
-@dataclasses.dataclass
-class Rollouts:
-    """The completions of one step: ``n`` per prompt, grouped prompt by prompt."""
-
-    samples: list[Sample]
-    clips: list[Any]
-    completions: list[list[int]]  # token ids, ending with the end-of-turn token when the model stopped
-    texts: list[str]
-    rewards: Any  # (P, n) tensor
-    parsed: list[bool]
-
-
 def sample_completions(
     model: Any,
     encoder: Encoder,
@@ -256,70 +211,6 @@ def repeat_prompts(encoder: Encoder, samples: list[Sample], clips: list[Any], n:
 # training
 
 
-@dataclasses.dataclass
-class GRPOResult:
-    run_dir: Path
-    final_dir: Path
-    steps: int
-    total_steps: int
-    checkpoints: list[tuple[int, Path]]
-    history: list[dict[str, Any]]
-    evals: list[dict[str, Any]]
-    skipped: list[dict[str, Any]]
-    resumed_from: int | None
-    trained_steps_now: int
-    seconds: float
-
-    def curve(self, key: str) -> list[float]:
-        return [h[key] for h in self.history if h.get(key) is not None]
-
-    def window_mean(self, key: str, part: str, fraction: float = 0.1) -> float | None:
-        """Mean of ``key`` over the first or last ``fraction`` of the logged steps (at least one step)."""
-        values = self.curve(key)
-        if not values:
-            return None
-        k = max(1, int(round(len(values) * fraction)))
-        chunk = values[:k] if part == "first" else values[-k:]
-        return float(np.mean(chunk))
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "final_dir": str(self.final_dir),
-            "steps": self.steps,
-            "resumed_from": self.resumed_from,
-            "trained_steps_now": self.trained_steps_now,
-            "reward_first": self.window_mean("reward_mean", "first"),
-            "reward_last": self.window_mean("reward_mean", "last"),
-            "signal_fraction": float(np.mean(self.curve("signal_fraction"))) if self.history else None,
-            "parsed_first": self.window_mean("parsed_fraction", "first"),
-            "parsed_last": self.window_mean("parsed_fraction", "last"),
-            "reward_parsed_first": self.window_mean("reward_parsed", "first"),
-            "reward_parsed_last": self.window_mean("reward_parsed", "last"),
-            "kl_last": self.window_mean("kl", "last"),
-            "clip_fraction": float(np.mean(self.curve("clip_fraction"))) if self.history else None,
-            "skipped": len(self.skipped),
-            "seconds": round(self.seconds, 2),
-        }
-
-
-def _result(run: RunFolder, total: int, resumed: int | None, now: int, timer: Timer) -> GRPOResult:
-    history = run.read_jsonl("history.jsonl")
-    return GRPOResult(
-        run_dir=run.root,
-        final_dir=run.final,
-        steps=history[-1]["step"] if history else 0,
-        total_steps=total,
-        checkpoints=run.step_checkpoints(),
-        history=history,
-        evals=run.read_jsonl("eval.jsonl"),
-        skipped=run.read_jsonl("skipped.jsonl"),
-        resumed_from=resumed,
-        trained_steps_now=now,
-        seconds=timer(),
-    )
-
-
 def prompts_per_step(cfg: GRPOConfig) -> int:
     n = cfg.rollout.n_generation
     batch = cfg.train.train_batch_per_replica
@@ -331,152 +222,82 @@ def prompts_per_step(cfg: GRPOConfig) -> int:
     return batch // n
 
 
-def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = False) -> GRPOResult:
-    """Run (or resume, or return the finished) GRPO run described by ``cfg``; see the module docstring.
+class GRPO:
+    """Group relative policy optimisation (see the module docstring for one step)."""
 
-    ``restart`` as in :func:`recipe_lib.train.sft.train_sft`.
-    """
-    import torch
-    from tqdm.auto import tqdm
+    kind = "grpo"
+    require_answer = False
+    require_labels = True
+    progress_key = "reward_mean"
 
-    timer = Timer()
-    progress = progress_enabled(progress)
-    if not cfg.custom.dataset.path:
-        raise DataError("custom.dataset.path is empty", hint="point it at a conversation dataset (kind 'grpo')")
-    per_step = prompts_per_step(cfg)
-    column = getattr(cfg.train.train_policy, "conversation_column_name", "conversations")
-    overrides = cfg.custom.vision.overrides()
-    samples, skipped = load_samples(resolve_path(cfg.custom.dataset.path), False, column, overrides)
-    missing_label = [s.index for s in samples if s.reference is None]
-    if missing_label:
-        raise DataError(
-            f"{len(missing_label)} GRPO sample(s) have no label (first: row {missing_label[0]})",
-            hint="the dataset needs a 'reference' (or 'pc') column with scores 1-5",
-        )
-    eval_samples: list[Sample] = []
-    if cfg.validation.enable:
-        if cfg.custom.eval_dataset is None or not cfg.custom.eval_dataset.path:
-            raise DataError("validation.enable is true but there is no [custom.eval_dataset] path")
-        eval_samples, eval_skipped = load_samples(resolve_path(cfg.custom.eval_dataset.path), False, column, overrides)
-        skipped += [{**s, "split": "eval"} for s in eval_skipped]
-    run = RunFolder(resolve_path(cfg.train.output_dir))
-    digests = {"train": samples_digest(samples)}
-    if eval_samples:
-        digests["eval"] = samples_digest(eval_samples)
-    run.claim(run_settings(cfg, digests), restart=restart)
-    policy = cfg.train.train_policy
-    total = cfg.train.epoch * steps_per_epoch(len(samples), per_step)
-    if cfg.local.max_steps is not None:
-        total = min(total, cfg.local.max_steps)
-    if run.finished(total):
-        return _result(run, total, None, 0, timer)
+    def __init__(self) -> None:
+        self.reference: Any = None
 
-    seed = cfg.train.seed if cfg.train.seed is not None else 0
-    seed_everything(seed)
-    latest = run.latest()
-    resume_from = latest[1] if latest is not None else None
-    tm = load_train_model(
-        cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing, resume_from
-    )
-    reference = None
-    if policy.kl_beta > 0 and not tm.lora:
-        # The reference is the starting model, also when the policy resumes from a later checkpoint.
-        if resume_from is None:
-            reference = copy.deepcopy(tm.model)
-        else:
-            from recipe_lib.models.loading import load_critic
+    def samples_per_step(self, cfg: GRPOConfig) -> int:
+        return prompts_per_step(cfg)
 
-            start_model = resolve_model(cfg.policy.model_name_or_path)
-            reference = load_critic(start_model, device=cfg.local.device, dtype=cfg.local.dtype).model
-        reference.eval()
-        for p in reference.parameters():
-            p.requires_grad_(False)
-    encoder = Encoder(tm.processor)
-    optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
-    scheduler = build_scheduler(optimizer, total * policy.mu_iterations, cfg.train)
-    start = restore_trainer_state(resume_from, optimizer, scheduler, run)
-    logger = Logger(run, cfg.local.tensorboard_dir, start)
-    cache = ClipCache(DEFAULT_CLIP_CACHE_BYTES, workers=max(2, cfg.local.num_workers))
-    skipped += cache.warm(samples + eval_samples, progress=progress)
-    run.write_skipped(skipped)
-    bad = {s["index"] for s in skipped if s.get("split") != "eval" and "video" in s}
-    if bad:
-        samples = [s for s in samples if s.index not in bad]
-        if not samples:
-            raise DataError("no GRPO sample has a readable clip", hint="see skipped.jsonl in the run folder")
-    dtype = tm.base().dtype
-    params = tm.trainable_parameters()
-    n = cfg.rollout.n_generation
-    mini = policy.mini_batch
-    temperature = policy.temperature
-    ckpt = cfg.train.ckpt
-    plan = None
-    if local_extras(cfg)["batch_order"] == "balanced":
-        plan = balanced_batches([s.reference for s in samples], total, min(per_step, len(samples)), seed)
+    def optimizer_steps_per_step(self, cfg: GRPOConfig) -> int:
+        return cfg.train.train_policy.mu_iterations
 
-    def ref_logprobs(inputs: dict[str, Any], targets: Any) -> Any:
+    def eval_batch_size(self, cfg: GRPOConfig) -> int:
+        return cfg.validation.batch_size or 8
+
+    def setup(self, ctx: TrainContext, resumed: bool) -> None:
+        """The frozen reference policy for the KL term: the starting model, also after a resume (under LoRA the
+        base model with its adapters switched off serves instead)."""
+        cfg = ctx.cfg
+        self.reference = None
+        if cfg.train.train_policy.kl_beta > 0 and not ctx.tm.lora:
+            if resumed:
+                self.reference = load_frozen(cfg.policy.model_name_or_path, cfg.local)
+            else:
+                self.reference = freeze(copy.deepcopy(ctx.tm.model))
+
+    def _ref_logprobs(self, ctx: TrainContext, inputs: dict[str, Any], targets: Any) -> Any:
+        import torch
+
+        policy = ctx.cfg.train.train_policy
         if policy.kl_beta <= 0:
             return None
         with torch.no_grad():
-            if tm.lora:
-                with tm.model.disable_adapter():
-                    return _scaled_logprobs(tm.model, inputs, targets, temperature)
-            return _scaled_logprobs(reference, inputs, targets, temperature)
+            if ctx.tm.lora:
+                with ctx.tm.model.disable_adapter():
+                    return token_logprobs(ctx.tm.model, inputs, targets, temperature=policy.temperature)
+            return token_logprobs(self.reference, inputs, targets, temperature=policy.temperature)
 
-    def state_dict(step: int) -> dict[str, Any]:
-        return {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "step": step,
-            "kind": "grpo",
-        }
+    def step(self, ctx: TrainContext, samples: list[Sample], clips: list[Any]) -> dict[str, Any]:
+        import torch
 
-    def run_eval(step: int) -> None:
-        if eval_samples:
-            result = evaluate_samples(tm, encoder, eval_samples, cache, cfg.validation.batch_size or 8, step)
-            logger.log(step, result.metrics, file="eval.jsonl", prefix="eval")
-
-    bar = tqdm(total=total, initial=start, desc="grpo", unit="step", disable=not progress)
-    for step in range(start, total):
-        step_timer = Timer()
-        indices = (
-            plan[step]
-            if plan is not None
-            else batch_for_step(step, len(samples), per_step, policy.dataloader_seed, policy.dataloader_shuffle)
-        )
-        kept, clips, bad_now = cache.fetch([samples[i] for i in indices])
-        if bad_now:
-            skipped += bad_now
-            run.write_skipped(skipped)
-        if not kept:
-            continue
+        cfg, tm = ctx.cfg, ctx.tm
+        policy = cfg.train.train_policy
+        n = cfg.rollout.n_generation
+        mini = policy.mini_batch
+        temperature = policy.temperature
         completions = sample_completions(
-            tm.model, encoder, kept, clips, n, temperature, cfg.rollout.max_response_length, tm.device, dtype
+            tm.model, ctx.encoder, samples, clips, n, temperature, cfg.rollout.max_response_length, tm.device, ctx.dtype
         )
-        rewards, texts, parsed = score_completions(encoder, kept, completions, n, cfg.custom.reward)
+        rewards, texts, parsed = score_completions(ctx.encoder, samples, completions, n, cfg.custom.reward)
         advantages, signal = group_advantages(rewards)
         flat_adv = advantages.reshape(-1)
-        prompt_inputs = repeat_prompts(encoder, kept, clips, n)
-        inputs, targets, mask = encoder.append(prompt_inputs, completions)
+        prompt_inputs = repeat_prompts(ctx.encoder, samples, clips, n)
+        inputs, targets, mask = ctx.encoder.append(prompt_inputs, completions)
         n_tokens = max(int(mask.sum()), 1)
         # Split into micro-batches once; old and reference log-probabilities come from the policy before updating.
         chunks = []
         for j in range(0, targets.shape[0], mini):
-            sub_inputs = _slice_inputs(inputs, j, j + mini, kept, n)
+            sub_inputs = _slice_inputs(inputs, j, j + mini, samples, n)
             sub_targets, sub_mask = _trim(targets[j : j + mini], mask[j : j + mini])
             sub_inputs = _trim_inputs(sub_inputs)
-            dev_inputs = to_device(sub_inputs, tm.device, dtype)
+            dev_inputs = to_device(sub_inputs, tm.device, ctx.dtype)
             with torch.no_grad(), eval_mode(tm.model):
-                old = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
-            ref = ref_logprobs(dev_inputs, sub_targets)
+                old = token_logprobs(tm.model, dev_inputs, sub_targets, temperature=temperature)
+            ref = self._ref_logprobs(ctx, dev_inputs, sub_targets)
             chunks.append((dev_inputs, sub_targets, sub_mask, old, ref, flat_adv[j : j + mini]))
         stats = {"kl_sum": 0.0, "kl_tokens": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
         grad_norm = 0.0
-        lr = scheduler.get_last_lr()[0]
         for iteration in range(policy.mu_iterations):
             for dev_inputs, sub_targets, sub_mask, old, ref, adv in chunks:
-                logp = _scaled_logprobs(tm.model, dev_inputs, sub_targets, temperature)
+                logp = token_logprobs(tm.model, dev_inputs, sub_targets, temperature=temperature)
                 loss, s = grpo_loss(
                     logp,
                     old,
@@ -495,14 +316,12 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
                 if iteration == 0:  # KL of the policy that sampled this step's completions
                     stats["kl_sum"] += s["kl_sum"]
                     stats["kl_tokens"] += s["tokens"]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.train.optm_grad_norm_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-        done = step + 1
-        lengths = [len(c) for c in completions]
-        labels = [s.reference for s in kept]
-        scalars = {
+            grad_norm = ctx.optimizer_step()
+        if ctx.step == ctx.start:
+            ctx.run.append(
+                "samples.jsonl", {"step": ctx.step + 1, "texts": texts[: 2 * n], "rewards": rewards[:2].tolist()}
+            )
+        return {
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             "signal_fraction": float(signal.float().mean()),
@@ -510,37 +329,18 @@ def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = Fal
             "clip_fraction": stats["clipped"] / max(stats["tokens"], 1.0),
             "loss": stats["loss"] / policy.mu_iterations,
             "grad_norm": grad_norm,
-            "lr": lr,
-            "completion_length": float(np.mean(lengths)),
+            "completion_length": float(np.mean([len(c) for c in completions])),
             "parsed_fraction": float(np.mean(parsed)),
             "reward_parsed": float(rewards.view(-1)[torch.tensor(parsed)].mean()) if any(parsed) else None,
-            "prompts": len(kept),
-            "label_mean": float(np.mean(labels)),
-            "seconds": step_timer(),
+            "prompts": len(samples),
+            "label_mean": float(np.mean([s.reference for s in samples])),
         }
-        if done % cfg.local.log_every == 0 or done == total:
-            logger.log(done, scalars)
-        if step == start:
-            run.append("samples.jsonl", {"step": done, "texts": texts[: 2 * n], "rewards": rewards[:2].tolist()})
-        bar.update(1)
-        bar.set_postfix(reward=f"{scalars['reward_mean']:.3f}")
-        if eval_samples and done % cfg.validation.freq == 0 and done != total:
-            run_eval(done)
-        if ckpt.enable_checkpoint and done % ckpt.save_freq == 0 and done != total:
-            save_checkpoint(
-                run, tm, f"step_{done:06d}", state_dict(done), {"step": done, "kind": "grpo"}, ckpt.max_keep
-            )
-    bar.close()
-    run_eval(total)
-    if ckpt.enable_checkpoint and total % ckpt.save_freq == 0:
-        save_checkpoint(run, tm, f"step_{total:06d}", state_dict(total), {"step": total, "kind": "grpo"}, ckpt.max_keep)
-    save_checkpoint(run, tm, "final", state_dict(total), {"step": total, "kind": "grpo", "config": to_dict(cfg)})
-    logger.close()
-    return _result(run, total, start or None, total - start, timer)
 
 
-def _scaled_logprobs(model: Any, inputs: dict[str, Any], targets: Any, temperature: float) -> Any:
-    return token_logprobs(model, inputs, targets, temperature=temperature)
+def train_grpo(cfg: GRPOConfig, progress: bool = True, restart: bool | str = False) -> TrainResult:
+    """Run (or resume, or return the finished) GRPO run described by ``cfg``; ``restart`` as in
+    :func:`recipe_lib.train.loop.run_training`."""
+    return run_training(cfg, GRPO(), progress=progress, restart=restart)
 
 
 def _slice_inputs(inputs: dict[str, Any], lo: int, hi: int, samples: list[Sample], n: int) -> dict[str, Any]:

@@ -20,9 +20,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.config import VideoSettings, get_profile, to_dict
+from recipe_lib.config import VideoSettings, resolve_model, to_dict
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.train.common import CHECKPOINTS, FINAL, STATE_JSON, RunFolder, progress_enabled, resolve_model
+from recipe_lib.profiles import get_profile
+from recipe_lib.train.logger import progress_enabled
+from recipe_lib.train.run_folder import CHECKPOINTS, FINAL, STATE_JSON, RunFolder
 
 # (label, metric, value): the recipe's published key points for Cosmos-Reason1-7B on VideoPhy-2.
 PUBLISHED: tuple[tuple[str, str, float], ...] = (
@@ -83,6 +85,10 @@ class SweepResult:
             if p.name == name:
                 return p
         raise RecipeError(f"no checkpoint '{name}' in the sweep of {self.run_dir}")
+
+    def majority_accuracy(self) -> float | None:
+        """The majority-class baseline on the swept eval split."""
+        return self.points[0].metrics.get("majority_accuracy") if self.points else None
 
     def best(self, metric: str = "accuracy") -> SweepPoint:
         scored = [p for p in self.points if p.metrics.get(metric) is not None]

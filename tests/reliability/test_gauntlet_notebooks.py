@@ -15,7 +15,7 @@ from conftest import run_cli
 def notebook_build(tiny_critic, tmp_path_factory):  # noqa: ANN201
     """A build folder of its own whose data/ and models/ are the session's demo clips and critic (read only)."""
     from recipe_lib.config import build_dir
-    from recipe_lib.data.demo import ensure_demo_data
+    from recipe_lib.demo import ensure_demo_data
 
     demo = ensure_demo_data()
     root = tmp_path_factory.mktemp("notebook_build")

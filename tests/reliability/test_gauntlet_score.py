@@ -276,7 +276,7 @@ def test_report_keeps_the_score_of_a_clip_listed_twice(gauntlet_run):
 
 MEMORY_SCRIPT = """
 import json, sys
-from recipe_lib.config import get_profile
+from recipe_lib.profiles import get_profile
 from recipe_lib.errors import VideoError
 from recipe_lib.video import load_for_model
 

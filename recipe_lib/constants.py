@@ -1,0 +1,16 @@
+"""Facts every stage shares, defined once: the score scale, the good-vs-bad threshold, the label column and the
+full-scale critic."""
+
+from __future__ import annotations
+
+SCORE_MIN = 1
+SCORE_MAX = 5
+SCORE_VALUES = tuple(range(SCORE_MIN, SCORE_MAX + 1))  # the critic answers one of these digits
+
+# A clip (or a label) at or above this is "good" (physically plausible): the keep/reject cut of filtering, the positive
+# class of precision/recall, and what binary labels map to 5.
+DEFAULT_THRESHOLD = 4.0
+
+LABEL_COLUMN = "pc"  # VideoPhy-2's physical-commonsense score, 1-5
+VIDEO_COLUMN = "video_url"
+FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
