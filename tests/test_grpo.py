@@ -172,9 +172,8 @@ def _conversations(dataset_dir: Path, out: Path, kind: str) -> Path:
 
     from recipe_lib.data.conversations import save_conversations, to_conversations
     from recipe_lib.data.splits import balance_labels
-    from recipe_lib.demo import binary_labels
+    from recipe_lib.demo import DEMO_PROMPT, binary_labels
     from recipe_lib.profiles import get_profile
-    from recipe_lib.train.stages import DEMO_PROMPT
 
     ds = binary_labels(datasets.load_from_disk(str(dataset_dir)))
     if kind == "grpo":

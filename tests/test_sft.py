@@ -22,7 +22,7 @@ COMPACT = "video_reward_compact"
 
 
 def _prompt() -> str:
-    from recipe_lib.train.stages import DEMO_PROMPT
+    from recipe_lib.demo import DEMO_PROMPT
 
     return DEMO_PROMPT
 

@@ -18,11 +18,10 @@ def short_run(tiny_critic, synth_clips, tmp_path_factory) -> tuple[Path, Path]:
 
     from recipe_lib.config import apply_overrides, load_toml
     from recipe_lib.data.conversations import save_conversations, to_conversations
-    from recipe_lib.demo import binary_labels
+    from recipe_lib.demo import DEMO_PROMPT, binary_labels
     from recipe_lib.profiles import get_profile
     from recipe_lib.train.config import training_config
     from recipe_lib.train.sft import train_sft
-    from recipe_lib.train.stages import DEMO_PROMPT
 
     tmp = tmp_path_factory.mktemp("sweep")
     ds = binary_labels(datasets.load_from_disk(str(synth_clips.dataset_dir)))
@@ -46,7 +45,7 @@ def short_run(tiny_critic, synth_clips, tmp_path_factory) -> tuple[Path, Path]:
 def test_sweep_scores_every_checkpoint_and_caches(short_run):
     from matplotlib.figure import Figure
 
-    from recipe_lib.train.stages import DEMO_PROMPT
+    from recipe_lib.demo import DEMO_PROMPT
     from recipe_lib.train.sweep import PUBLISHED, SweepConfig, plot_sweep, run_checkpoints, sweep_checkpoints
 
     run_dir, data = short_run

@@ -7,9 +7,10 @@ file drives this loop for a rehearsal and cosmos-rl for the multi-GPU run.
 What one optimizer step does: take ``train.train_batch_per_replica`` samples — a seeded per-epoch permutation, or
 with ``[local] batch_order = "balanced"`` batches that hold every label in equal shares
 (:func:`recipe_lib.train.data_order.balanced_batches`) — run them in micro-batches of ``train.train_policy.mini_batch``
-(gradient accumulation), with the cross-entropy on the assistant answer tokens only (``<answer>\\nN\\n</answer><|im_end|>``; see :mod:`recipe_lib.train.batching`)
-averaged over all answer tokens of the step, clip the gradient norm to ``optm_grad_norm_clip``, and step AdamW with
-cosmos-rl's warm-up / decay schedule (:func:`recipe_lib.train.optim.lr_factor`).
+(gradient accumulation), with the cross-entropy on the assistant answer tokens only
+(``<answer>\\nN\\n</answer><|im_end|>``; see :mod:`recipe_lib.train.batching`) averaged over all answer tokens of the
+step, clip the gradient norm to ``optm_grad_norm_clip``, and step AdamW with cosmos-rl's warm-up / decay schedule
+(:func:`recipe_lib.train.optim.lr_factor`).
 
 Evaluation (:mod:`recipe_lib.train.held_out`), checkpoints and resuming are the loop's
 (:mod:`recipe_lib.train.loop`), shared with GRPO.
