@@ -1,0 +1,65 @@
+"""Which speed-ups a scorer uses (:class:`Speedups`), and the Qwen2.5-VL model under a wrapper.
+
+Part of :mod:`recipe_lib.inference.accel` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from recipe_lib.errors import RecipeError
+
+DECODE_ATTENTION = "recipe_gqa_decode"
+_CHECK_EVERY = 64  # decode steps between checks whether every sequence has finished
+
+
+@dataclasses.dataclass
+class Speedups:
+    """Which speed-ups a scorer uses.
+
+    ``batched_vision_attention``  one attention call per group of equal-length windows in the vision tower (with the
+                 rotary embedding of queries and keys in one pass).
+    ``padded_vision_mlp``  run the vision MLP with its hidden size padded by zeros to a multiple of 128 (3420 ->
+                 3456 for the 7B), with gate and up projections in one matrix product.
+    ``reuse_prefix``  compute the keys and values of the prompt text before the video once and reuse them for every
+                 batch whose rows share it (unpadded batches).
+    ``decoder``  ``hf`` (transformers' ``generate``), ``static`` (preallocated cache, device-side sampling) or
+                 ``graph`` (``static`` with each decode step replayed as a CUDA graph; CUDA only).
+    ``pin_memory``  stage the batch in page-locked memory and copy it to the GPU without blocking.
+    """
+
+    batched_vision_attention: bool = True
+    decoder: str = "hf"
+    pin_memory: bool = False
+    padded_vision_mlp: bool = False
+    reuse_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.decoder not in ("hf", "static", "graph"):
+            raise RecipeError(f"unknown decoder '{self.decoder}'", hint="use 'hf', 'static' or 'graph'")
+
+    @classmethod
+    def none(cls) -> Speedups:
+        """The stock transformers path."""
+        return cls(batched_vision_attention=False, decoder="hf", pin_memory=False)
+
+    @classmethod
+    def all(cls, decoder: str = "graph") -> Speedups:
+        return cls(True, decoder, pin_memory=True, padded_vision_mlp=True, reuse_prefix=True)
+
+    @classmethod
+    def for_device(cls, device: str) -> Speedups:
+        """Everything that pays on ``device``: on CUDA all of it; on CPU the batched vision attention only."""
+        if str(device).startswith("cuda"):
+            return cls.all("graph")
+        return cls(batched_vision_attention=True, decoder="hf")
+
+
+def qwen_core(model: Any) -> Any:
+    """The ``Qwen2_5_VLForConditionalGeneration`` inside ``model`` (itself, or the base model under a PEFT wrapper,
+    whose layers carry the adapters), or None for any other model; the decoder and prefix reuse need its parts."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base if isinstance(base, Qwen2_5_VLForConditionalGeneration) else None

@@ -1,0 +1,80 @@
+"""Padded vision MLP: the 7B vision MLP's hidden size padded to a multiple of 128 so fast GEMM kernels run.
+
+Part of :mod:`recipe_lib.inference.accel` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Any
+
+from recipe_lib.inference.accel.vision_attention import _vision_modules
+
+
+def _padded_mlp_forward(self: Any, hidden_state: Any) -> Any:
+    """The vision MLP, act(gate(x)) * up(x) then down, with the hidden size padded by zeros to ``_recipe_pad_to``:
+    padded gate/up rows give act(0) * 0 = 0 and padded down columns are zero, so the function is unchanged, while the
+    matrix shapes become multiples that Hopper's fast GEMM kernels accept (3420 is not a multiple of 8). Gate and up
+    run as one product. Padded weights are built per call from the live parameters (no stale copies)."""
+    import torch.nn.functional as F
+
+    n, p = self.gate_proj.out_features, self._recipe_pad_to
+    gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+    weight = gate.weight.new_zeros(2 * p, gate.in_features)
+    weight[:n].copy_(gate.weight)
+    weight[p : p + n].copy_(up.weight)
+    bias = None
+    if gate.bias is not None:
+        bias = gate.bias.new_zeros(2 * p)
+        bias[:n].copy_(gate.bias)
+        bias[p : p + n].copy_(up.bias)
+    g, u = F.linear(hidden_state, weight, bias).split(p, dim=-1)
+    down_weight = down.weight.new_zeros(down.out_features, p)
+    down_weight[:, :n].copy_(down.weight)
+    return F.linear(self.act_fn(g) * u, down_weight, down.bias)
+
+
+def _vision_mlps(model: Any) -> list[Any]:
+    qmod = _vision_modules()
+    return [m.mlp for m in model.modules() if isinstance(m, qmod.Qwen2_5_VLVisionBlock)]
+
+
+def enable_padded_vision_mlp(model: Any, multiple: int = 128) -> int:
+    """Patch the vision MLPs whose hidden size is not a multiple of ``multiple``; returns how many were patched."""
+    patched = 0
+    for mlp in _vision_mlps(model):
+        n = mlp.gate_proj.out_features
+        if n % multiple:
+            mlp._recipe_pad_to = -(-n // multiple) * multiple
+            mlp.forward = types.MethodType(_padded_mlp_forward, mlp)
+            patched += 1
+    return patched
+
+
+def disable_padded_vision_mlp(model: Any) -> int:
+    restored = 0
+    for mlp in _vision_mlps(model):
+        if "forward" in mlp.__dict__:
+            del mlp.forward
+            del mlp._recipe_pad_to
+            restored += 1
+    return restored
+
+
+@contextlib.contextmanager
+def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> Any:
+    """Run a block with the padded vision MLP on (or off), then put the model back as it was."""
+    before = any("forward" in m.__dict__ for m in _vision_mlps(model))
+    if enabled and not before:
+        enable_padded_vision_mlp(model, multiple)
+    elif not enabled and before:
+        disable_padded_vision_mlp(model)
+    try:
+        yield model
+    finally:
+        now = any("forward" in m.__dict__ for m in _vision_mlps(model))
+        if before and not now:
+            enable_padded_vision_mlp(model, multiple)
+        elif now and not before:
+            disable_padded_vision_mlp(model)
