@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
+from recipe_lib.io import atomic_write_text
 
 DECISIONS = ("keep", "reject", "unparsed", "skipped")
 MANIFEST_COLUMNS = ["video", "decision", "value", "value_source", "score", "expected_score", "threshold", "reason"]
@@ -101,16 +102,8 @@ def prediction_records(
     return records
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def _atomic_csv(frame: Any, path: Path) -> Path:
-    return _atomic_text(path, frame.to_csv(index=False))
+    return atomic_write_text(path, frame.to_csv(index=False))
 
 
 @dataclasses.dataclass
@@ -152,7 +145,7 @@ def write_filter_outputs(
     counts = {d: sum(1 for r in records if r["decision"] == d) for d in DECISIONS}
     return FilterResult(
         predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
-        predictions_jsonl=_atomic_text(out / "predictions.jsonl", jsonl),
+        predictions_jsonl=atomic_write_text(out / "predictions.jsonl", jsonl),
         manifest_csv=_atomic_csv(frame[MANIFEST_COLUMNS], out / "manifest.csv"),
         threshold=float(threshold),
         counts=counts,

@@ -49,11 +49,11 @@ def json_default(value: Any) -> Any:
 
 
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=indent, default=json_default, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=json_default) + "\n")
 
 
 def jsonl_text(rows: Iterable[Any]) -> str:
-    return "".join(json.dumps(r, default=json_default, ensure_ascii=False) + "\n" for r in rows)
+    return "".join(json.dumps(r, default=json_default) + "\n" for r in rows)
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:

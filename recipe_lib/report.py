@@ -21,7 +21,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from jinja2 import Environment
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.filtering import DECISIONS, decide
+from recipe_lib.io import atomic_write_json, atomic_write_text
 from recipe_lib.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
 
 SUMMARY_METRICS = ("accuracy", "within1", "mae", "pearson", "spearman", "kendall", "qwk", "precision", "recall")
@@ -514,23 +514,8 @@ def write_report(
         thumb_errors=thumb_errors,
         json_name=cfg.json_name,
     )
-    out = Path(cfg.out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    out = atomic_write_text(cfg.out_path, html)
     if extra:
         data = {**data, **extra}
-    json_path = out.with_name(cfg.json_name)
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
-    tmp.replace(json_path)
+    json_path = atomic_write_json(out.with_name(cfg.json_name), data, indent=1)
     return ReportResult(html=out, json=json_path, data=data)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)

@@ -83,11 +83,7 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
 
     load_prompt(args.prompt)  # a bad prompt file is reported before any model is built or loaded
     profile = get_profile(args.profile)
-    model = args.model or profile.model
-    if args.profile == "demo" and not args.model:
-        from recipe_lib.demo import ensure_demo_critic
-
-        ensure_demo_critic(Path(model))
+    model = profile.critic(args.model)
     return ScoreConfig(
         inputs=list(args.videos),
         out_dir=args.out,
@@ -111,61 +107,24 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
 
 
 def print_summary(result: ScoreResult) -> None:
-    s = result.summary()
-    print(
-        f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
-        f"{s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
-    )
-    for skip in result.skipped:
-        print(f"  skipped {skip['video']}: {skip['reason']}")
+    from recipe_lib.score_stage import scoring_lines
+
+    print("\n".join(scoring_lines(result)))
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipe_lib.filtering import write_filter_outputs
-    from recipe_lib.inference.scoring import score_videos
-    from recipe_lib.metrics import labelled_rows, suite_from_rows
-    from recipe_lib.report import CriticScores, ReportConfig, write_report
+    from recipe_lib.score_stage import ScoreStageConfig, run_score_stage
 
-    cfg = score_config(args)
-    result = score_videos(cfg)
-    print_summary(result)
-    filtered = write_filter_outputs(result.rows, result.skipped, args.out, args.threshold, args.label_column)
-    c = filtered.counts
-    print(
-        f"at threshold {args.threshold:g}: keep {c['keep']}, reject {c['reject']}, "
-        f"unparsed {c['unparsed']}, skipped {c['skipped']}"
+    stage = ScoreStageConfig(
+        score=score_config(args),
+        threshold=args.threshold,
+        report=args.report,
+        report_title=args.report_title,
+        label_column=args.label_column,
     )
-    suite = None
-    if labelled_rows(result.rows, args.label_column):
-        suite = suite_from_rows(result.rows, args.label_column, threshold=args.threshold)
-        m = suite.values
-        print(
-            f"against labels: n={suite.n} coverage={suite.coverage:.2f} accuracy={m['accuracy']:.3f} "
-            f"within1={m['within1']:.3f} pearson={m['pearson']:.3f} spearman={m['spearman']:.3f}"
-        )
-    print(f"results: {filtered.predictions_csv}, {filtered.predictions_jsonl}, manifest: {filtered.manifest_csv}")
-    if args.report:
-        report = write_report(
-            [
-                CriticScores(
-                    name=Path(cfg.model).name or cfg.model,
-                    model=cfg.model,
-                    rows=result.rows,
-                    skipped=result.skipped,
-                    metrics=suite,
-                )
-            ],
-            ReportConfig(
-                out_path=args.out / "report.html",
-                title=args.report_title or f"Plausibility scores: {len(result.rows) + len(result.skipped)} clips",
-                subtitle=f"critic {cfg.model}, prompt {cfg.prompt}, mode {cfg.mode}",
-                threshold=args.threshold,
-                label_key=args.label_column,
-                workers=cfg.workers,
-            ),
-        )
-        print(f"report: {report.html}")
-    if not result.rows:
+    result = run_score_stage(stage)
+    print("\n".join(result.summary_lines()))
+    if not result.ok:
         print("error: nothing was scored; see the skipped clips above", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from recipe_lib.io import atomic_write_text
+
 
 @dataclasses.dataclass
 class DroppedRow:
@@ -68,11 +70,7 @@ def describe_dropped(dropped: list[DroppedRow], limit: int = 20) -> list[str]:
 
 def write_json(path: Path, payload: Any) -> Path:
     """Write JSON atomically (temp file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
 
 
 def replace_dir(out_dir: Path, build: Any, marker: str) -> Path:

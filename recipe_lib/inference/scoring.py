@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
 from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.store import ResultStore, result_key
+from recipe_lib.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos
 
@@ -183,26 +183,11 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file and move it into place: a killed run or a full disk never leaves a partial file
-    under the final name (a failed temp file is removed)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename:
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-
-
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     out = Path(cfg.out_dir)
-    _write_atomic(out / "scores.csv", result.frame().to_csv(index=False))
-    _write_atomic(out / "skipped.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in result.skipped))
-    summary = {"config": to_dict(cfg), **result.summary()}
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "scores.csv", result.frame().to_csv(index=False))
+    atomic_write_jsonl(out / "skipped.jsonl", result.skipped)
+    atomic_write_json(out / "summary.json", {"config": to_dict(cfg), **result.summary()})
 
 
 def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 
 from recipe_lib.config import CONFIGS_DIR, REPO_ROOT, from_mapping, load_toml
 from recipe_lib.errors import ConfigError, RecipeError
+from recipe_lib.io import atomic_write_text
 from recipe_lib.train.config import GRPOCustomConfig, SFTCustomConfig, from_cosmos_mapping
 
 FULL_CONFIG_DIR = CONFIGS_DIR / "full"
@@ -262,15 +263,11 @@ def write_config(
     if out.suffix != ".toml":
         gpus = f"_{n_gpus}gpu" if n_gpus is not None else ""
         out = out / f"{kind}{gpus}.toml"
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# cosmos-rl {kind} config rendered by recipe_lib.train.cosmos.write_config from configs/full/{kind}.toml\n"
         f"# run: cosmos-rl --config {out.name} {ENTRIES[kind].relative_to(REPO_ROOT)}\n\n"
     )
-    tmp = out.with_suffix(".toml.tmp")
-    tmp.write_text(header + toml.dumps(cfg), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write_text(out, header + toml.dumps(cfg))
 
 
 # --------------------------------------------------------------------------------------------------------------------

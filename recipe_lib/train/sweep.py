@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from recipe_lib.config import VideoSettings, resolve_model, to_dict
 from recipe_lib.errors import ConfigError, DataError, RecipeError
+from recipe_lib.io import atomic_write_json
 from recipe_lib.profiles import get_profile
 from recipe_lib.train.logger import progress_enabled
 from recipe_lib.train.run_folder import CHECKPOINTS, FINAL, STATE_JSON, RunFolder
@@ -97,12 +97,7 @@ class SweepResult:
         return max(scored, key=lambda p: (p.metrics[metric], -p.step))
 
     def save(self, path: Path | None = None) -> Path:
-        path = path or self.out_dir / "sweep.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps([dataclasses.asdict(p) for p in self.points], indent=2, default=str))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(path or self.out_dir / "sweep.json", [dataclasses.asdict(p) for p in self.points])
 
 
 def cosmos_checkpoints(run_dir: Path) -> list[tuple[int, str, Path]]:
