@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, TypeVar
 
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.profiles import get_profile
+
+T = TypeVar("T")
 
 
 def add_profile_args(parser: argparse.ArgumentParser) -> None:
@@ -103,3 +105,21 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
                 hint="give numbers, true/false, strings or [lists]; tags such as !!python/... are refused",
             ) from exc
     return params
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, renames: dict[str, str] | None = None, **given: Any) -> T:
+    """Dataclass ``cls`` built from the parsed options, so a command never copies a config by hand: each field takes
+    the option of the same name (``renames`` maps a field to an option named otherwise, e.g. ``out_dir`` -> ``out``);
+    an option left unset (None) keeps the field's default; ``given`` values win over both."""
+    import dataclasses
+
+    renames = renames or {}
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in given:
+            kwargs[f.name] = given[f.name]
+            continue
+        value = getattr(args, renames.get(f.name, f.name), None)
+        if value is not None:
+            kwargs[f.name] = value
+    return cls(**kwargs)

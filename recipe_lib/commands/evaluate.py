@@ -63,26 +63,15 @@ def parse_critics(pairs: list[str]) -> dict[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recipe_lib.commands._common import config_from_args
     from recipe_lib.evaluation import EvalConfig, evaluate_critics
 
-    cfg = EvalConfig(
+    cfg = config_from_args(
+        EvalConfig,
+        args,
+        renames={"eval_data": "data", "out_dir": "out", "label_key": "label_column", "n_boot": "resamples"},
         critics=parse_critics(args.critic),
-        eval_data=args.data,
-        profile=args.profile,
-        mode=args.mode,
-        threshold=args.threshold,
-        out_dir=args.out,
-        prompt=args.prompt,
-        label_key=args.label_column,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        split=args.split,
-        n_boot=args.resamples,
-        seed=args.seed,
         objective="precision" if args.target_precision is not None else "f1",
-        target_precision=args.target_precision,
-        device=args.device,
-        dtype=args.dtype,
         thumbnails=not args.no_thumbnails,
     )
     result = evaluate_critics(cfg)

@@ -150,51 +150,31 @@ def run_conversations(args: argparse.Namespace) -> int:
 
 
 def run_videophy2(args: argparse.Namespace) -> int:
+    from recipe_lib.commands._common import config_from_args
     from recipe_lib.data.videophy2 import VideoPhy2Config, prepare_videophy2
 
-    result = prepare_videophy2(
-        VideoPhy2Config(
-            source=args.source,
-            out_dir=args.out,
-            split=args.split,
-            download=args.download,
-            videos_dir=args.videos_dir,
-            cache_dir=args.cache_dir,
-            workers=args.workers,
-            limit=args.limit,
-            rename=dict(args.rename),
-            check_videos=args.check_videos,
-            timeout=args.timeout,
-            retries=args.retries,
-            max_bytes=int(args.max_mb * 1024 * 1024) if args.max_mb else None,
-        )
+    cfg = config_from_args(
+        VideoPhy2Config,
+        args,
+        renames={"out_dir": "out"},
+        rename=dict(args.rename),
+        max_bytes=int(args.max_mb * 1024 * 1024) if args.max_mb else None,
     )
+    result = prepare_videophy2(cfg)
     print("\n".join(result.summary_lines()))
     return 0
 
 
 def run_custom(args: argparse.Namespace) -> int:
+    from recipe_lib.commands._common import config_from_args
     from recipe_lib.data.custom import CustomDataConfig, prepare_custom
 
-    result = prepare_custom(
-        CustomDataConfig(
-            sheet=args.sheet,
-            videos_dir=args.videos,
-            out_dir=args.out,
-            link_column=args.link_column,
-            label_column=args.label_column,
-            sheet_name=args.sheet_name,
-            link_pattern=args.link_pattern,
-            link_template=args.link_template,
-            prompts_dir=args.prompts_dir,
-            caption_column=args.caption_column,
-            scale_labels=args.scale_labels,
-            label_range=tuple(args.label_range) if args.label_range else None,
-            balance_labels=args.balance_labels,
-            eval_size=args.eval_size,
-            seed=args.seed,
-            check_videos=args.check_videos,
-        )
+    cfg = config_from_args(
+        CustomDataConfig,
+        args,
+        renames={"videos_dir": "videos", "out_dir": "out"},
+        label_range=tuple(args.label_range) if args.label_range else None,
     )
+    result = prepare_custom(cfg)
     print("\n".join(result.summary_lines()))
     return 0

@@ -358,38 +358,38 @@ class LocalConfig:
 
 
 @dataclasses.dataclass
-class SFTConfig:
+class _RunConfig:
+    """The tables every run has besides its own: evaluation cadence and the in-process settings."""
+
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+    local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
+
+    @property
+    def optim(self) -> OptimConfig:
+        return _optim_of(self.train)  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass
+class SFTConfig(_RunConfig):
     """A whole SFT run: the cosmos-rl tables we share plus ``[local]``."""
 
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     train: SFTTrainConfig = dataclasses.field(default_factory=SFTTrainConfig)
-    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     custom: SFTCustomConfig = dataclasses.field(default_factory=SFTCustomConfig)
-    local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
 
     kind = "sft"
 
-    @property
-    def optim(self) -> OptimConfig:
-        return _optim_of(self.train)
-
 
 @dataclasses.dataclass
-class GRPOConfig:
-    """A whole GRPO run: the cosmos-rl tables we share plus ``[local]``."""
+class GRPOConfig(_RunConfig):
+    """A whole GRPO run: the cosmos-rl tables we share (with ``[rollout]``) plus ``[local]``."""
 
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig(model_max_length=10240))
     train: GRPOTrainConfig = dataclasses.field(default_factory=GRPOTrainConfig)
     rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
-    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     custom: GRPOCustomConfig = dataclasses.field(default_factory=GRPOCustomConfig)
-    local: LocalConfig = dataclasses.field(default_factory=LocalConfig)
 
     kind = "grpo"
-
-    @property
-    def optim(self) -> OptimConfig:
-        return _optim_of(self.train)
 
 
 def _optim_of(train: _TrainBase) -> OptimConfig:

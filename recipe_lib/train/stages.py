@@ -210,6 +210,13 @@ def _stage_data(kind: str, cfg: StageConfig, profile: Profile) -> StageData:
     return StageData(str(train), str(data.sft_eval), label_mode, counts)
 
 
+def _planned(kind: str, cfg: StageConfig, profile: Profile, out_dir: Path) -> StageResult:
+    """A profile that trains on GPUs: the cosmos-rl config and launch command, nothing trained here."""
+    plan = _plan(kind, cfg, out_dir, cfg.model)
+    metrics = {"profile": profile.name, "n_gpus": cfg.n_gpus, "command": plan.command}
+    return StageResult(kind, profile.name, metrics, plan=plan)
+
+
 def _plan(kind: str, cfg: StageConfig, out_dir: Path, model: str | None) -> LaunchPlan:
     from recipe_lib.train import cosmos
 
@@ -257,6 +264,19 @@ def _sweep(cfg: StageConfig, profile: Profile, out_dir: Path, data: StageData) -
     )
 
 
+def _before_after(sweep: SweepResult, before: str, after: str) -> dict[str, Any]:
+    """Accuracy and Pearson of the starting model (``<before>_*``) and the final checkpoint (``<after>_*``), with the
+    majority-class baseline, on the swept eval split."""
+    start, final = sweep.point("start").metrics, sweep.point("final").metrics
+    return {
+        f"{before}_accuracy": start["accuracy"],
+        f"{after}_accuracy": final["accuracy"],
+        "majority_accuracy": sweep.majority_accuracy(),
+        f"{before}_pearson": start["pearson"],
+        f"{after}_pearson": final["pearson"],
+    }
+
+
 def _base_metrics(profile: Profile, data: StageData, result: TrainResult) -> dict[str, Any]:
     return {
         "profile": profile.name,
@@ -271,9 +291,7 @@ def run_sft_stage(cfg: SFTStageConfig) -> StageResult:
     profile = get_profile(cfg.profile)
     out_dir = Path(cfg.out_dir or sft_out_dir())
     if not profile.trains_in_process:
-        plan = _plan("sft", cfg, out_dir, cfg.model)
-        metrics = {"profile": profile.name, "n_gpus": cfg.n_gpus, "command": plan.command}
-        return StageResult("sft", profile.name, metrics, plan=plan)
+        return _planned("sft", cfg, profile, out_dir)
     data = _stage_data("sft", cfg, profile)
     result = _train("sft", cfg, profile, profile.critic(cfg.model), data, out_dir)
     summary = result.summary()
@@ -288,15 +306,10 @@ def run_sft_stage(cfg: SFTStageConfig) -> StageResult:
     }
     sweep = _sweep(cfg, profile, out_dir, data)
     if sweep is not None:
-        start, final = sweep.point("start").metrics, sweep.point("final").metrics
         best = sweep.best("accuracy")
         metrics.update(
-            untrained_accuracy=start["accuracy"],
-            sft_accuracy=final["accuracy"],
-            majority_accuracy=sweep.majority_accuracy(),
-            untrained_pearson=start["pearson"],
-            sft_pearson=final["pearson"],
-            sft_coverage=final["coverage"],
+            _before_after(sweep, "untrained", "sft"),
+            sft_coverage=sweep.point("final").metrics["coverage"],
             best_step=best.step,
             best_accuracy=best.metrics["accuracy"],
             checkpoints=[p.name for p in sweep.points],
@@ -320,9 +333,7 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> StageResult:
     profile = get_profile(cfg.profile)
     out_dir = Path(cfg.out_dir or grpo_out_dir())
     if not profile.trains_in_process:
-        plan = _plan("grpo", cfg, out_dir, cfg.model)
-        metrics = {"profile": profile.name, "n_gpus": cfg.n_gpus, "command": plan.command}
-        return StageResult("grpo", profile.name, metrics, plan=plan)
+        return _planned("grpo", cfg, profile, out_dir)
     sft = None
     start = cfg.model
     if start is None:
@@ -362,14 +373,7 @@ def run_grpo_stage(cfg: GRPOStageConfig) -> StageResult:
     metrics.update(_run_settings_of(result))
     sweep = _sweep(cfg, profile, out_dir, data)
     if sweep is not None:
-        first, last = sweep.point("start").metrics, sweep.point("final").metrics
-        metrics.update(
-            start_accuracy=first["accuracy"],
-            grpo_accuracy=last["accuracy"],
-            majority_accuracy=sweep.majority_accuracy(),
-            start_pearson=first["pearson"],
-            grpo_pearson=last["pearson"],
-        )
+        metrics.update(_before_after(sweep, "start", "grpo"))
     return StageResult("grpo", profile.name, metrics, train=result, sweep=sweep, start_model=start, sft=sft)
 
 
