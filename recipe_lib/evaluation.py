@@ -22,6 +22,7 @@ from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
+from recipe_lib.inference.record import item_of
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
 from recipe_lib.profiles import get_profile
@@ -190,7 +191,7 @@ def detection_rates(
     for critic, rows in rows_by_critic.items():
         groups: dict[tuple[str, str], list[bool | None]] = {}
         for r in rows:
-            item = r.get("item") or {}
+            item = item_of(r)
             if item.get("violation") is None:
                 continue
             value = decision_value(r)[0] if r.get("score") is not None else None

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
+from recipe_lib.inference.record import item_of, label_of
 from recipe_lib.io import atomic_write_text
 
 DECISIONS = ("keep", "reject", "unparsed", "skipped")
@@ -56,7 +57,7 @@ def prediction_records(
     records = []
     for r in rows:
         decision, value, source, reason = decide(r, threshold)
-        item = r.get("item") or {}
+        item = item_of(r)
         probs = r.get("probs") or [None] * 5
         trials = r.get("trials") or []
         timing = r.get("timing") or {}
@@ -226,7 +227,7 @@ def rank_rollouts(
         raise ConfigError("give exactly one of --group-by COLUMN or --group-pattern REGEX")
     pattern = compile_group_pattern(group_pattern) if group_pattern is not None else None
     if group_by is not None and rows:
-        known = set().union(*((r.get("item") or {}).keys() for r in rows))
+        known = set().union(*(item_of(r).keys() for r in rows))
         if group_by not in known:
             raise ConfigError(
                 f"no column '{group_by}' in the clips' table",
@@ -234,7 +235,7 @@ def rank_rollouts(
             )
     clips: list[dict[str, Any]] = []
     for r in rows:
-        group, why = _group_of(r["video"], r.get("item") or {}, group_by, pattern)
+        group, why = _group_of(r["video"], item_of(r), group_by, pattern)
         value, source = decision_value(r)
         status = "scored" if r.get("score") is not None and value is not None else "unparsed"
         reason = why or (None if status == "scored" else str(r.get("parse_error") or "the critic gave no score"))
@@ -449,7 +450,9 @@ def choose_threshold_from_rows(
 
     rows = labelled_rows(rows, label_key)
     values = [decision_value(r)[0] if r.get("score") is not None else None for r in rows]
-    return choose_threshold([r["item"][label_key] for r in rows], values, objective, target_precision, label_threshold)
+    return choose_threshold(
+        [label_of(r, label_key) for r in rows], values, objective, target_precision, label_threshold
+    )
 
 
 def threshold_figure(choice: ThresholdChoice | dict[str, ThresholdChoice], title: str | None = None):  # noqa: ANN201

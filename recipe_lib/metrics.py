@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from recipe_lib.inference.record import item_of, label_of
+
 
 @dataclasses.dataclass
 class CoreMetrics:
@@ -80,8 +82,8 @@ def core_metrics(labels: Sequence[int], predictions: Sequence[float | int | None
 
 def metrics_from_rows(rows: Sequence[dict[str, Any]], label_key: str = "pc") -> CoreMetrics:
     """Core metrics over scored result rows that carry a label in ``row['item'][label_key]``."""
-    labelled = [r for r in rows if (r.get("item") or {}).get(label_key) is not None]
-    labels = [int((r["item"])[label_key]) for r in labelled]
+    labelled = [r for r in rows if label_of(r, label_key) is not None]
+    labels = [int(label_of(r, label_key)) for r in labelled]
     return core_metrics(labels, [r.get("score") for r in labelled])
 
 
@@ -437,7 +439,7 @@ def labelled_rows(rows: Sequence[dict[str, Any]], label_key: str = "pc") -> list
     """Rows whose item carries a label."""
     out = []
     for r in rows:
-        value = (r.get("item") or {}).get(label_key)
+        value = label_of(r, label_key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         out.append(r)
@@ -463,7 +465,7 @@ def suite_from_rows(
     rows = labelled_rows(rows, label_key)
     reasons = Counter(unparsed_reason(r) for r in rows if r.get("score") is None)
     return evaluate_predictions(
-        [r["item"][label_key] for r in rows],
+        [label_of(r, label_key) for r in rows],
         [r.get("score") for r in rows],
         [r.get("expected_score") for r in rows],
         threshold=threshold,
@@ -500,13 +502,13 @@ def group_breakdown(
 
     rows = labelled_rows(rows, label_key)
     if columns is None:
-        present = set().union(*((r.get("item") or {}).keys() for r in rows)) if rows else set()
+        present = set().union(*(item_of(r).keys() for r in rows)) if rows else set()
         columns = [c for c in GROUP_COLUMNS if c in present]
     records = []
     for col in columns:
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
-            groups.setdefault(_group_value(r["item"].get(col)), []).append(r)
+            groups.setdefault(_group_value(item_of(r).get(col)), []).append(r)
         for value in sorted(groups):
             suite = suite_from_rows(
                 groups[value], label_key, threshold=threshold, n_boot=n_boot, seed=seed, confidence=confidence

@@ -30,6 +30,7 @@ from jinja2 import Environment
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.filtering import DECISIONS, decide
+from recipe_lib.inference.record import item_of
 from recipe_lib.io import atomic_write_json, atomic_write_text
 from recipe_lib.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
 
@@ -186,7 +187,7 @@ def _sample_rows(critics: Sequence[CriticScores], cfg: ReportConfig) -> list[dic
             video = r["video"]
             if video not in info:
                 order.append(video)
-                item = r.get("item") or {}
+                item = item_of(r)
                 label = _num(item.get(cfg.label_key))
                 info[video] = {
                     "video": video,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
 from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
+from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.store import ResultStore, result_key
 from recipe_lib.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from recipe_lib.prompts import load_prompt
@@ -90,20 +91,21 @@ def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
 
     flat = []
     for r in rows:
-        item = dict(r.get("item") or {})
+        clip = ScoredClip.from_json(r)
+        item = clip.item
         rec = {
-            "video": r["video"],
-            "label": item.get("pc"),
-            "score": r.get("score"),
-            "expected_score": r.get("expected_score"),
-            "parse_error": r.get("parse_error"),
+            "video": clip.video,
+            "label": clip.label(),
+            "score": clip.score,
+            "expected_score": clip.expected_score,
+            "parse_error": clip.parse_error,
             "caption": item.get("caption"),
         }
-        for i, p in enumerate(r.get("probs") or [None] * 5, start=1):
+        for i, p in enumerate(clip.probs or [None] * 5, start=1):
             rec[f"p{i}"] = p
-        rec["digit_mass"] = r.get("digit_mass")
-        rec["raw_output"] = r.get("raw_output")
-        rec["model_s"] = (r.get("timing") or {}).get("model_s")
+        rec["digit_mass"] = clip.digit_mass
+        rec["raw_output"] = clip.raw_output
+        rec["model_s"] = clip.timing.get("model_s")
         for k in ("violation", "violation_category", "scene", "model_name", "category", "is_hard"):
             if k in item:
                 rec[k] = item[k]
@@ -283,21 +285,20 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                         except VideoError as exc:
                             skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
                     if ready:
-                        rows = scorer.score_batch(ready)
-                        for key, prep, row in zip(keys, ready, rows):
-                            item = {k: v for k, v in prep.item.items() if k != "video_sha256"}
-                            row.update(
-                                {
-                                    "key": key,
-                                    "video": prep.item["video_url"],
-                                    "video_sha256": prep.item["video_sha256"],
-                                    "model": cfg.model,
-                                    "prompt": prompt.name,
-                                    "mode": cfg.mode,
-                                    "item": item,
-                                }
-                            )
-                        n_now += store.append(rows)
+                        records = [
+                            ScoredClip(
+                                key=key,
+                                video=prep.item["video_url"],
+                                video_sha256=prep.item["video_sha256"],
+                                model=cfg.model,
+                                prompt=prompt.name,
+                                mode=cfg.mode,
+                                item={k: v for k, v in prep.item.items() if k != "video_sha256"},
+                                **row,
+                            ).to_json()
+                            for key, prep, row in zip(keys, ready, scorer.score_batch(ready))
+                        ]
+                        n_now += store.append(records)
                     bar.update(len(batches[b]))
         by_key = {r["key"]: r for r in store.rows()}
         rows = [by_key[k] for k, _ in keyed if k in by_key]
