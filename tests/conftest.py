@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SHARED_VIDEOS = SHARED / "videos" / "videophy2"
-MODEL_OUTPUTS = SHARED / "model_outputs"
+from support import MODEL_OUTPUTS, SHARED_VIDEOS
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,16 +49,3 @@ def model_outputs() -> dict[str, str]:
     if not MODEL_OUTPUTS.is_dir():
         pytest.skip(f"real model outputs not present at {MODEL_OUTPUTS} (a fresh clone lacks ../shared)")
     return {p.name: p.read_text() for p in sorted(MODEL_OUTPUTS.glob("*.txt"))}
-
-
-def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``plausibility`` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "recipe_lib.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        cwd=REPO,
-    )

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 BENCH = REPO / "benchmarks" / "bench_scoring.py"
 ROW_KEYS = {

@@ -10,7 +10,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import run_cli
 from recipe_lib.docs import (
     RECIPE_NOTEBOOKS,
     DocsConfig,
@@ -21,6 +20,7 @@ from recipe_lib.docs import (
     run_chromium,
     write_docs_index,
 )
+from support import run_cli
 
 needs_chromium = pytest.mark.skipif(
     not chromium_available(), reason="headless Chromium not installed at /usr/bin/chromium (apt-get install chromium)"

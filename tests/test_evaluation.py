@@ -10,11 +10,11 @@ import nbformat
 import pytest
 from matplotlib.figure import Figure
 
-from conftest import run_cli
 from recipe_lib.demo import default_demo_critics
 from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.evaluation import EvalConfig, detection_rates, evaluate_critics
 from recipe_lib.filtering import decision_value
+from support import run_cli
 
 
 @pytest.fixture(scope="module")

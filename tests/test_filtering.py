@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from conftest import run_cli
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.filtering import (
     choose_threshold,
@@ -21,6 +20,7 @@ from recipe_lib.filtering import (
     threshold_curve,
     write_filter_outputs,
 )
+from support import run_cli
 
 
 def _row(video, score, expected=None, **item):

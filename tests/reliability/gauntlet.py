@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 # --------------------------------------------------------------------------------------------------------------------
 # what the user sees

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gauntlet import error_lines
 
-from conftest import REPO, run_cli
+from support import REPO, run_cli
 
 FULL_SFT = REPO / "configs" / "full" / "sft.toml"
 # A small valid SFT config of our own (the shipped demo config is tuned over time; these tests need a fixed text).

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from gauntlet import error_lines
 
-from conftest import run_cli
+from support import run_cli
 
 HOST = "https://storage.example.com/renders/"
 COLUMNS = ["output_link", "Action alignment", "Physical common sense", "Quality"]

@@ -8,7 +8,7 @@ import json
 import pytest
 from gauntlet import jsonl_rows, kill_tree, line_count, start_cli, wait_until
 
-from conftest import run_cli
+from support import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from gauntlet import (
     write_video,
 )
 
-from conftest import REPO, run_cli
+from support import REPO, run_cli
 
 
 def clips_of(synth_clips) -> list[Path]:  # noqa: ANN001

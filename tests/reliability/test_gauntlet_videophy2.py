@@ -26,8 +26,8 @@ from gauntlet import (
 )
 from PIL import Image
 
-from conftest import REPO, run_cli
 from recipe_lib.data.download import DownloadCache
+from support import REPO, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from conftest import run_cli
 from recipe_lib.data.custom import CustomDataConfig, LinkRule, load_split_info, prepare_custom, resolve_inside
 from recipe_lib.errors import ConfigError, DataError
+from support import run_cli
 
 HOST = "https://storage.example.com/renders/"
 COLUMNS = ["output_link", "Action alignment", "Physical common sense", "Quality"]

@@ -17,9 +17,9 @@ import datasets
 import pandas as pd
 import pytest
 
-from conftest import SHARED_VIDEOS, run_cli
 from recipe_lib.data.videophy2 import VideoPhy2Config, load_report, prepare_videophy2
 from recipe_lib.errors import DataError
+from support import SHARED_VIDEOS, run_cli
 
 
 @pytest.fixture(scope="module")

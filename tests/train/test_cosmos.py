@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from recipe_lib.config import CONFIGS_DIR, REPO_ROOT, VideoSettings, load_toml
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.train import cosmos
@@ -28,6 +27,7 @@ from recipe_lib.train.config import (
     load_training_config,
     training_config,
 )
+from support import run_cli
 
 DEMO_VIDEO = VideoSettings(fps=4.0, total_pixels=None, max_pixels=112 * 112, min_pixels=56 * 56, max_frames=8)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
 from recipe_lib.config import SamplingSettings
 from recipe_lib.inference.scoring import ScoreConfig, score_videos
 from recipe_lib.metrics import metrics_from_rows
 from recipe_lib.profiles import get_profile
+from support import REPO, run_cli
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 
 
 def _cfg(tiny_critic, inputs, out, **kw) -> ScoreConfig:

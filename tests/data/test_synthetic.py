@@ -16,8 +16,8 @@ import pytest
 
 from recipe_lib.data import synthetic as S
 from recipe_lib.errors import DataError, RecipeError
+from support import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONTRAST = S.SynthConfig(style="contrast")
 PAIRS = [(scene, v) for scene in S.SCENES for v in ("none", *S.violations_for(scene))]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli
+from support import REPO, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

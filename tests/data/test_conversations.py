@@ -3,9 +3,9 @@ import json
 import datasets
 import pytest
 
-from conftest import run_cli
 from recipe_lib.data.conversations import load_conversations, messages_of, to_conversations
 from recipe_lib.errors import DataError
+from support import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,7 @@ from recipe_lib.data.download import (
     url_key,
 )
 from recipe_lib.errors import DataError
-
-REPO = Path(__file__).resolve().parent.parent
+from support import REPO
 
 
 def payload(name: str, size: int = 200_000) -> bytes:
