@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check recipe_lib tests benchmarks
+	$(VENV)/bin/ruff check recipe_lib tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check recipe_lib tests benchmarks
 
 lab: $(STAMP)

@@ -207,8 +207,7 @@ def prepare_demo_conversations(label_mode: LabelMode = "binary", root: Path | No
     conversations are made from :func:`demo_eval_split`, the clips notebook 06 evaluates."""
     import datasets
 
-    from recipe_lib.data.conversations import save_conversations, to_conversations
-    from recipe_lib.data.splits import balance_labels
+    from recipe_lib.data.conversations import ConversationsConfig, prepare_conversations
     from recipe_lib.prompts import load_prompt
 
     _check_label_mode(label_mode)
@@ -235,14 +234,13 @@ def prepare_demo_conversations(label_mode: LabelMode = "binary", root: Path | No
         train = binary_labels(train)
     evaluation = datasets.load_from_disk(str(demo_eval_split(label_mode)))
     kwargs = {"prompt": DEMO_PROMPT, "video": video}
-    save_conversations(to_conversations(train, "sft", **kwargs), sft_train)
-    save_conversations(to_conversations(evaluation, "sft", **kwargs), sft_eval)
-    balanced, report = balance_labels(train, seed=42)
-    save_conversations(to_conversations(balanced, "grpo", **kwargs), grpo_train)
+    prepare_conversations(ConversationsConfig(train, "sft", sft_train, **kwargs))
+    prepare_conversations(ConversationsConfig(evaluation, "sft", sft_eval, **kwargs))
+    grpo = prepare_conversations(ConversationsConfig(train, "grpo", grpo_train, balance_labels=True, **kwargs))
     counts = {
         "sft_train": _counts(train[LABEL_COLUMN]),
         "eval": _counts(evaluation[LABEL_COLUMN]),
-        "grpo_train": {str(k): v for k, v in report.after.items()},
+        "grpo_train": {str(k): v for k, v in grpo.balance.after.items()},
     }
     atomic_write_json(marker, {"key": marker_data, "counts": counts})
     return DemoConversations(sft_train, sft_eval, grpo_train, label_mode, counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, TypeVar
 
 from recipe_lib.config import SamplingSettings, VideoSettings
@@ -123,3 +124,46 @@ def config_from_args(cls: type[T], args: argparse.Namespace, renames: dict[str, 
         if value is not None:
             kwargs[f.name] = value
     return cls(**kwargs)
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    names: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    types: dict[str, Any] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """One ``--option`` per field of dataclass ``cls`` (underscores become dashes), so the flags, their types, choices,
+    defaults and help come from the config itself (``field(metadata={"help": ...})``) and are never written twice.
+
+    ``names`` maps a field to another option name (``out_dir`` -> ``out``); ``defaults`` replaces a field's default
+    (one known only at run time); ``types`` gives a parser for a field whose annotation argparse cannot read.
+    :func:`config_from_args` with the same ``names`` builds the config back."""
+    import dataclasses
+    import types as pytypes
+    import typing
+
+    names, defaults, types = names or {}, defaults or {}, types or {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, pytypes.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        kwargs: dict[str, Any] = {"default": default, "dest": names.get(f.name, f.name)}
+        help_text = f.metadata.get("help", "")
+        if f.name in types:
+            kwargs["type"] = types[f.name]
+        elif hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is typing.Literal:
+            kwargs["choices"] = typing.get_args(hint)
+        elif hint in (int, float, str, Path):
+            kwargs["type"] = hint
+        if default is not None and not isinstance(default, bool):
+            help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        kwargs["help"] = help_text or None
+        parser.add_argument("--" + names.get(f.name, f.name).replace("_", "-"), **kwargs)

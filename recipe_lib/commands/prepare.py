@@ -133,19 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_conversations(args: argparse.Namespace) -> int:
-    import datasets
+    from recipe_lib.commands._common import config_from_args
+    from recipe_lib.data.conversations import ConversationsConfig, prepare_conversations
 
-    from recipe_lib.data.conversations import save_conversations, to_conversations
-    from recipe_lib.data.splits import balance_labels
-    from recipe_lib.data.tables import load_rows
-
-    ds = datasets.Dataset.from_list(load_rows(args.data))
-    if args.balance_labels:
-        ds, report = balance_labels(ds, "pc", args.seed)
-        print(f"balanced to {report.target} clips per label: before {report.before}, after {report.after}")
-    conv = to_conversations(ds, kind=args.kind, prompt=args.prompt, use_caption=args.use_caption)
-    out = save_conversations(conv, args.out)
-    print(f"{conv.num_rows} {args.kind} conversations -> {out}")
+    result = prepare_conversations(config_from_args(ConversationsConfig, args, renames={"out_dir": "out"}))
+    print("\n".join(result.summary_lines()))
     return 0
 
 

@@ -14,11 +14,13 @@ Other columns kept: ``video_url``, ``pc`` (the label), ``reference`` (int label)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.config import VideoSettings
+from recipe_lib.constants import LABEL_COLUMN
 from recipe_lib.errors import DataError
 from recipe_lib.prompts import PromptSpec, build_messages, format_answer, load_prompt
 
@@ -110,3 +112,49 @@ def load_conversations(path: str | Path) -> Any:
 def messages_of(sample: dict[str, Any]) -> list[dict[str, Any]]:
     """The decoded message list of one sample."""
     return json.loads(sample["conversations"])
+
+
+@dataclasses.dataclass
+class ConversationsConfig:
+    """``plausibility prepare conversations``: a clip dataset (a folder, a table, or a ``datasets.Dataset``) to a
+    conversation dataset in ``out_dir``; ``balance_labels`` resamples every label to the mean count first (GRPO)."""
+
+    data: Any
+    kind: Literal["sft", "grpo"]
+    out_dir: Path
+    prompt: str | None = None  # default: video_reward (sft), video_reward_with_thinking (grpo)
+    video: VideoSettings | None = None  # default: the recipe's settings for the kind
+    balance_labels: bool = False
+    seed: int = 42
+    use_caption: bool = False
+    label_column: str = LABEL_COLUMN
+
+
+@dataclasses.dataclass
+class ConversationsResult:
+    out_dir: Path
+    kind: str
+    n: int
+    balance: Any | None = None  # recipe_lib.data.splits.BalanceReport when balanced
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.balance is not None:
+            b = self.balance
+            lines.append(f"balanced to {b.target} clips per label: before {b.before}, after {b.after}")
+        return [*lines, f"{self.n} {self.kind} conversations -> {self.out_dir}"]
+
+
+def prepare_conversations(cfg: ConversationsConfig) -> ConversationsResult:
+    """Write the conversation dataset the trainers read (see the module docstring)."""
+    import datasets
+
+    from recipe_lib.data.splits import balance_labels
+    from recipe_lib.data.tables import load_rows
+
+    ds = cfg.data if isinstance(cfg.data, datasets.Dataset) else datasets.Dataset.from_list(load_rows(cfg.data))
+    report = None
+    if cfg.balance_labels:
+        ds, report = balance_labels(ds, cfg.label_column, cfg.seed)
+    conv = to_conversations(ds, cfg.kind, cfg.prompt, cfg.video, cfg.label_column, cfg.use_caption)
+    return ConversationsResult(save_conversations(conv, cfg.out_dir), cfg.kind, conv.num_rows, report)

@@ -257,18 +257,25 @@ def is_hard(violation: str, onset_frame: int | None, frames: int) -> bool:
 class SynthConfig:
     """What to render. ``scenes``/``violations`` of None mean all; ``workers`` 0 means one per CPU core."""
 
-    n: int = 60
-    out_dir: Path = Path("build/data/synthetic")
-    seed: int = 0
-    style: Literal["varied", "contrast"] = "varied"
-    width: int = 112
-    height: int = 112
-    frames: int = 16
-    fps: int = 8
-    plausible_fraction: float = 0.5
-    scenes: list[str] | None = None
-    violations: list[str] | None = None
-    workers: int = 0
+    n: int = field(default=60, metadata={"help": "number of clips"})
+    out_dir: Path = field(default=Path("build/data/synthetic"), metadata={"help": "output folder"})
+    seed: int = field(default=0, metadata={"help": "random seed; the same seed gives identical files"})
+    style: Literal["varied", "contrast"] = field(
+        default="varied",
+        metadata={"help": "varied colours and sizes, or contrast (black background, grey floor, white objects)"},
+    )
+    width: int = field(default=112, metadata={"help": "frame width in pixels (even, >= 32)"})
+    height: int = field(default=112, metadata={"help": "frame height in pixels (even, >= 32)"})
+    frames: int = field(default=16, metadata={"help": "frames per clip (>= 8)"})
+    fps: int = field(default=8, metadata={"help": "frames per second"})
+    plausible_fraction: float = field(default=0.5, metadata={"help": "share of clips without a violation (0-1)"})
+    scenes: list[str] | None = field(
+        default=None, metadata={"help": f"comma list of scenes (default all: {', '.join(SCENES)})"}
+    )
+    violations: list[str] | None = field(
+        default=None, metadata={"help": "comma list of violations (default: all that apply)"}
+    )
+    workers: int = field(default=0, metadata={"help": "worker processes (0 = one per CPU core)"})
 
     def validate(self) -> None:
         """Raise :class:`~recipe_lib.errors.ConfigError` naming the first bad value."""
