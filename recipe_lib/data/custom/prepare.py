@@ -177,6 +177,88 @@ def _split(ds: Any, eval_size: float, seed: int) -> tuple[Any, Any, list[str]]:
     return datasets.concatenate_datasets([train, alone]), evaluation, [note]
 
 
+@dataclasses.dataclass
+class Candidate:
+    """A sheet row that passed every check: its clip and its (unscaled) label."""
+
+    row: int
+    link: str
+    video: Path
+    label: float
+    caption_cell: str
+
+
+@dataclasses.dataclass
+class RowChecks:
+    """The checks every sheet row goes through, in order; the first problem names the row's drop reason and every
+    problem goes into its detail. Counts the rows whose link matched a file and remembers those files."""
+
+    rule: LinkRule
+    videos_dir: Path
+    link_key: str
+    label_key: str
+    caption_key: str | None
+    low: float
+    high: float
+    scale: bool
+    n_matched: int = 0
+    referenced: set[str] = dataclasses.field(default_factory=set)
+
+    def _video(self, link: str, row_no: int, problems: list[tuple[str, str]]) -> Path | None:
+        if not link:
+            problems.append(("missing_link", f"no link in '{self.link_key}'"))
+            return None
+        try:
+            rel = self.rule.name_for(link, row_no)
+            video = resolve_inside(self.videos_dir, rel)
+            if not video.is_file():
+                problems.append(("video_not_found", f"no video '{rel}' in {self.videos_dir}"))
+                return None
+        except ValueError as exc:
+            problems.append(("link_no_match", str(exc)))
+            return None
+        except PermissionError as exc:
+            problems.append(("unsafe_path", f"refused: {exc}"))
+            return None
+        self.n_matched += 1
+        self.referenced.add(os.path.realpath(video))
+        return video
+
+    def _label(self, raw: Any, problems: list[tuple[str, str]]) -> float | None:
+        number = as_number(raw)
+        if raw is None:
+            problems.append(("missing_label", f"no label in '{self.label_key}'"))
+        elif number is None:
+            problems.append(("label_not_a_number", f"label {raw!r} is not a number"))
+        elif not self.low <= number <= self.high or (not self.scale and number != int(number)):
+            what = "a whole score 1-5" if not self.scale else f"inside the declared range {self.low:g}-{self.high:g}"
+            problems.append(("label_out_of_range", f"label {raw!r} is not {what}"))
+        return number
+
+    def validate_row(
+        self, row_no: int, cells: dict[str, Any], first_for_file: dict[str, int]
+    ) -> Candidate | DroppedRow:
+        """The row as a :class:`Candidate`, or the :class:`DroppedRow` that says why it is left out.
+        ``first_for_file`` (clip -> first row using it) is updated: a later row with the same clip is a duplicate."""
+        if all(v is None for v in cells.values()):
+            return DroppedRow(row_no, "empty_row", "the row is empty")
+        link = _cell_text(cells.get(self.link_key))
+        raw_label = cells.get(self.label_key)
+        problems: list[tuple[str, str]] = []
+        video = self._video(link, row_no, problems)
+        number = self._label(raw_label, problems)
+        if video is not None and not problems:
+            key = os.path.realpath(video)
+            if key in first_for_file:
+                problems.append(("duplicate_video", f"same video as row {first_for_file[key]}; the first is kept"))
+            else:
+                first_for_file[key] = row_no
+        if problems:
+            return DroppedRow(row_no, problems[0][0], "; ".join(d for _, d in problems), link or None, raw_label)
+        caption = _cell_text(cells.get(self.caption_key)) if self.caption_key else ""
+        return Candidate(row_no, link, video, number, caption)  # type: ignore[arg-type]
+
+
 def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
     """Match, check, scale, split (and balance the train split of) a team's labelled videos; see module docstring."""
     import datasets
@@ -197,65 +279,15 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
         _find_column(table.columns, cfg.caption_column, "caption", str(cfg.sheet)) if cfg.caption_column else None
     )
 
+    checks = RowChecks(rule, videos_dir, link_key, label_key, caption_key, low, high, cfg.scale_labels)
     dropped: list[DroppedRow] = []
-    candidates: list[dict[str, Any]] = []
+    candidates: list[Candidate] = []
     first_for_file: dict[str, int] = {}
-    referenced: set[str] = set()
-    n_matched = 0
     for row_no, cells in table.rows:
-        if all(v is None for v in cells.values()):
-            dropped.append(DroppedRow(row_no, "empty_row", "the row is empty"))
-            continue
-        link = _cell_text(cells.get(link_key))
-        raw_label = cells.get(label_key)
-        problems: list[tuple[str, str]] = []
-        video: Path | None = None
-        if not link:
-            problems.append(("missing_link", f"no link in '{link_key}'"))
-        else:
-            try:
-                rel = rule.name_for(link, row_no)
-                video = resolve_inside(videos_dir, rel)
-                if not video.is_file():
-                    problems.append(("video_not_found", f"no video '{rel}' in {videos_dir}"))
-                    video = None
-            except ValueError as exc:
-                problems.append(("link_no_match", str(exc)))
-            except PermissionError as exc:
-                problems.append(("unsafe_path", f"refused: {exc}"))
-        if video is not None:
-            n_matched += 1
-            referenced.add(os.path.realpath(video))
-        number = as_number(raw_label)
-        if raw_label is None:
-            problems.append(("missing_label", f"no label in '{label_key}'"))
-        elif number is None:
-            problems.append(("label_not_a_number", f"label {raw_label!r} is not a number"))
-        elif not low <= number <= high or (not cfg.scale_labels and number != int(number)):
-            what = "a whole score 1-5" if not cfg.scale_labels else f"inside the declared range {low:g}-{high:g}"
-            problems.append(("label_out_of_range", f"label {raw_label!r} is not {what}"))
-        if video is not None and not problems:
-            key = os.path.realpath(video)
-            if key in first_for_file:
-                problems.append(("duplicate_video", f"same video as row {first_for_file[key]}; the first is kept"))
-            else:
-                first_for_file[key] = row_no
-        if problems:
-            dropped.append(
-                DroppedRow(row_no, problems[0][0], "; ".join(d for _, d in problems), link or None, raw_label)
-            )
-            continue
-        candidates.append(
-            {
-                "row": row_no,
-                "link": link,
-                "video": video,
-                "label": number,
-                "caption_cell": _cell_text(cells.get(caption_key)) if caption_key else "",
-            }
-        )
+        outcome = checks.validate_row(row_no, cells, first_for_file)
+        (candidates if isinstance(outcome, Candidate) else dropped).append(outcome)  # type: ignore[arg-type]
 
-    numbers = [c["label"] for c in candidates]
+    numbers = [c.label for c in candidates]
     out_of_range = sum(1 for d in dropped if d.reason == "label_out_of_range")
     if not cfg.scale_labels and (numbers or out_of_range):
         all_numbers = numbers + [as_number(d.label) for d in dropped if d.reason == "label_out_of_range"]
@@ -273,10 +305,10 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
     if cfg.check_videos and candidates:
         from recipe_lib.data.videophy2 import find_unreadable
 
-        bad = find_unreadable(sorted({c["video"] for c in candidates}), workers=4)
-        for c in [c for c in candidates if c["video"] in bad]:
-            dropped.append(DroppedRow(c["row"], "unreadable_video", bad[c["video"]], c["link"], c["label"]))
-        candidates = [c for c in candidates if c["video"] not in bad]
+        bad = find_unreadable(sorted({c.video for c in candidates}), workers=4)
+        for c in [c for c in candidates if c.video in bad]:
+            dropped.append(DroppedRow(c.row, "unreadable_video", bad[c.video], c.link, c.label))
+        candidates = [c for c in candidates if c.video not in bad]
     if not candidates:
         reasons = ", ".join(f"{n} {r}" for r, n in count_reasons(dropped).items()) or "the sheet has no data rows"
         raise DataError(
@@ -284,27 +316,27 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
             hint=f"links are matched by {rule.describe()} in {videos_dir}; see --link-pattern / --link-template",
         )
     scores = (
-        scale_labels([c["label"] for c in candidates], low, high)
+        scale_labels([c.label for c in candidates], low, high)
         if cfg.scale_labels
-        else [int(c["label"]) for c in candidates]
+        else [int(c.label) for c in candidates]
     )
     missing_prompts: list[str] = []
     records: dict[str, list[Any]] = {
         k: [] for k in ("video_url", "pc", "caption", "link", "sheet_row", "raw_label", "video_name")
     }
     for c, score in zip(candidates, scores):
-        video: Path = c["video"]
+        video = c.video
         caption = _prompt_for(prompts_dir, video.stem) if prompts_dir else None
         if caption is None:
-            caption = c["caption_cell"]
+            caption = c.caption_cell
             if prompts_dir is not None:
                 missing_prompts.append(video.name)
         records["video_url"].append(str(video.resolve()))
         records["pc"].append(score)
         records["caption"].append(caption)
-        records["link"].append(c["link"])
-        records["sheet_row"].append(c["row"])
-        records["raw_label"].append(float(c["label"]))
+        records["link"].append(c.link)
+        records["sheet_row"].append(c.row)
+        records["raw_label"].append(float(c.label))
         records["video_name"].append(str(video.relative_to(videos_dir)))
     ds = datasets.Dataset.from_dict(records)
     train, evaluation, split_notes = _split(ds, cfg.eval_size, cfg.seed)
@@ -316,14 +348,14 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
     from recipe_lib.video import VIDEO_SUFFIXES
 
     on_disk = sorted(p for p in videos_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    without_rows = [str(p.relative_to(videos_dir)) for p in on_disk if os.path.realpath(p) not in referenced]
+    without_rows = [str(p.relative_to(videos_dir)) for p in on_disk if os.path.realpath(p) not in checks.referenced]
     result = CustomDataResult(
         out_dir=Path(cfg.out_dir),
         n_rows=len(table.rows),
-        n_matched=n_matched,
+        n_matched=checks.n_matched,
         n_used=len(candidates),
         dropped=dropped,
-        raw_label_counts={f"{k:g}": v for k, v in sorted(Counter(c["label"] for c in candidates).items())},
+        raw_label_counts={f"{k:g}": v for k, v in sorted(Counter(c.label for c in candidates).items())},
         label_counts=dict(sorted(Counter(scores).items())),
         split=report,
         balance=balance,
