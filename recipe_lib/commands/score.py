@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recipe_lib.commands._common import (
+    add_config_args,
     add_model_args,
     add_profile_args,
     add_sampling_args,
     add_video_args,
+    config_from_args,
     sampling_settings,
     video_settings,
 )
+from recipe_lib.inference.scoring import EndpointOptions, VLLMOptions
 
 if TYPE_CHECKING:
     from recipe_lib.inference.scoring import ScoreConfig, ScoreResult
@@ -52,7 +55,14 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use-caption", action="store_true", help="add each clip's caption to the prompt")
     p.add_argument("--workers", type=int, help="CPU threads decoding clips ahead (default: cores-1, 2-8)")
     p.add_argument("--max-batch-tokens", type=int, help="cap on visual tokens per batch (GPU memory)")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    p.add_argument(
+        "--backend",
+        choices=["hf", "vllm", "openai"],
+        default="hf",
+        help="hf: transformers in this process; vllm: a vLLM engine in this process; openai: a served endpoint",
+    )
+    add_config_args(p.add_argument_group("vLLM engine (--backend vllm)"), VLLMOptions)
+    add_config_args(p.add_argument_group("served endpoint (--backend openai)"), EndpointOptions)
     add_video_args(p)
     add_sampling_args(p)
 
@@ -101,6 +111,8 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         workers=args.workers or default_workers(),
         max_batch_tokens=args.max_batch_tokens,
         backend=args.backend,
+        vllm=config_from_args(VLLMOptions, args),
+        endpoint=config_from_args(EndpointOptions, args),
         trust_remote_code=args.trust_remote_code,
         label_column=getattr(args, "label_column", "pc"),
     )

@@ -53,7 +53,7 @@ __all__ = ["SCORES", "HFScorer", "Prepared", "digit_token_ids", "render_prompt"]
 @dataclasses.dataclass
 class Prepared:
     """One clip after CPU-side work: messages rendered, frames decoded and sized, and (when prepared by a scorer)
-    the processor's tokens and patches for it."""
+    the processor's tokens and patches for it (or, for a served endpoint, the request body)."""
 
     item: dict[str, Any]
     text: str

@@ -27,7 +27,7 @@ from recipe_lib.video import ModelVideo, visual_tokens
 
 SCORES = (1, 2, 3, 4, 5)
 MODES = ("generate", "expected")
-VLLM_TOP_LOGPROBS = 20
+TOP_LOGPROBS = 20  # the most a served OpenAI-compatible endpoint returns per token
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -156,23 +156,31 @@ def clip_visual_tokens(video: ModelVideo) -> int:
 
 
 def vllm_input(text: str, video: ModelVideo) -> dict[str, Any]:
-    """One vLLM prompt: the chat text, the sized frames as ``multi_modal_data`` and the processor keywords."""
+    """One vLLM prompt: the chat text, the sized frames as ``multi_modal_data`` — uint8 ``(T, H, W, 3)``, the layout
+    vLLM's video parser takes, with heights and widths already multiples of 28 so its processor keeps them — and the
+    processor keywords (the fps the frames stand for, no resizing)."""
+    frames = video.frames.permute(0, 2, 3, 1).contiguous().numpy()  # type: ignore[attr-defined]
     return {
         "prompt": text,
-        "multi_modal_data": {"video": video.frames},
-        "mm_processor_kwargs": processor_video_kwargs([video]),
+        "multi_modal_data": {"video": frames},
+        "mm_processor_kwargs": {"fps": float(video.sample_fps), "do_resize": False},
     }
 
 
-def vllm_sampling_kwargs(sampling: SamplingSettings, mode: str) -> dict[str, Any]:
+def vllm_sampling_kwargs(
+    sampling: SamplingSettings, mode: str, digit_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Keyword arguments for ``vllm.SamplingParams``.
 
     ``generate``: the recipe's sampling settings, ``n = trials`` answers per clip. ``expected``: one greedy token after
-    the answer prefix with the top-20 log-probabilities, from which p(1..5) is read.
+    the answer prefix with the log-probabilities of exactly the five digit tokens (``logprob_token_ids``, vLLM >= 0.20),
+    from which p(1..5) is read — no digit can fall outside a top-k list.
     """
     check_mode(mode)
     if mode == "expected":
-        return {"max_tokens": 1, "temperature": 0.0, "logprobs": VLLM_TOP_LOGPROBS, "seed": sampling.seed}
+        if not digit_ids:
+            raise RecipeError("expected mode needs the token ids of the digits 1-5")
+        return {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": list(digit_ids), "seed": sampling.seed}
     if sampling.trials < 1:
         raise RecipeError(f"trials must be at least 1, got {sampling.trials}")
     kwargs: dict[str, Any] = {
@@ -208,10 +216,10 @@ def expected_row(probs: Sequence[float], digit_mass: float) -> dict[str, Any]:
 
 
 def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -> dict[str, Any]:
-    """``expected`` row from the top log-probabilities of the answer token (token id -> log p).
+    """``expected`` row from log-probabilities of the answer token (token id -> log p over the whole vocabulary).
 
-    Digits outside the returned top tokens count as probability 0; when none of 1-5 is among them the row has no
-    score and says why (the critic was not about to answer with a digit).
+    With vLLM's ``logprob_token_ids`` every digit is present; from a top-k list (a served endpoint) a digit outside it
+    counts as probability 0, and when none of 1-5 is among them the row has no score and says why.
     """
     mass = [math.exp(logprobs[d]) if d in logprobs else 0.0 for d in digit_ids]
     total = sum(mass)
@@ -222,7 +230,7 @@ def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -
             "probs": None,
             "digit_mass": 0.0,
             "raw_output": None,
-            "parse_error": f"none of the digits 1-5 is among the top {len(logprobs)} answer tokens",
+            "parse_error": f"none of the digits 1-5 is among the {len(logprobs)} answer tokens returned",
             "trials": [],
         }
     return expected_row([m / total for m in mass], total)

@@ -31,6 +31,34 @@ def default_workers() -> int:
     return max(2, min(8, (os.cpu_count() or 2) - 1))
 
 
+def _opt(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass
+class VLLMOptions:
+    """Engine settings of the vLLM backend (``--backend vllm``). Prefix caching is on: the rubric before the video is
+    the same for every clip, so its keys and values are computed once."""
+
+    gpu_memory_utilization: float = _opt(0.9, "share of GPU memory vLLM may take")
+    max_model_len: int = _opt(16384, "context length the engine reserves (prompt + answer tokens)")
+    tensor_parallel_size: int = _opt(1, "GPUs one engine spans")
+    enable_prefix_caching: bool = _opt(True, "reuse the shared rubric's keys/values across clips")
+    load_format: str = _opt("auto", "vLLM load format; 'dummy' builds random weights from config.json (benchmarks)")
+
+
+@dataclasses.dataclass
+class EndpointOptions:
+    """A served OpenAI-compatible endpoint (``--backend openai``: ``vllm serve``, an NVIDIA NIM, ...)."""
+
+    base_url: str | None = _opt(None, "the server's API root, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = _opt(None, "environment variable that holds the API key (the key never goes in a file)")
+    served_model: str | None = _opt(None, "model name the server knows (default: --model)")
+    concurrency: int = _opt(8, "requests in flight at once")
+    timeout: float = _opt(120.0, "seconds to wait for one answer")
+    retries: int = _opt(3, "retries of a failed request (with exponential back-off)")
+
+
 @dataclasses.dataclass
 class ScoreConfig:
     inputs: list[str]
@@ -48,7 +76,9 @@ class ScoreConfig:
     use_caption: bool = False
     workers: int = dataclasses.field(default_factory=lambda: default_workers())
     max_batch_tokens: int | None = None  # cap on visual tokens per batch (clips are grouped by similar size)
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "openai"] = "hf"
+    vllm: VLLMOptions = dataclasses.field(default_factory=VLLMOptions)
+    endpoint: EndpointOptions = dataclasses.field(default_factory=EndpointOptions)
     trust_remote_code: bool = False
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
 
@@ -197,6 +227,10 @@ def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
         from recipe_lib.inference.vllm import VLLMScorer
 
         return VLLMScorer(cfg, prompt)
+    if cfg.backend == "openai":
+        from recipe_lib.inference.endpoint import EndpointScorer
+
+        return EndpointScorer(cfg, prompt)
     from recipe_lib.inference.hf import HFScorer
     from recipe_lib.models.loading import load_critic
 
@@ -285,8 +319,12 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                         except VideoError as exc:
                             skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
                     if ready:
-                        records = [
-                            ScoredClip(
+                        records = []
+                        for key, prep, row in zip(keys, ready, scorer.score_batch(ready)):
+                            if "skip_reason" in row:  # the backend could not score this clip (e.g. a failed request)
+                                skipped.append({"video": prep.item["video_url"], "reason": row["skip_reason"]})
+                                continue
+                            clip = ScoredClip(
                                 key=key,
                                 video=prep.item["video_url"],
                                 video_sha256=prep.item["video_sha256"],
@@ -295,9 +333,8 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                                 mode=cfg.mode,
                                 item={k: v for k, v in prep.item.items() if k != "video_sha256"},
                                 **row,
-                            ).to_json()
-                            for key, prep, row in zip(keys, ready, scorer.score_batch(ready))
-                        ]
+                            )
+                            records.append(clip.to_json())
                         n_now += store.append(records)
                     bar.update(len(batches[b]))
         by_key = {r["key"]: r for r in store.rows()}

@@ -7,9 +7,13 @@
 the same text and the same pixels.
 
 ``generate``  ``SamplingParams`` from the recipe's sampling settings (``n = trials`` answers per clip), each parsed.
-``expected``  one token after the ``<answer>\\n`` prefix with the top-20 log-probabilities; p(1..5) are the digits'
-              probabilities renormalised (a digit outside the top 20 counts as 0; none of them gives an unscored row
-              with the reason).
+``expected``  one token after the ``<answer>\\n`` prefix with the log-probabilities of exactly the five digit tokens
+              (``SamplingParams(logprob_token_ids=...)``); p(1..5) are their probabilities renormalised and
+              ``digit_mass`` their sum, as in the transformers backend.
+
+Engine settings (:class:`recipe_lib.inference.scoring.VLLMOptions`: memory share, context length, tensor parallel
+size, prefix caching, ``load_format="dummy"`` for random weights) come from ``ScoreConfig.vllm``
+(``plausibility score --backend vllm --gpu-memory-utilization ... --max-model-len ... --tensor-parallel-size ...``).
 
 vLLM is imported only when the engine is first needed, so this module loads (and its request building is tested)
 without it. vLLM forces the ``spawn`` start method once CUDA is initialised, which is why the engine is built here,
@@ -49,14 +53,7 @@ def _import_vllm() -> Any:
 class VLLMScorer:
     """Batched scoring through a vLLM engine (built on the first batch)."""
 
-    def __init__(
-        self,
-        cfg: Any,
-        prompt: PromptSpec,
-        max_model_len: int = 16384,
-        gpu_memory_utilization: float = 0.9,
-        engine_kwargs: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, cfg: Any, prompt: PromptSpec, engine_kwargs: dict[str, Any] | None = None) -> None:
         check_mode(cfg.mode)
         self.cfg = cfg
         self.prompt = prompt
@@ -64,8 +61,7 @@ class VLLMScorer:
         self.video_settings = cfg.video
         self.sampling = cfg.sampling
         self.use_caption = cfg.use_caption
-        self.max_model_len = max_model_len
-        self.gpu_memory_utilization = gpu_memory_utilization
+        self.options = cfg.vllm
         self.engine_kwargs = dict(engine_kwargs or {})
         self.processor = self._load_processor()
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if self.mode == "expected" else None
@@ -96,8 +92,11 @@ class VLLMScorer:
             "trust_remote_code": self.cfg.trust_remote_code,
             "seed": self.sampling.seed,
             "limit_mm_per_prompt": {"video": 1, "image": 0},
-            "max_model_len": self.max_model_len,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.options.max_model_len,
+            "gpu_memory_utilization": self.options.gpu_memory_utilization,
+            "tensor_parallel_size": self.options.tensor_parallel_size,
+            "enable_prefix_caching": self.options.enable_prefix_caching,
+            "load_format": self.options.load_format,
             **self.engine_kwargs,
         }
 
@@ -121,7 +120,7 @@ class VLLMScorer:
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         vllm = _import_vllm()
         llm = self._engine()
-        params = vllm.SamplingParams(**vllm_sampling_kwargs(self.sampling, self.mode))
+        params = vllm.SamplingParams(**vllm_sampling_kwargs(self.sampling, self.mode, self.digit_ids))
         start = time.perf_counter()
         outputs = llm.generate(self.requests(batch), params, use_tqdm=False)
         elapsed = time.perf_counter() - start
@@ -129,7 +128,8 @@ class VLLMScorer:
         for p, out in zip(batch, outputs):
             if self.mode == "expected":
                 first = out.outputs[0].logprobs[0] if out.outputs and out.outputs[0].logprobs else {}
-                row = row_from_logprobs({int(t): float(lp.logprob) for t, lp in first.items()}, self.digit_ids or [])
+                logprobs = {int(t): float(getattr(lp, "logprob", lp)) for t, lp in first.items()}
+                row = row_from_logprobs(logprobs, self.digit_ids or [])
             else:
                 row = generate_row([o.text for o in out.outputs])
             row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}

@@ -49,7 +49,10 @@ def test_sampling_kwargs_per_mode():
     }
     greedy = rq.vllm_sampling_kwargs(dataclasses.replace(s, temperature=0.0, top_k=0), "generate")
     assert greedy["temperature"] == 0.0 and "top_k" not in greedy
-    assert rq.vllm_sampling_kwargs(s, "expected") == {"max_tokens": 1, "temperature": 0.0, "logprobs": 20, "seed": 1}
+    exact = rq.vllm_sampling_kwargs(s, "expected", [11, 12, 13, 14, 15])
+    assert exact == {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": [11, 12, 13, 14, 15], "seed": 1}
+    with pytest.raises(RecipeError, match="token ids of the digits"):
+        rq.vllm_sampling_kwargs(s, "expected")
     with pytest.raises(RecipeError, match="unknown scoring mode"):
         rq.vllm_sampling_kwargs(s, "vote")
     with pytest.raises(RecipeError, match="trials"):
@@ -87,8 +90,10 @@ def test_vllm_input_matches_transformers_prompt(processor):
     assert text == rq.render_prompt(processor, prompt, "/clips/a.mp4", video, "a ball falls", answer_prefix=True)
     request = rq.vllm_input(text, clip)
     assert request["prompt"] == text
-    assert request["multi_modal_data"]["video"] is clip.frames
-    assert request["mm_processor_kwargs"] == {"fps": [4.0], "do_resize": False}
+    frames = request["multi_modal_data"]["video"]  # channels last, as vLLM's video parser takes them
+    assert frames.shape == (8, 112, 112, 3) and frames.dtype.name == "uint8"
+    assert (frames == clip.frames.permute(0, 2, 3, 1).numpy()).all()
+    assert request["mm_processor_kwargs"] == {"fps": 4.0, "do_resize": False}
     generate_text = rq.clip_text(processor, prompt, item, video, "generate", use_caption=False)
     assert not generate_text.endswith(ANSWER_PREFIX) and "a ball falls" not in generate_text
 
@@ -169,13 +174,16 @@ def test_vllm_scorer_prepares_without_vllm(tiny_critic, synth_clips):
     from recipe_lib.inference.vllm import VLLMScorer
 
     clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
-    scorer = VLLMScorer(_cfg(tiny_critic), load_prompt("video_reward"), max_model_len=8192)
+    cfg = _cfg(tiny_critic)
+    cfg.vllm.max_model_len, cfg.vllm.tensor_parallel_size = 8192, 2
+    scorer = VLLMScorer(cfg, load_prompt("video_reward"))
     prepared = scorer.prepare({"video_url": str(clip)})
     assert prepared.text.endswith(ANSWER_PREFIX) and prepared.video.frames.ndim == 4
     (request,) = scorer.requests([prepared])
-    assert request["prompt"] == prepared.text and request["multi_modal_data"]["video"] is prepared.video.frames
+    assert request["prompt"] == prepared.text and request["multi_modal_data"]["video"].shape[-1] == 3
     args = scorer.engine_args()
-    assert args["model"] == str(tiny_critic) and args["max_model_len"] == 8192
+    assert args["model"] == str(tiny_critic) and args["max_model_len"] == 8192 and args["tensor_parallel_size"] == 2
+    assert args["enable_prefix_caching"] is True and args["load_format"] == "auto"
     assert args["limit_mm_per_prompt"]["video"] == 1 and args["seed"] == get_profile("demo").sampling.seed
     assert VLLMScorer(_cfg(tiny_critic, dtype="bf16"), load_prompt("video_reward")).engine_args()["dtype"] == "bfloat16"
     assert len(scorer.digit_ids) == 5
@@ -194,3 +202,24 @@ def test_vllm_scorer_user_mistakes(tiny_critic, tmp_path):
         VLLMScorer(_cfg(tmp_path), load_prompt("video_reward"))
     with pytest.raises(RecipeError, match="unknown dtype"):
         VLLMScorer(_cfg(tiny_critic, dtype="int3"), load_prompt("video_reward")).engine_args()
+
+
+def test_engine_and_endpoint_options_come_from_the_command_line(tiny_critic, tmp_path):
+    from recipe_lib.cli import build_parser
+    from recipe_lib.commands.score import score_config
+
+    args = build_parser().parse_args(
+        ["score", "x.mp4", "--out", str(tmp_path), "--model", str(tiny_critic), "--backend", "vllm"]
+        + ["--gpu-memory-utilization", "0.5", "--max-model-len", "4096", "--tensor-parallel-size", "2"]
+        + ["--no-enable-prefix-caching", "--load-format", "dummy", "--base-url", "http://127.0.0.1:8000/v1"]
+        + ["--concurrency", "3", "--retries", "0"]
+    )
+    cfg = score_config(args)
+    assert (cfg.vllm.gpu_memory_utilization, cfg.vllm.max_model_len, cfg.vllm.tensor_parallel_size) == (0.5, 4096, 2)
+    assert cfg.vllm.enable_prefix_caching is False and cfg.vllm.load_format == "dummy"
+    assert cfg.endpoint.base_url == "http://127.0.0.1:8000/v1" and (cfg.endpoint.concurrency, cfg.endpoint.retries) == (
+        3,
+        0,
+    )
+    defaults = score_config(build_parser().parse_args(["score", "x.mp4", "--out", str(tmp_path)]))
+    assert defaults.vllm.enable_prefix_caching is True and defaults.endpoint.timeout == 120.0
