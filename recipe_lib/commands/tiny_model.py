@@ -20,6 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialisation (default: 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete tiny critic is there")
+    parser.add_argument(
+        "--arch",
+        help="instead of the tiny critic, save a full-size architecture (qwen2.5-vl-7b) with seeded random weights "
+        "and the demo critic's tokenizer — a local checkpoint for benchmarks and launch rehearsals (needs --out)",
+    )
+    parser.add_argument("--config-only", action="store_true", help="with --arch: config and tokenizer, no weights")
+    parser.add_argument("--device", default="auto", help="with --arch: where the weights are built (default: auto)")
     parser.set_defaults(func=run)
 
 
@@ -32,6 +39,18 @@ def run(args: argparse.Namespace) -> int:
         is_tiny_critic,
     )
 
+    if args.arch:
+        from recipe_lib.errors import ConfigError
+        from recipe_lib.models.arch import architecture_names, save_random_critic
+
+        if args.arch not in architecture_names() or args.out is None:
+            raise ConfigError(
+                "--arch needs a known architecture and --out", hint=f"e.g. --arch {architecture_names()[0]} --out DIR"
+            )
+        out = save_random_critic(args.out, args.arch, weights=not args.config_only, seed=args.seed, device=args.device)
+        what = "config and tokenizer" if args.config_only else "seeded random weights"
+        print(f"saved {args.arch} ({what}) to {out}")
+        return 0
     out = Path(args.out).expanduser().resolve() if args.out is not None else demo_model_dir()
     if is_tiny_critic(out) and not args.force:
         print(f"tiny critic already built at {out} (use --force to rebuild)")

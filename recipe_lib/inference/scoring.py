@@ -45,6 +45,7 @@ class VLLMOptions:
     tensor_parallel_size: int = _opt(1, "GPUs one engine spans")
     enable_prefix_caching: bool = _opt(True, "reuse the shared rubric's keys/values across clips")
     load_format: str = _opt("auto", "vLLM load format; 'dummy' builds random weights from config.json (benchmarks)")
+    enforce_eager: bool = _opt(False, "skip torch.compile and CUDA graphs (starts faster, runs slower)")
 
 
 @dataclasses.dataclass

@@ -53,7 +53,13 @@ def _import_vllm() -> Any:
 class VLLMScorer:
     """Batched scoring through a vLLM engine (built on the first batch)."""
 
-    def __init__(self, cfg: Any, prompt: PromptSpec, engine_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        prompt: PromptSpec,
+        engine_kwargs: dict[str, Any] | None = None,
+        sampling_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         check_mode(cfg.mode)
         self.cfg = cfg
         self.prompt = prompt
@@ -63,6 +69,7 @@ class VLLMScorer:
         self.use_caption = cfg.use_caption
         self.options = cfg.vllm
         self.engine_kwargs = dict(engine_kwargs or {})
+        self.sampling_kwargs = dict(sampling_kwargs or {})  # e.g. ignore_eos for fixed-length benchmark rows
         self.processor = self._load_processor()
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if self.mode == "expected" else None
         self._llm: Any = None
@@ -97,6 +104,7 @@ class VLLMScorer:
             "tensor_parallel_size": self.options.tensor_parallel_size,
             "enable_prefix_caching": self.options.enable_prefix_caching,
             "load_format": self.options.load_format,
+            "enforce_eager": self.options.enforce_eager,
             **self.engine_kwargs,
         }
 
@@ -120,7 +128,8 @@ class VLLMScorer:
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         vllm = _import_vllm()
         llm = self._engine()
-        params = vllm.SamplingParams(**vllm_sampling_kwargs(self.sampling, self.mode, self.digit_ids))
+        kwargs = {**vllm_sampling_kwargs(self.sampling, self.mode, self.digit_ids), **self.sampling_kwargs}
+        params = vllm.SamplingParams(**kwargs)
         start = time.perf_counter()
         outputs = llm.generate(self.requests(batch), params, use_tqdm=False)
         elapsed = time.perf_counter() - start

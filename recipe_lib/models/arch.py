@@ -182,3 +182,38 @@ def build_random_critic(
         device=resolved_device,
         dtype=resolved_dtype,
     )
+
+
+def save_random_critic(
+    out_dir: str | os.PathLike[str],
+    name: str = "qwen2.5-vl-7b",
+    tokenizer_from: str | os.PathLike[str] | None = None,
+    weights: bool = True,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "bfloat16",
+    overrides: dict[str, Any] | None = None,
+) -> Path:
+    """A checkpoint folder of architecture ``name`` that every loader takes (transformers, vLLM, cosmos-rl):
+    ``config.json`` with the tokenizer's special-token ids, the processor and tokenizer files of ``tokenizer_from``,
+    and — with ``weights`` — seeded random weights as ``model.safetensors`` (``weights=False`` writes the config only,
+    for ``vllm.LLM(load_format="dummy")``). Same seed, same weights: two backends scored on it see one model.
+    ``overrides`` as in :func:`architecture_config` (a scaled-down copy for tests)."""
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if weights:
+        critic = build_random_critic(name, tokenizer_from, device=device, dtype=dtype, seed=seed, overrides=overrides)
+        critic.model.save_pretrained(out, safe_serialization=True)
+        critic.processor.save_pretrained(out)
+        return out
+    from transformers import AutoProcessor
+
+    from recipe_lib.demo import ensure_demo_critic
+
+    folder = Path(tokenizer_from) if tokenizer_from is not None else ensure_demo_critic()
+    processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+    config = architecture_config(name, processor.tokenizer, overrides=overrides)
+    config.torch_dtype = dtype
+    config.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -253,3 +253,25 @@ def test_cli_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "other" / "data.csv").write_text("a,b\n")
     assert main(["tiny-model", "--out", str(tmp_path / "other")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_saved_random_architecture_loads_back_with_the_same_weights(tiny_critic, tmp_path):
+    """``tiny-model --arch`` writes a checkpoint any loader takes; the same seed gives the same weights."""
+    import torch
+
+    from recipe_lib.models.arch import build_random_critic, save_random_critic
+
+    small = {
+        "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
+        "vision_config": {"depth": 1, "hidden_size": 64, "intermediate_size": 96, "num_heads": 2,
+                          "out_hidden_size": 128, "fullatt_block_indexes": [0]},
+    }  # fmt: skip
+    out = save_random_critic(tmp_path / "ckpt", tokenizer_from=tiny_critic, seed=5, device="cpu", dtype="float32",
+                             overrides=small)  # fmt: skip
+    loaded = load_critic(str(out), device="cpu", dtype="float32")
+    again = build_random_critic(tokenizer_from=tiny_critic, device="cpu", dtype="float32", seed=5, overrides=small)
+    for (name, a), (_, b) in zip(loaded.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    config_only = save_random_critic(tmp_path / "cfg", tokenizer_from=tiny_critic, weights=False, overrides=small)
+    assert (config_only / "config.json").is_file() and not list(config_only.glob("*.safetensors"))
