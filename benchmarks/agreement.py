@@ -28,6 +28,18 @@ def compare(rows_a: list[dict], rows_b: list[dict]) -> dict:
     pairs = [(a, by_video[a["video"]]) for a in rows_a if a["video"] in by_video]
     probs = [(a, b) for a, b in pairs if a.get("probs") and b.get("probs")]
     return {
+        "per_clip": [
+            {
+                "video": Path(a["video"]).name,
+                "a": a.get("probs"),
+                "b": b.get("probs"),
+                "score_a": a["score"],
+                "score_b": b["score"],
+                "frames": a.get("frames"),
+                "frame_size": a.get("frame_size"),
+            }
+            for a, b in pairs
+        ],  # fmt: skip
         "clips": len(pairs),
         "max_abs_dprob": max((max(abs(x - y) for x, y in zip(a["probs"], b["probs"])) for a, b in probs), default=None),
         "argmax_agreement": sum(a["score"] == b["score"] for a, b in pairs) / len(pairs) if pairs else None,
@@ -64,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         result["runs"][backend] = {**scored.summary(), "wall_s": round(time.perf_counter() - start, 2)}
     result["agreement"] = compare(rows[args.a], rows[args.b])
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result["agreement"], indent=2))
+    print(json.dumps({k: v for k, v in result["agreement"].items() if k != "per_clip"}, indent=2))
     return 0
 
 

@@ -57,11 +57,24 @@ case "${1:?stage}" in
       --out "$OUT/agreement-7b.json" -- --profile full --device cuda --dtype bfloat16 --batch-size 8 \
       --fps 4 --total-pixels 1605632 --gpu-memory-utilization 0.5 --max-model-len 8192 --enforce-eager 2>&1 | tail -20
     log "done" ;;
+  agree32)
+    demo_assets || exit 1
+    for dt in float32; do
+      $PY benchmarks/agreement.py --label demo-critic-$dt --model "$W/build/models/tiny-critic" --clips "$W/clips/videos" \
+        --out "$OUT/agreement-demo-$dt.json" -- --device cuda --dtype $dt --batch-size 8 --enforce-eager \
+        --gpu-memory-utilization 0.3 --max-model-len 4096 2>&1 | grep -v "^(EngineCore\|^INFO\|^WARNING" | tail -8
+      $PY benchmarks/agreement.py --label qwen2.5-vl-7b-seeded-$dt --model "$W/m7b" --clips "$W/clips7b/videos" \
+        --out "$OUT/agreement-7b-$dt.json" -- --profile full --device cuda --dtype $dt --batch-size 4 --fps 4 \
+        --total-pixels 1605632 --gpu-memory-utilization 0.6 --max-model-len 8192 --enforce-eager 2>&1 \
+        | grep -v "^(EngineCore\|^INFO\|^WARNING" | tail -8
+    done
+    rm -rf "$OUT"/agreement-*/ ;;
   bench)
     [ -f "$W/cfg7b/config.json" ] || $PY -m recipe_lib.cli tiny-model --arch qwen2.5-vl-7b --config-only --out "$W/cfg7b"
     log "vLLM rows"
     timeout 330 $PY benchmarks/bench_vllm.py --model "$W/cfg7b" --dummy --out "$OUT/bench-vllm.json" --batch 64 \
       ${BENCH_ONLY:+--only $BENCH_ONLY} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore" | tail -25
+    [ -n "${VLLM_ONLY:-}" ] && exit 0
     log "transformers rows"
     timeout 240 $PY benchmarks/bench_scoring.py --arch qwen2.5-vl-7b --random-weights --device cuda \
       --out "$OUT/bench-hf.json" --time-limit 200 --only 2k/expected/bs16/fast 7.8k/expected/bs8/fast \
