@@ -12,14 +12,23 @@ from recipe_lib.errors import DataError
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".json", ".xlsx")
 
 
+def _test(check: Any, path: Path) -> bool:
+    """``check(path)`` (``Path.is_dir`` ...), False for a path the OS cannot look at (a symlink loop, a name over
+    255 bytes): such an input is then reported once, where it is read, instead of a traceback here."""
+    try:
+        return bool(check(path))
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def is_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and (
-        (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists()
+    return _test(Path.is_dir, path) and any(
+        _test(Path.exists, path / name) for name in ("dataset_info.json", "state.json", "dataset_dict.json")
     )
 
 
 def is_table(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+    return _test(Path.is_file, path) and path.suffix.lower() in TABLE_SUFFIXES
 
 
 def _clean(value: Any) -> Any:

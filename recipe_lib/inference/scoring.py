@@ -21,7 +21,15 @@ from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.store import ResultStore, result_key
-from recipe_lib.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from recipe_lib.io import (
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_jsonl,
+    claim_outputs,
+    printable,
+    utf8_name,
+    writes_as,
+)
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos
 
@@ -185,9 +193,12 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
+SCORE_FILES = ("results.jsonl", "results.jsonl.lock", "scores.csv", "skipped.jsonl", "summary.json")
+
+
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     out = Path(cfg.out_dir)
-    atomic_write_text(out / "scores.csv", result.frame().to_csv(index=False))
+    atomic_write_csv(out / "scores.csv", result.frame())
     atomic_write_jsonl(out / "skipped.jsonl", result.skipped)
     atomic_write_json(out / "summary.json", {"config": to_dict(cfg), **result.summary()})
 
@@ -204,11 +215,12 @@ def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
     return HFScorer(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
 
 
+@writes_as("score")
 def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) -> ScoreResult:
     """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one."""
     from tqdm.auto import tqdm
 
-    from recipe_lib.errors import VideoError
+    from recipe_lib.errors import ClipError
 
     start = time.perf_counter()
     if cfg.batch_size < 1:
@@ -219,6 +231,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         items = items[: cfg.limit]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, SCORE_FILES)  # before any work: no link followed, nothing replaced that we did not write
     if not os.access(out, os.W_OK):
         raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
 
@@ -235,6 +248,15 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     seen: set[str] = set()
     for item in items:
         url = item["video_url"]
+        if not utf8_name(str(url)):
+            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
+            skipped.append(
+                {
+                    "video": printable(url),
+                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
+                }
+            )
+            continue
         try:
             digest = file_digest(url)
         except FileNotFoundError:
@@ -244,7 +266,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
             skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
             continue
         except OSError as exc:
-            skipped.append({"video": url, "reason": f"cannot read {url}: {exc.strerror or exc}"})
+            skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
             continue
         key = result_key(content=digest, **settings)
         if key in seen:
@@ -282,7 +304,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                         try:
                             ready.append(fut.result())
                             keys.append(key)
-                        except VideoError as exc:
+                        except ClipError as exc:
                             skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
                     if ready:
                         records = [

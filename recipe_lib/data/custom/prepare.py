@@ -26,6 +26,7 @@ from recipe_lib.data.splits import (
     stratified_split,
 )
 from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.io import atomic_write_csv
 
 BALANCE_NOTE = "balancing applies to the train split only; eval keeps the real label distribution"
 
@@ -372,7 +373,7 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
         train.save_to_disk(str(tmp / "train"))
         evaluation.save_to_disk(str(tmp / "eval"))
         frame = result.dropped_frame()
-        frame.to_csv(tmp / "dropped_rows.csv", index=False)
+        atomic_write_csv(tmp / "dropped_rows.csv", frame)
         result.seconds = time.perf_counter() - start
         write_json(
             tmp / SPLIT_INFO,
