@@ -59,6 +59,7 @@ class ScoreConfig:
     backend: Literal["hf", "vllm"] = "hf"
     trust_remote_code: bool = False
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
+    require_label_column: bool = False  # the column was named by the user: a table without it is an error
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ def check_label(value: Any, where: str, label_column: str) -> None:
 
 
 def resolve_inputs(
-    inputs: list[str], split: str | None = None, label_column: str = "pc"
+    inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
     it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
@@ -157,6 +158,11 @@ def resolve_inputs(
             rows = load_rows(path, split=split)
             if not rows:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
+            if require_label_column and label_column not in rows[0]:
+                raise DataError(
+                    f"{path} has no column '{label_column}' (named by --label-column)",
+                    hint=f"its columns: {', '.join(map(str, rows[0]))}",
+                )
             for i, row in enumerate(rows):
                 url = row.get("video_url")
                 if not url:
@@ -170,6 +176,11 @@ def resolve_inputs(
             loose.append(raw)
     seen: set[str] = set()
     repeated: list[str] = []
+    if split is not None and loose and len(loose) == len(inputs):
+        raise DataError(
+            f"--split {split} names a split, but the inputs are video files, not a dataset folder",
+            hint="drop --split (it selects a split of a dataset folder that holds several)",
+        )
     for raw in loose:
         for p in find_videos([raw]):
             real = os.path.realpath(p)
@@ -194,6 +205,12 @@ def model_fingerprint(model: str) -> str:
 
 
 SCORE_FILES = ("results.jsonl", "results.jsonl.lock", "scores.csv", "skipped.jsonl", "summary.json")
+
+
+def _resolved_dtype(cfg: ScoreConfig) -> str:
+    from recipe_lib.models.loading import resolve_device, resolve_dtype
+
+    return resolve_dtype(cfg.dtype, resolve_device(cfg.device) if cfg.backend == "hf" else "cuda")
 
 
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
@@ -226,7 +243,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
-    items, repeated = resolve_inputs(cfg.inputs, split=cfg.split, label_column=cfg.label_column)
+    items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     out = Path(cfg.out_dir)
@@ -242,6 +259,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         "video": to_dict(cfg.video),
         "sampling": to_dict(cfg.sampling) if cfg.mode == "generate" else None,
         "caption": cfg.use_caption,
+        "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
     skipped: list[dict[str, Any]] = []
     keyed: list[tuple[str, dict[str, Any]]] = []

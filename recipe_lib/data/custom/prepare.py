@@ -141,8 +141,23 @@ class CustomDataResult:
 def _prompt_for(prompts_dir: Path, stem: str) -> str | None:
     for name in (f"{stem}.txt", f"{stem}_prompt.txt"):
         p = prompts_dir / name
+        if not os.path.lexists(p):
+            continue
+        real, root = Path(os.path.realpath(p)), Path(os.path.realpath(prompts_dir))
+        if root not in real.parents:
+            # The same rule as links to videos: a caption file that is a link out of the folder (to a system file)
+            # would put that file's text in the training data.
+            raise DataError(
+                f"caption file {p} links outside --prompts-dir (to {real})",
+                hint="copy the caption into the prompts folder instead of linking it",
+            )
         if p.is_file():
-            return p.read_text(encoding="utf-8", errors="replace").strip()
+            text = p.read_text(encoding="utf-8", errors="replace").strip()
+            from recipe_lib.constants import MAX_CELL_CHARS
+
+            if len(text) > MAX_CELL_CHARS:
+                raise DataError(f"caption file {p} holds {len(text)} characters (at most {MAX_CELL_CHARS})")
+            return text
     return None
 
 
