@@ -220,12 +220,17 @@ def defuse_cell(value: Any) -> Any:
 def csv_text(frame: Any, index: bool = False) -> str:
     """``frame.to_csv`` with every text cell, column name and index label defused (:func:`defuse_cell`): the one way
     a CSV is exported, since clip names, captions and model answers come from users' data."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    def textual(values: Any) -> bool:  # object columns and pandas' string dtypes; numbers are never touched
+        return not (is_numeric_dtype(values.dtype) or is_bool_dtype(values.dtype))
+
     frame = frame.copy()
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if textual(frame[column]):
             frame[column] = frame[column].map(defuse_cell)
     frame.columns = [defuse_cell(c) for c in frame.columns]
-    if index and frame.index.dtype == object:
+    if index and textual(frame.index):
         frame.index = frame.index.map(defuse_cell)
     return frame.to_csv(index=index)
 

@@ -57,7 +57,6 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("limit", 1, what="a whole number of clips, at least 1 (leave it out to score every clip)"),
     Rule("batch_size", 1),
-    Rule("workers", 1),
     Rule("max_batch_tokens", 1),
     Rule("fps", 0, 120, strict=True, what="a number of frames per second above 0 and at most 120"),
     Rule("max_frames", 1),

@@ -198,7 +198,10 @@ def model_fingerprint(model: str) -> str:
     """Identity of a model for cache keys: a hub id as is; a local folder by path plus its weights' size and mtime,
     so retraining into the same folder scores again."""
     path = Path(model)
-    if not path.is_dir():
+    try:
+        if not path.is_dir():
+            return model
+    except OSError:  # a symlink loop, a name too long: load_critic names the problem
         return model
     stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
     return f"{path.resolve()}::{result_key(stats=stats)}"

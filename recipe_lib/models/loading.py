@@ -99,7 +99,7 @@ def _local_folder(model: str) -> Path | None:
         from recipe_lib.demo import demo_model_dir
 
         hint = "check the path, or pass a hub id such as nvidia/Cosmos-Reason1-7B"
-        if path.resolve() == demo_model_dir():
+        if Path(os.path.realpath(path)) == demo_model_dir():
             hint = "build the demo critic first: `plausibility tiny-model` (or `make demo`)"
         raise RecipeError(f"model folder not found: {path}", hint=hint)
     return None

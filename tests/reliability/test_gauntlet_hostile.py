@@ -435,7 +435,6 @@ def test_a_million_blank_rows_in_a_label_sheet_fail_fast(synth_clips, tmp_path):
         ["--max-new-tokens", "0"],
         ["--threshold", "nan"],
         ["--batch-size", "0"],
-        ["--workers", "0"],
         ["--trials", "0"],
         ["--top-p", "2"],
         ["--temperature", "-1"],
