@@ -119,6 +119,8 @@ def claim_outputs(folder: str | Path, names: Iterable[str], owner: str | None = 
     wanted = {**recorded, **{name: owner for name in names}}
     if wanted != recorded:
         folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise RecipeError(f"cannot write to {folder}", hint="choose a writable --out folder")
         atomic_write_json(folder / OUTPUT_MARKER, {"format": 1, "files": dict(sorted(wanted.items()))})
     return folder
 
@@ -134,7 +136,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     refuse_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         tmp.unlink()  # a stale temporary file of a killed run with the same pid (never followed if it is a link)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
