@@ -207,7 +207,8 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
-SCORE_FILES = ("results.jsonl", "results.jsonl.lock", "scores.csv", "skipped.jsonl", "summary.json")
+# (results.jsonl.lock is not claimed: it holds no data, and another run holding it is reported by the store)
+SCORE_FILES = ("results.jsonl", "scores.csv", "skipped.jsonl", "summary.json")
 
 
 def _resolved_dtype(cfg: ScoreConfig) -> str:

@@ -544,7 +544,7 @@ def test_new_marker_lists_what_score_wrote(tiny_critic, synth_clips, tmp_path):
     out = tmp_path / "out"
     assert _score(str(_clips(synth_clips)[0]), "--model", str(tiny_critic), "--out", str(out)).returncode == 0
     files = json.loads((out / ".plausibility-outputs.json").read_text())["files"]
-    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "results.jsonl.lock"}
     assert written <= set(files), written - set(files)
     assert set(files.values()) == {"plausibility score"}
 
