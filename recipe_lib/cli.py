@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from recipe_lib.validation import validate_args
+
+        validate_args(args)  # every option checked before any work
         return int(args.func(args) or 0)
     except RecipeError as exc:
         print(f"error: {_one_line(exc.message)}", file=sys.stderr)

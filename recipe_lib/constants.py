@@ -14,3 +14,7 @@ DEFAULT_THRESHOLD = 4.0
 LABEL_COLUMN = "pc"  # VideoPhy-2's physical-commonsense score, 1-5
 VIDEO_COLUMN = "video_url"
 FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
+
+# Caps on user tables, checked before a table is parsed, so a hostile or broken file fails in bounded memory.
+MAX_TABLE_ROWS = 100_000  # rows of one table or label sheet
+MAX_CELL_CHARS = 65_536  # characters of one cell (a caption longer than this is not a caption)

@@ -23,7 +23,11 @@ class ConfigError(RecipeError):
     """A configuration file or mapping has an unknown, missing or malformed key."""
 
 
-class VideoError(RecipeError):
+class ClipError(RecipeError):
+    """One clip cannot be scored (its video, its name or its prompt); the run records it as a counted skip."""
+
+
+class VideoError(ClipError):
     """A video file is missing, empty, truncated or not a video."""
 
 

@@ -24,6 +24,7 @@ from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
 from recipe_lib.inference.record import item_of
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
 from recipe_lib.profiles import get_profile
 from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
@@ -269,12 +270,14 @@ def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
     return critics, eval_data
 
 
+@writes_as("evaluate")
 def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score each critic on the evaluation split and compare them; see the module docstring."""
     critics, eval_data = _resolve(cfg)
     profile = get_profile(cfg.profile)
     out = Path(cfg.out_dir or build_dir() / "06_evaluation")
-    out.mkdir(parents=True, exist_ok=True)
+    names = ["comparison.csv", "detection_rates.csv", "groups.csv", "scores"]
+    claim_outputs(out, names + ReportConfig(out_path=out / REPORT_NAME, thumbnails=cfg.thumbnails).output_names())
     scores: dict[str, ScoreResult] = {}
     for name, model in critics.items():
         scores[name] = score_videos(
@@ -324,11 +327,9 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     table["best_threshold"] = [t.threshold if t else float("nan") for t in thresholds.values()]
     detection = detection_rates({n: s.rows for n, s in scores.items()}, cfg.threshold, **boot)
 
-    table.to_csv(out / "comparison.csv")
-    detection.to_csv(out / "detection_rates.csv", index=False)
-    pd.concat([g.assign(critic=n) for n, g in groups.items()], ignore_index=True).to_csv(
-        out / "groups.csv", index=False
-    )
+    atomic_write_csv(out / "comparison.csv", table, index=True)
+    atomic_write_csv(out / "detection_rates.csv", detection)
+    atomic_write_csv(out / "groups.csv", pd.concat([g.assign(critic=n) for n, g in groups.items()], ignore_index=True))
     result = EvalResult(
         out_dir=out,
         critics=critics,

@@ -21,7 +21,7 @@ import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.inference.record import item_of, label_of
-from recipe_lib.io import atomic_write_text
+from recipe_lib.io import atomic_write_csv, atomic_write_text, claim_outputs, writes_as
 
 DECISIONS = ("keep", "reject", "unparsed", "skipped")
 MANIFEST_COLUMNS = ["video", "decision", "value", "value_source", "score", "expected_score", "threshold", "reason"]
@@ -103,8 +103,11 @@ def prediction_records(
     return records
 
 
+FILTER_FILES = ("predictions.csv", "predictions.jsonl", "manifest.csv")  # what write_filter_outputs writes
+
+
 def _atomic_csv(frame: Any, path: Path) -> Path:
-    return atomic_write_text(path, frame.to_csv(index=False))
+    return atomic_write_csv(path, frame)
 
 
 @dataclasses.dataclass
@@ -137,7 +140,7 @@ def write_filter_outputs(
 
     if _is_missing(threshold):
         raise ConfigError("the threshold must be a number")
-    out = Path(out_dir)
+    out = claim_outputs(out_dir, FILTER_FILES)
     records = prediction_records(rows, skipped, threshold, label_key)
     frame = pd.DataFrame(records)
     if frame.empty:
@@ -205,6 +208,7 @@ def _group_of(video: str, item: dict[str, Any] | None, group_by: str | None, pat
     return str(value), None
 
 
+@writes_as("rank")
 def rank_rollouts(
     rows: Sequence[dict[str, Any]],
     skipped: Sequence[dict[str, Any]] = (),
@@ -312,7 +316,7 @@ def rank_rollouts(
     clips_df = pd.DataFrame(order, columns=clip_cols)
     result = RankResult(groups=groups_df, clips=clips_df)
     if out_dir is not None:
-        out = Path(out_dir)
+        out = claim_outputs(out_dir, ["ranking.csv", "ranking_clips.csv"])
         result.ranking_csv = _atomic_csv(groups_df, out / "ranking.csv")
         result.clips_csv = _atomic_csv(clips_df, out / "ranking_clips.csv")
     return result

@@ -1,15 +1,128 @@
 """Crash-safe file writing, used by every stage: a file is written under a temporary name beside it and moved into
 place in one ``os.replace``, so a killed run (or a full disk) never leaves a partial file under the final name; JSONL
-logs are appended and fsynced line by line and read back up to the first damaged line."""
+logs are appended and fsynced line by line and read back up to the first damaged line.
+
+Nothing is ever written through a symbolic link: a final name that is a link is refused (its target is someone
+else's file), and the temporary file is created with ``O_EXCL | O_NOFOLLOW``. An output folder records the files a
+command wrote in :data:`OUTPUT_MARKER`; :func:`claim_outputs` (called by every stage before any work) refuses to
+replace a file that is not recorded there, or that another command wrote, so a mistyped ``--out`` never destroys data
+the command did not make."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from recipe_lib.errors import RecipeError
+
+T = TypeVar("T")
+
+OUTPUT_MARKER = ".plausibility-outputs.json"  # per output folder: file name -> the stage that wrote it
+_stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("output_stage", default=None)
+
+
+@contextlib.contextmanager
+def output_stage(name: str) -> Iterator[str]:
+    """Outputs claimed inside are recorded as written by stage ``name`` (``score``, ``evaluate``, ``rank``,
+    ``synth``); the outermost stage wins, so ``score_videos`` run by ``evaluate`` writes as ``evaluate``."""
+    current = _stage.get()
+    if current is not None:
+        yield current
+        return
+    token = _stage.set(name)
+    try:
+        yield name
+    finally:
+        _stage.reset(token)
+
+
+def writes_as(stage: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator: the function's outputs are written as stage ``stage`` (see :func:`output_stage`)."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> T:
+            with output_stage(stage):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def refuse_symlink(path: str | Path) -> None:
+    """A file about to be written must not be a symbolic link (writing would change or hide its target)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RecipeError(
+            f"refusing to write {path}: it is a symbolic link (to {os.readlink(path)})",
+            hint="remove the link or choose another output folder; outputs are never written through links",
+        )
+
+
+def _read_marker(folder: Path) -> dict[str, str]:
+    marker = folder / OUTPUT_MARKER
+    refuse_symlink(marker)
+    if not marker.exists():
+        return {}
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        data = None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise RecipeError(
+            f"{marker} is damaged, so it is unknown which files of {folder} this tool wrote",
+            hint="choose a new output folder (or delete the marker if every file in the folder may be replaced)",
+        )
+    return {str(k): str(v) for k, v in files.items()}
+
+
+def claim_outputs(folder: str | Path, names: Iterable[str], owner: str | None = None) -> Path:
+    """Check, before any work, that the files ``names`` (relative to ``folder``) may be written, then record them as
+    written by ``owner`` (default: the running :func:`output_stage`, else ``score``) in the folder's marker.
+
+    Refused with a one-line error: a name that is a symbolic link; an existing file or folder the marker does not
+    list (the command did not create it); one another command wrote (``score`` then ``evaluate`` into one folder
+    would make ``report.html`` cite a replaced file). A file this command wrote before is replaced, as a rerun should.
+    """
+    folder = Path(folder)
+    owner = f"plausibility {owner or _stage.get() or 'score'}"
+    if folder.is_symlink() and not folder.exists():
+        raise RecipeError(f"output folder {folder} is a broken symbolic link", hint="choose another --out folder")
+    if folder.exists() and not folder.is_dir():
+        raise RecipeError(f"output folder {folder} is a file, not a folder", hint="choose a folder path for --out")
+    recorded = _read_marker(folder) if folder.is_dir() else {}
+    names = list(names)
+    for name in names:
+        path = folder / name
+        refuse_symlink(path)
+        if not os.path.lexists(path):
+            continue
+        writer = recorded.get(name)
+        if writer is None:
+            raise RecipeError(
+                f"refusing to replace {path}: it exists and was not written by {owner}",
+                hint="choose a new --out folder; outputs never replace files this tool did not create",
+            )
+        if writer != owner:
+            raise RecipeError(
+                f"refusing to replace {path}: it was written by {writer}, not {owner}",
+                hint=f"choose another --out folder for {owner}, so the outputs of {writer} stay consistent",
+            )
+    wanted = {**recorded, **{name: owner for name in names}}
+    if wanted != recorded:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise RecipeError(f"cannot write to {folder}", hint="choose a writable --out folder")
+        atomic_write_json(folder / OUTPUT_MARKER, {"format": 1, "files": dict(sorted(wanted.items()))})
+    return folder
 
 
 def _tmp_name(path: Path) -> Path:
@@ -20,10 +133,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (see the module docstring); the temporary file is removed on failure and
     the error names ``path``."""
     path = Path(path)
+    refuse_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
+    with contextlib.suppress(OSError):
+        tmp.unlink()  # a stale temporary file of a killed run with the same pid (never followed if it is a link)
     try:
-        with tmp.open("wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
     except OSError as exc:
@@ -63,8 +180,10 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
 def append_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     """Append rows to a JSONL file and fsync, so a row that was appended survives a kill."""
     path = Path(path)
+    refuse_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(jsonl_text(rows))
         fh.flush()
         os.fsync(fh.fileno())
@@ -83,3 +202,63 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 return
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CSV exports
+
+# A spreadsheet runs a cell that begins with one of these as a formula (=HYPERLINK(...), +cmd|..., -2+3, @SUM(...)).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def defuse_cell(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (shown as text); numbers and other
+    text are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_text(frame: Any, index: bool = False) -> str:
+    """``frame.to_csv`` with every text cell, column name and index label defused (:func:`defuse_cell`): the one way
+    a CSV is exported, since clip names, captions and model answers come from users' data."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    def textual(values: Any) -> bool:  # object columns and pandas' string dtypes; numbers are never touched
+        return not (is_numeric_dtype(values.dtype) or is_bool_dtype(values.dtype))
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if textual(frame[column]):
+            frame[column] = frame[column].map(defuse_cell)
+    frame.columns = [defuse_cell(c) for c in frame.columns]
+    if index and textual(frame.index):
+        frame.index = frame.index.map(defuse_cell)
+    return frame.to_csv(index=index)
+
+
+def atomic_write_csv(path: str | Path, frame: Any, index: bool = False) -> Path:
+    return atomic_write_text(path, csv_text(frame, index=index))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# names shown to the user
+
+
+def printable(text: Any) -> str:
+    """``text`` safe to print on one line: bytes of a non-UTF-8 file name as ``\\xNN``, and newlines, tabs and
+    other control characters as escapes (so a file name can neither crash the output nor forge a summary line)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def utf8_name(text: str) -> bool:
+    """Whether ``text`` (a path as the OS gave it) is valid UTF-8, so it can be stored in JSON and CSV as is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

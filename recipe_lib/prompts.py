@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -93,19 +95,39 @@ def video_part(video: str | Path, video_settings: VideoSettings) -> dict[str, An
     return part
 
 
+# Chat-control tokens of Qwen-family tokenizers look like <|im_end|>, <|video_pad|>, <|vision_start|> ...
+_CONTROL_TOKEN = re.compile(r"<\|([^<>|]{0,64})\|>")
+_WORD_JOINER = "\u2060"  # invisible; splits a control token's text so the tokenizer reads plain characters
+
+
+def neutralise_special_tokens(text: str, special: Iterable[str] = ()) -> str:
+    """Data (a caption) never becomes chat structure: every ``<|...|>`` token and every tokenizer special token in
+    ``special`` found in ``text`` gets an invisible word joiner after its first character, so it is tokenised as
+    ordinary characters (a caption holding ``<|video_pad|>`` or ``<|im_end|>`` forges nothing). Text without such
+    tokens is returned unchanged."""
+    text = _CONTROL_TOKEN.sub(lambda m: f"<{_WORD_JOINER}|{m.group(1)}|>", text)
+    for token in sorted({t for t in special if len(t) > 1}, key=len, reverse=True):
+        if token in text:
+            text = text.replace(token, token[0] + _WORD_JOINER + token[1:])
+    return text
+
+
 def build_messages(
     prompt: PromptSpec,
     video: str | Path,
     video_settings: VideoSettings,
     caption: str | None = None,
     answer: str | None = None,
+    special_tokens: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Chat messages [system, user(video + text), (assistant)] for one clip.
 
-    ``caption`` (the generation prompt of the clip, when known) is added to the user text as context.
+    ``caption`` (the generation prompt of the clip, when known) is added to the user text as context, with control
+    tokens neutralised (:func:`neutralise_special_tokens`; ``special_tokens``: the tokenizer's own).
     """
     text = prompt.user_prompt
     if caption:
+        caption = neutralise_special_tokens(str(caption), special_tokens)
         text = f"{text}\nThe video was generated from this description: {caption}"
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": [{"type": "text", "text": prompt.system_prompt}]},

@@ -31,7 +31,7 @@ from jinja2 import Environment
 from recipe_lib.errors import RecipeError
 from recipe_lib.filtering import DECISIONS, decide
 from recipe_lib.inference.record import item_of
-from recipe_lib.io import atomic_write_json, atomic_write_text
+from recipe_lib.io import atomic_write_json, atomic_write_text, claim_outputs
 from recipe_lib.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
 
 SUMMARY_METRICS = ("accuracy", "within1", "mae", "pearson", "spearman", "kendall", "qwk", "precision", "recall")
@@ -71,6 +71,10 @@ class ReportConfig:
     json_name: str = "evaluation_results.json"
     workers: int = 2
     subtitle: str = ""
+
+    def output_names(self) -> list[str]:
+        """The files (and the thumbnail folder) this report writes beside ``out_path``."""
+        return [self.out_path.name, self.json_name] + (["thumbs"] if self.thumbnails and self.thumb_dir is None else [])
 
 
 @dataclasses.dataclass
@@ -488,6 +492,7 @@ def write_report(
     ``extra`` adds keys to the JSON only (e.g. the full threshold curves drawn in a section's figure)."""
     if not critics:
         raise RecipeError("a report needs at least one critic's scores")
+    claim_outputs(cfg.out_path.parent, cfg.output_names())
     data = build_report_data(critics, cfg, sections)
     thumbs, thumb_errors = _thumbnails([s["video"] for s in data["samples"]], cfg)
     confusion = []

@@ -14,6 +14,7 @@ from typing import Any
 
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.io import printable, writes_as
 
 
 @dataclasses.dataclass
@@ -67,18 +68,24 @@ def scoring_lines(result: ScoreResult) -> list[str]:
         f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
         f"{s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
     ]
-    return lines + [f"  skipped {skip['video']}: {skip['reason']}" for skip in result.skipped]
+    return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
 
 
+@writes_as("score")
 def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) -> ScoreStageResult:
     """Score, filter, measure and report (see the module docstring)."""
-    from recipe_lib.filtering import write_filter_outputs
+    from recipe_lib.filtering import FILTER_FILES, write_filter_outputs
+    from recipe_lib.inference.scoring import SCORE_FILES
+    from recipe_lib.io import claim_outputs
     from recipe_lib.metrics import labelled_rows, suite_from_rows
     from recipe_lib.report import CriticScores, ReportConfig, write_report
 
     sc = cfg.score
-    result = score_videos(sc, progress=progress, scorer=scorer)
     out = Path(sc.out_dir)
+    # Every file of the stage is checked before anything is scored (a foreign manifest.csv fails now, not after).
+    report_files = ReportConfig(out_path=out / "report.html").output_names() if cfg.report else []
+    claim_outputs(out, [*SCORE_FILES, *FILTER_FILES, *report_files])
+    result = score_videos(sc, progress=progress, scorer=scorer)
     filtered = write_filter_outputs(result.rows, result.skipped, out, cfg.threshold, cfg.label_column)
     suite = None
     if labelled_rows(result.rows, cfg.label_column):

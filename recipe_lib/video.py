@@ -17,6 +17,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -272,6 +273,13 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _path_test(check: Any, path: Path) -> bool:
+    try:
+        return bool(check(path))
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a name over 255 bytes
+        return False
+
+
 def find_videos(inputs: list[str | Path]) -> list[Path]:
     """Expand folders (recursively), globs and files into a sorted, de-duplicated list of video paths."""
     import glob
@@ -279,19 +287,23 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file()))
-        elif any(ch in str(item) for ch in "*?[") and not p.exists():
+        if _path_test(Path.is_dir, p):
+            found.extend(
+                sorted(
+                    q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and (q.is_file() or q.is_symlink())
+                )
+            )
+        elif any(ch in str(item) for ch in "*?[") and not _path_test(Path.exists, p):
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
             if not matches:
                 raise VideoError(f"no files match {item}", hint="check the pattern and the folder it starts from")
-            found.extend(m for m in matches if m.is_file())
+            found.extend(m for m in matches if _path_test(Path.is_file, m))
         else:
             found.append(p)
     seen: set[str] = set()
     unique = []
     for p in found:
-        key = str(p.resolve())
+        key = os.path.realpath(p)  # never raises on a symlink loop (the clip is then skipped with the reason)
         if key not in seen:
             seen.add(key)
             unique.append(p)

@@ -82,7 +82,7 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
         help="write OUT/report.html and OUT/evaluation_results.json (default: on)",
     )
     g.add_argument("--report-title", default=None, help="title of the HTML report")
-    g.add_argument("--label-column", default="pc", help="label column when the clips' table has labels (default: pc)")
+    g.add_argument("--label-column", default=None, help="label column when the clips' table has labels (default: pc)")
 
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
@@ -114,7 +114,8 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         vllm=config_from_args(VLLMOptions, args),
         endpoint=config_from_args(EndpointOptions, args),
         trust_remote_code=args.trust_remote_code,
-        label_column=getattr(args, "label_column", "pc"),
+        label_column=getattr(args, "label_column", None) or "pc",
+        require_label_column=getattr(args, "label_column", None) is not None,
     )
 
 
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         report=args.report,
         report_title=args.report_title,
-        label_column=args.label_column,
+        label_column=args.label_column or "pc",
     )
     result = run_score_stage(stage)
     print("\n".join(result.summary_lines()))

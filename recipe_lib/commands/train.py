@@ -116,7 +116,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     frame = result.frame()
-    frame.to_csv(result.out_dir / "sweep.csv", index=False)
+    from recipe_lib.io import atomic_write_csv
+
+    atomic_write_csv(result.out_dir / "sweep.csv", frame)
     plot_sweep(result).savefig(result.out_dir / "sweep.png", dpi=110)
     cols = [c for c in ("step", "checkpoint", "accuracy", "pearson", "majority_accuracy", "coverage") if c in frame]
     print(frame[cols].to_string(index=False))

@@ -89,8 +89,36 @@ def to_conversations(
     return datasets.Dataset.from_dict(records)
 
 
+def check_conversations_out(out_dir: str | Path, source: Any = None) -> None:
+    """``out_dir`` may be (re)written: it is not the source table or inside it (nor holds it), it is not a link, and
+    when it exists and is not empty it is a conversation dataset (what this stage writes), not someone's folder."""
+    from recipe_lib.io import refuse_symlink
+
+    out = Path(out_dir)
+    refuse_symlink(out)
+    if isinstance(source, str | Path):
+        src, dst = Path(source).resolve(), out.resolve()
+        if src == dst or dst in src.parents or src in dst.parents:
+            raise DataError(
+                f"--out {out} overlaps the source data {source}: writing it would replace the data being read",
+                hint="choose an --out folder outside the source data",
+            )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        info = out / "dataset_info.json"
+        try:
+            ours = "conversations" in json.loads(info.read_text(encoding="utf-8")).get("features", {})
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise DataError(
+                f"output folder {out} exists and is not a conversation dataset written by this command",
+                hint="choose a new --out folder or empty this one",
+            )
+
+
 def save_conversations(ds: Any, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
+    check_conversations_out(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     ds.save_to_disk(str(out_dir))
     return out_dir
@@ -152,6 +180,7 @@ def prepare_conversations(cfg: ConversationsConfig) -> ConversationsResult:
     from recipe_lib.data.splits import balance_labels
     from recipe_lib.data.tables import load_rows
 
+    check_conversations_out(cfg.out_dir, cfg.data)  # before any work
     ds = cfg.data if isinstance(cfg.data, datasets.Dataset) else datasets.Dataset.from_list(load_rows(cfg.data))
     report = None
     if cfg.balance_labels:

@@ -7,19 +7,75 @@ import math
 from pathlib import Path
 from typing import Any
 
+from recipe_lib.constants import MAX_TABLE_ROWS
 from recipe_lib.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".json", ".xlsx")
 
 
+def _test(check: Any, path: Path) -> bool:
+    """``check(path)`` (``Path.is_dir`` ...), False for a path the OS cannot look at (a symlink loop, a name over
+    255 bytes): such an input is then reported once, where it is read, instead of a traceback here."""
+    try:
+        return bool(check(path))
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def is_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and (
-        (path / "dataset_info.json").exists() or (path / "state.json").exists() or (path / "dataset_dict.json").exists()
+    return _test(Path.is_dir, path) and any(
+        _test(Path.exists, path / name) for name in ("dataset_info.json", "state.json", "dataset_dict.json")
     )
 
 
 def is_table(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+    return _test(Path.is_file, path) and path.suffix.lower() in TABLE_SUFFIXES
+
+
+def check_table_file(path: Path) -> None:
+    """A text table (CSV/JSONL) holds at most ``MAX_TABLE_ROWS`` lines, counted in a streaming pass before it is
+    parsed (a few MB of blank rows would otherwise become gigabytes of parsed rows and report entries)."""
+    from recipe_lib.constants import MAX_TABLE_ROWS
+
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        return
+    lines = 0
+    with path.open("rb") as fh:
+        for _ in fh:
+            lines += 1
+            if lines > MAX_TABLE_ROWS + 1:
+                raise DataError(
+                    f"{path} has more than {MAX_TABLE_ROWS} rows",
+                    hint=f"split it into tables of at most {MAX_TABLE_ROWS} rows (blank rows count too)",
+                )
+
+
+def check_columns(columns: list[Any], where: str) -> None:
+    """Column names must be unique: a repeated header (two 'pc' columns) would silently pick one of them."""
+    names = [str(c).strip() for c in columns]
+    dupes = sorted({c for c in names if c and names.count(c) > 1})
+    if dupes:
+        raise DataError(f"{where}: column name(s) {dupes} appear more than once", hint="rename the copies")
+
+
+def check_cells(rows: list[dict[str, Any]], where: str) -> None:
+    """No text cell is longer than ``MAX_CELL_CHARS`` (a 100 MB caption would be tokenised into tens of GB)."""
+    from recipe_lib.constants import MAX_CELL_CHARS
+
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
+                raise DataError(
+                    f"{where}: row {i} column '{key}' holds {len(value)} characters (at most {MAX_CELL_CHARS})",
+                    hint="shorten that cell; captions and notes are short texts",
+                )
+
+
+def _csv_header(path: Path) -> list[str]:
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        return next(csv.reader(fh), [])
 
 
 def _clean(value: Any) -> Any:
@@ -62,16 +118,34 @@ def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
             if split not in ds:
                 raise DataError(f"{path} has no split '{split}'", hint=f"splits: {', '.join(sorted(ds))}")
             ds = ds[split]
-        return [dict(r) for r in ds]
+        elif split is not None and str(ds.split or "") != split:
+            raise DataError(
+                f"{path} holds one dataset without splits, so --split {split} names nothing",
+                hint="drop --split (it selects a split of a folder that holds several)",
+            )
+        if ds.num_rows > MAX_TABLE_ROWS:
+            raise DataError(f"{path} has {ds.num_rows} rows, more than {MAX_TABLE_ROWS}", hint="score it in parts")
+        check_columns(ds.column_names, str(path))
+        rows = [dict(r) for r in ds]
+        check_cells(rows, str(path))
+        return rows
     if not path.exists():
         raise DataError(f"table not found: {path}")
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(
             f"table {path} is an empty file (0 bytes)", hint="export it again: a header row, then one row per clip"
         )
+    if split is not None:
+        raise DataError(
+            f"{path} is a table, not a dataset folder with splits, so --split {split} names nothing",
+            hint="drop --split (it selects a split of a dataset folder that holds several)",
+        )
     import pandas as pd
 
+    check_table_file(path)
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        check_columns(_csv_header(path), str(path))
     try:
         if suffix == ".csv":
             df = pd.read_csv(path)
@@ -88,4 +162,9 @@ def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]
         raise DataError(
             f"cannot read {path}: {first}", hint=f"check that it is a valid {suffix.lstrip('.')} file"
         ) from exc
-    return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    if len(df) > MAX_TABLE_ROWS:
+        raise DataError(f"{path} has {len(df)} rows, more than {MAX_TABLE_ROWS}", hint="score it in parts")
+    check_columns(list(df.columns), str(path))
+    rows = [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    check_cells(rows, str(path))
+    return rows

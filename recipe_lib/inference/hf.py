@@ -33,10 +33,12 @@ from recipe_lib.inference.accel import (
 )
 from recipe_lib.inference.requests import (
     SCORES,
+    check_context,
     check_mode,
     clip_text,
     clip_visual_tokens,
     collate,
+    context_length,
     digit_token_ids,
     encode_clip,
     expected_row,
@@ -107,6 +109,7 @@ class HFScorer:
             )
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if mode == "expected" else None
         self.pixel_dtype = _visual_dtype(self._core or self.model)
+        self.context = context_length(self.model)
         self.profile = False  # set True to record a per-phase breakdown of each batch in ``last_timing``
         self.last_timing: dict[str, float] = {}
         self.tokens_generated = 0  # running count of answer tokens produced in generate mode (end token included)
@@ -125,6 +128,8 @@ class HFScorer:
         start = time.perf_counter() if start is None else start
         text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
         encoded = encode_clip(self.processor, text, video, self.pixel_dtype)
+        reserve = 1 if self.mode == "expected" else self.sampling.max_new_tokens
+        check_context(int(encoded["input_ids"].shape[1]), self.context, reserve, str(item["video_url"]))
         return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=encoded)
 
     def _inputs(self, batch: list[Prepared]) -> dict[str, Any]:

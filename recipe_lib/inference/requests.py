@@ -43,7 +43,9 @@ def render_prompt(
     answer_prefix: bool,
 ) -> str:
     """The chat text of one clip (the chat template applied to [system, user(video + question)])."""
-    messages = build_messages(prompt, video, video_settings, caption=caption)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    special = [*getattr(tokenizer, "all_special_tokens", ()), *getattr(tokenizer, "added_tokens_encoder", {})]
+    messages = build_messages(prompt, video, video_settings, caption=caption, special_tokens=special)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + ANSWER_PREFIX if answer_prefix else text
 
@@ -99,6 +101,29 @@ def encode_clip(processor: Any, text: str, video: ModelVideo, pixel_dtype: Any =
     if pixel_dtype is not None and out["pixel_values_videos"].dtype != pixel_dtype:
         out["pixel_values_videos"] = out["pixel_values_videos"].to(pixel_dtype)
     return out
+
+
+def context_length(model: Any) -> int | None:
+    """The critic's context (max positions of its language model), or None when the config does not say."""
+    config = getattr(model, "config", None)
+    for part in (getattr(config, "text_config", None), config):
+        value = getattr(part, "max_position_embeddings", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(n_tokens: int, context: int | None, reserve: int, video: str) -> None:
+    """A clip whose prompt (text + visual tokens, plus ``reserve`` answer tokens) does not fit the critic's context
+    is skipped with the reason, never scored on a truncated or overflowing input."""
+    if context is not None and n_tokens + reserve > context:
+        from recipe_lib.errors import ClipError
+
+        raise ClipError(
+            f"prompt of {video} is {n_tokens} tokens (+{reserve} for the answer), more than the critic's context "
+            f"of {context}",
+            hint="shorten the caption, lower --fps / --max-pixels / --max-frames, or score without --use-caption",
+        )
 
 
 def _as_tensor(value: Any) -> Any:

@@ -21,7 +21,15 @@ from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.store import ResultStore, result_key
-from recipe_lib.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from recipe_lib.io import (
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_jsonl,
+    claim_outputs,
+    printable,
+    utf8_name,
+    writes_as,
+)
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos
 
@@ -82,6 +90,7 @@ class ScoreConfig:
     endpoint: EndpointOptions = dataclasses.field(default_factory=EndpointOptions)
     trust_remote_code: bool = False
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
+    require_label_column: bool = False  # the column was named by the user: a table without it is an error
 
 
 @dataclasses.dataclass
@@ -166,7 +175,7 @@ def check_label(value: Any, where: str, label_column: str) -> None:
 
 
 def resolve_inputs(
-    inputs: list[str], split: str | None = None, label_column: str = "pc"
+    inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
     it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
@@ -180,6 +189,11 @@ def resolve_inputs(
             rows = load_rows(path, split=split)
             if not rows:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
+            if require_label_column and label_column not in rows[0]:
+                raise DataError(
+                    f"{path} has no column '{label_column}' (named by --label-column)",
+                    hint=f"its columns: {', '.join(map(str, rows[0]))}",
+                )
             for i, row in enumerate(rows):
                 url = row.get("video_url")
                 if not url:
@@ -193,6 +207,11 @@ def resolve_inputs(
             loose.append(raw)
     seen: set[str] = set()
     repeated: list[str] = []
+    if split is not None and loose and len(loose) == len(inputs):
+        raise DataError(
+            f"--split {split} names a split, but the inputs are video files, not a dataset folder",
+            hint="drop --split (it selects a split of a dataset folder that holds several)",
+        )
     for raw in loose:
         for p in find_videos([raw]):
             real = os.path.realpath(p)
@@ -210,15 +229,28 @@ def model_fingerprint(model: str) -> str:
     """Identity of a model for cache keys: a hub id as is; a local folder by path plus its weights' size and mtime,
     so retraining into the same folder scores again."""
     path = Path(model)
-    if not path.is_dir():
+    try:
+        if not path.is_dir():
+            return model
+    except OSError:  # a symlink loop, a name too long: load_critic names the problem
         return model
     stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
+# (results.jsonl.lock is not claimed: it holds no data, and another run holding it is reported by the store)
+SCORE_FILES = ("results.jsonl", "scores.csv", "skipped.jsonl", "summary.json")
+
+
+def _resolved_dtype(cfg: ScoreConfig) -> str:
+    from recipe_lib.models.loading import resolve_device, resolve_dtype
+
+    return resolve_dtype(cfg.dtype, resolve_device(cfg.device) if cfg.backend == "hf" else "cuda")
+
+
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     out = Path(cfg.out_dir)
-    atomic_write_text(out / "scores.csv", result.frame().to_csv(index=False))
+    atomic_write_csv(out / "scores.csv", result.frame())
     atomic_write_jsonl(out / "skipped.jsonl", result.skipped)
     atomic_write_json(out / "summary.json", {"config": to_dict(cfg), **result.summary()})
 
@@ -239,21 +271,23 @@ def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
     return HFScorer(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
 
 
+@writes_as("score")
 def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) -> ScoreResult:
     """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one."""
     from tqdm.auto import tqdm
 
-    from recipe_lib.errors import VideoError
+    from recipe_lib.errors import ClipError
 
     start = time.perf_counter()
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
-    items, repeated = resolve_inputs(cfg.inputs, split=cfg.split, label_column=cfg.label_column)
+    items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, SCORE_FILES)  # before any work: no link followed, nothing replaced that we did not write
     if not os.access(out, os.W_OK):
         raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
 
@@ -264,12 +298,22 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         "video": to_dict(cfg.video),
         "sampling": to_dict(cfg.sampling) if cfg.mode == "generate" else None,
         "caption": cfg.use_caption,
+        "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
     skipped: list[dict[str, Any]] = []
     keyed: list[tuple[str, dict[str, Any]]] = []
     seen: set[str] = set()
     for item in items:
         url = item["video_url"]
+        if not utf8_name(str(url)):
+            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
+            skipped.append(
+                {
+                    "video": printable(url),
+                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
+                }
+            )
+            continue
         try:
             digest = file_digest(url)
         except FileNotFoundError:
@@ -279,7 +323,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
             skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
             continue
         except OSError as exc:
-            skipped.append({"video": url, "reason": f"cannot read {url}: {exc.strerror or exc}"})
+            skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
             continue
         key = result_key(content=digest, **settings)
         if key in seen:
@@ -317,7 +361,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
                         try:
                             ready.append(fut.result())
                             keys.append(key)
-                        except VideoError as exc:
+                        except ClipError as exc:
                             skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
                     if ready:
                         records = []

@@ -7,6 +7,7 @@ The demo critic (a folder built by :func:`recipe_lib.models.tiny.build_tiny_crit
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -98,7 +99,7 @@ def _local_folder(model: str) -> Path | None:
         from recipe_lib.demo import demo_model_dir
 
         hint = "check the path, or pass a hub id such as nvidia/Cosmos-Reason1-7B"
-        if path.resolve() == demo_model_dir():
+        if Path(os.path.realpath(path)) == demo_model_dir():
             hint = "build the demo critic first: `plausibility tiny-model` (or `make demo`)"
         raise RecipeError(f"model folder not found: {path}", hint=hint)
     return None
@@ -110,6 +111,75 @@ def _check_folder(folder: Path) -> None:
             f"{folder} has no config.json, so it is not a Hugging Face model folder",
             hint="pass the folder that holds config.json, the *.safetensors weights and the tokenizer files "
             "(for a hub cache entry: .../snapshots/<revision>)",
+        )
+    check_config_json(folder / "config.json")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_config_json(path: Path) -> None:
+    """``config.json`` must be a JSON object naming a model type (blamed on itself, not on the processor files)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecipeError(
+            f"{path} is not valid JSON ({exc})", hint="restore config.json from the checkpoint you downloaded"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise RecipeError(
+            f"{path} is not a model configuration (a JSON object with a 'model_type')",
+            hint="restore config.json from the checkpoint you downloaded",
+        )
+
+
+def check_safetensors(path: Path) -> None:
+    """A safetensors file is whole: its header parses and every tensor's bytes lie inside the file (a download or
+    copy cut short fails here with the file named, never as a traceback in the middle of loading)."""
+    size = path.stat().st_size
+    hint = "the weights file is truncated or damaged; download or copy it again"
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or 8 + n > size:
+            raise RecipeError(f"{path} is not a whole safetensors file ({size} bytes, no complete header)", hint=hint)
+        try:
+            header = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{path} has a damaged safetensors header", hint=hint) from exc
+    if not isinstance(header, dict):
+        raise RecipeError(f"{path} has a damaged safetensors header", hint=hint)
+    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise RecipeError(
+            f"{path} is truncated: its tensors need {8 + n + end} bytes but the file has {size}", hint=hint
+        )
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{shown} and {len(keys) - limit} more" if len(keys) > limit else shown
+
+
+def check_loading_info(name: str, info: dict[str, Any], allow_missing_weights: bool = False) -> None:
+    """Every weight of the model came from the checkpoint and every tensor of the checkpoint was used: a checkpoint
+    lacking (say) the vision tower would otherwise run with random weights and give different scores every run."""
+    if allow_missing_weights:
+        return
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple | list) else k) for k in info.get("mismatched_keys") or [])
+    hint = "the weights do not belong to this config.json; use the checkpoint's own files (or a complete download)"
+    if missing:
+        raise RecipeError(
+            f"'{name}' lacks {len(missing)} weight tensor(s) the model needs: {_names(missing)}", hint=hint
+        )
+    if mismatched:
+        raise RecipeError(
+            f"'{name}' has {len(mismatched)} tensor(s) of the wrong shape: {_names(mismatched)}", hint=hint
+        )
+    if unexpected:
+        raise RecipeError(
+            f"'{name}' holds {len(unexpected)} tensor(s) the model does not use: {_names(unexpected)}", hint=hint
         )
 
 
@@ -169,11 +239,13 @@ def load_critic(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
+    allow_missing_weights: bool = False,
 ) -> LoadedCritic:
     """Load processor and model from a local folder or a hub id (e.g. ``nvidia/Cosmos-Reason1-7B``).
 
     ``device``: auto | cpu | cuda | cuda:N | mps. ``dtype``: auto (bfloat16 on GPU, float32 on CPU) | float32 |
     bfloat16 | float16. ``trust_remote_code`` is only passed on when asked. The model is returned in eval mode.
+    Missing, unexpected or mis-shaped tensors are an error naming them unless ``allow_missing_weights``.
     """
     model_str = os.fspath(model).strip()
     if not model_str:
@@ -212,7 +284,7 @@ def load_critic(
     if resolved_device.startswith("cuda"):
         model_kwargs["device_map"] = {"": resolved_device}
     try:
-        loaded = AutoModelForImageTextToText.from_pretrained(source, **model_kwargs)
+        loaded, info = AutoModelForImageTextToText.from_pretrained(source, output_loading_info=True, **model_kwargs)
     except ImportError as exc:
         raise RecipeError(
             f"could not load '{name}': {_first_line(exc)}",
@@ -224,6 +296,7 @@ def load_critic(
             hint="the folder needs config.json and *.safetensors weights of an image-text-to-text model "
             "(Qwen2.5-VL / Cosmos-Reason1)",
         ) from exc
+    check_loading_info(name, info, allow_missing_weights)
     if not resolved_device.startswith("cuda"):
         loaded = loaded.to(resolved_device)
     loaded.eval()

@@ -26,6 +26,7 @@ from recipe_lib.data.splits import (
     stratified_split,
 )
 from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.io import atomic_write_csv
 
 BALANCE_NOTE = "balancing applies to the train split only; eval keeps the real label distribution"
 
@@ -140,8 +141,23 @@ class CustomDataResult:
 def _prompt_for(prompts_dir: Path, stem: str) -> str | None:
     for name in (f"{stem}.txt", f"{stem}_prompt.txt"):
         p = prompts_dir / name
+        if not os.path.lexists(p):
+            continue
+        real, root = Path(os.path.realpath(p)), Path(os.path.realpath(prompts_dir))
+        if root not in real.parents:
+            # The same rule as links to videos: a caption file that is a link out of the folder (to a system file)
+            # would put that file's text in the training data.
+            raise DataError(
+                f"caption file {p} links outside --prompts-dir (to {real})",
+                hint="copy the caption into the prompts folder instead of linking it",
+            )
         if p.is_file():
-            return p.read_text(encoding="utf-8", errors="replace").strip()
+            text = p.read_text(encoding="utf-8", errors="replace").strip()
+            from recipe_lib.constants import MAX_CELL_CHARS
+
+            if len(text) > MAX_CELL_CHARS:
+                raise DataError(f"caption file {p} holds {len(text)} characters (at most {MAX_CELL_CHARS})")
+            return text
     return None
 
 
@@ -372,7 +388,7 @@ def prepare_custom(cfg: CustomDataConfig) -> CustomDataResult:
         train.save_to_disk(str(tmp / "train"))
         evaluation.save_to_disk(str(tmp / "eval"))
         frame = result.dropped_frame()
-        frame.to_csv(tmp / "dropped_rows.csv", index=False)
+        atomic_write_csv(tmp / "dropped_rows.csv", frame)
         result.seconds = time.perf_counter() - start
         write_json(
             tmp / SPLIT_INFO,

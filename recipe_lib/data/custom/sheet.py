@@ -113,6 +113,9 @@ def read_sheet(path: str | Path, link_column: str, label_column: str, sheet_name
         merged = _merged_ranges(path, sheet)
         where = f"sheet '{sheet}' of {path.name}"
     elif suffix == ".csv":
+        from recipe_lib.data.tables import check_table_file
+
+        check_table_file(path)
         raw = None
         for encoding in ("utf-8-sig", "cp1252"):
             try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.io import claim_outputs, writes_as
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -146,6 +147,7 @@ def _save_dataset(dataset_dir: Path, records: list[dict[str, Any]]) -> None:
     os.replace(tmp, dataset_dir)
 
 
+@writes_as("synth")
 def generate_clips(cfg: SynthConfig) -> SynthResult:
     """Render ``cfg.n`` clips into ``cfg.out_dir``: ``videos/<id>.mp4``, ``dataset/``, ``manifest.csv`` and
     ``summary.json``. Clips of earlier runs in ``videos/`` that this run does not produce are removed."""
@@ -154,6 +156,8 @@ def generate_clips(cfg: SynthConfig) -> SynthResult:
     out_dir = Path(cfg.out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"out_dir is a file, not a folder: {out_dir}")
+    # dataset/ and manifest.csv are replaced and stale clips in videos/ deleted: only in a folder synth wrote.
+    claim_outputs(out_dir, ["videos", "dataset", "manifest.csv", "summary.json"])
     videos = out_dir / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     plan = plan_clips(cfg)
