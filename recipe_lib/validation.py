@@ -72,6 +72,12 @@ RULES: tuple[Rule, ...] = (
     Rule("threshold", what="a finite number (the score scale is 1-5)"),
     Rule("resamples", 0),
     Rule("n", 1),
+    Rule("gpu_memory_utilization", 0, 1, strict=True),
+    Rule("max_model_len", 1),
+    Rule("tensor_parallel_size", 1),
+    Rule("concurrency", 1),
+    Rule("timeout", 0, strict=True),
+    Rule("retries", 0),
 )
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")
