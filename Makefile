@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
-.PHONY: venv demo test test-fast lint lab docs bench bench-quick clean
+.PHONY: venv demo test test-fast lint lab docs bench bench-quick gpu-venv gpu-resolve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
@@ -45,6 +45,23 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py --quick
+
+# GPU machines (CUDA 13 driver): torch 2.11.0 + vLLM 0.22.1 + transformers 4.57.6 (constraints-gpu.txt).
+GPU_PLATFORMS := $(foreach n,17 24 27 28 31 34 35 39,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+gpu-venv:
+	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
+	.venv-gpu/bin/python -m pip install -q --upgrade pip
+	.venv-gpu/bin/python -m pip install -q -c constraints-gpu.txt -e '.[gpu,dev]'
+
+# Show that the GPU set resolves for Python 3.12 on manylinux x86-64 without installing anything (downloads wheels).
+gpu-resolve:
+	mkdir -p build
+	python3 -m pip install --dry-run --ignore-installed --quiet --report build/gpu-resolve.json --target build/gpu-resolve \
+	  --python-version 3.12 --implementation cp $(GPU_PLATFORMS) --only-binary=:all: -c constraints-gpu.txt '.[gpu]'
+	python3 -c "import json; r = json.load(open('build/gpu-resolve.json'))['install']; \
+	  print(len(r), 'packages:', ', '.join(f\"{p['metadata']['name']} {p['metadata']['version']}\" for p in r \
+	  if p['metadata']['name'] in ('torch', 'torchvision', 'vllm', 'transformers', 'tokenizers')))"
 
 clean:
 	rm -rf build

@@ -67,10 +67,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra = {"ignore_eos": True} if mode == "generate" else {}
         scorer = VLLMScorer(cfg, load_prompt(prompt_name), sampling_kwargs=extra)
         text = clip_text(scorer.processor, scorer.prompt, {"video_url": "synthetic"}, wl[name].video, mode, False)
-        # Every clip has its own frames (seeded), so neither prefix caching nor the multimodal cache can reuse a
-        # clip's vision work for another; the shared rubric before the video is what caching may reuse.
+        # Every clip of every row has its own frames (seeded), so neither prefix caching nor vLLM's multimodal
+        # processor cache can reuse a clip's work for another; the shared rubric before the video may be reused.
+        base = 100_000 * (ROWS.index(key) + 1)
         videos = [
-            synthetic_video(wl[name], seed=1000 * r + i) for r in range(args.repeats + 1) for i in range(args.batch)
+            synthetic_video(wl[name], seed=base + 1000 * r + i)
+            for r in range(args.repeats + 1)
+            for i in range(args.batch)
         ]
         batches = [
             [
