@@ -47,7 +47,7 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py --quick
 
 # GPU machines (CUDA 13 driver): torch 2.11.0 + vLLM 0.22.1 + transformers 4.57.6 (constraints-gpu.txt).
-GPU_PLATFORMS := $(foreach n,17 24 27 28 31 34 35 39,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+GPU_PLATFORMS := $(foreach n,$(shell seq 17 39),--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
 
 gpu-venv:
 	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
