@@ -37,10 +37,10 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 def check_ray(cfg: ScoreConfig) -> None:
     """Fail early, with one clear message, when Ray is missing, the options are wrong or no cluster answers."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
-        raise RecipeError("the ray engine needs Ray Data, which is not installed", hint=INSTALL_HINT)
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RecipeError("the ray engine needs Ray Data, which is not installed", hint=INSTALL_HINT) from exc
     if cfg.num_workers < 1:
         raise RecipeError(f"--num-workers must be at least 1, got {cfg.num_workers}")
     if cfg.gpus_per_worker < 0:
