@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import pickle
 import socket
 import time
@@ -37,6 +38,9 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 def check_ray(cfg: ScoreConfig) -> None:
     """Fail early, with one clear message, when Ray is missing, the options are wrong or no cluster answers."""
+    if cfg.address in (None, "", "auto", "local") or _host_port(cfg.address)[0] in LOOPBACK:
+        # A cluster on this machine: Ray would otherwise swap 127.0.0.1 for the machine's interface address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray.data  # noqa: F401
     except ImportError as exc:

@@ -1,9 +1,11 @@
 """``--engine ray`` on a real two-node Ray cluster on this machine (head + second node, one CPU each, all on
 127.0.0.1), scoring real mp4 clips with the real tiny critic: the rows equal the single-process run; a scoring worker
-SIGKILLed mid-run and the driver SIGKILLed then rerun lose and duplicate nothing; clear errors without Ray or cluster."""
+SIGKILLed mid-run and the driver SIGKILLed then rerun lose and duplicate nothing; clear errors
+without Ray or a cluster."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,31 +68,32 @@ def ray_cluster():  # noqa: ANN201
         MARKER: marker,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1: Ray would swap it for the interface address
+        "RAY_agent_register_timeout_ms": "300000",  # a loaded 2-core machine starts the node agents slowly
     }
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    head = ["--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
+    head += ["--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port())]
     try:
-        subprocess.run(
-            [ray_bin, "start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        subprocess.run(
-            [ray_bin, "start", "--address", f"127.0.0.1:{port}", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        for extra in (head, ["--address", f"127.0.0.1:{port}"]):
+            # 'ray start' gives up after 30 s waiting for its node; the node itself keeps starting: wait for it below.
+            subprocess.run([ray_bin, "start", *extra, *common], env=env, capture_output=True, timeout=300)
+        probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+        deadline = time.time() + 300
+        while True:
+            r = subprocess.run(
+                [sys.executable, "-c", probe % f"127.0.0.1:{port}"], env=env, capture_output=True, text=True
+            )
+            if r.stdout.strip().splitlines()[-1:] == ["2"]:
+                break
+            assert time.time() < deadline, f"the two-node cluster did not come up: {r.stderr[-2000:]}"
+            time.sleep(3)
         yield {"address": f"127.0.0.1:{port}", "marker": marker, "env": env}
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in _cluster_pids(marker):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             time.sleep(2)
         shutil.rmtree(temp, ignore_errors=True)
 
