@@ -210,3 +210,32 @@ def score_with_ray(
                 n_now += store.append(fresh)
                 bar.update(len(batch["key"]))
     return n_now
+
+
+def start_local_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
+    """Start a single-node Ray cluster in this process, on 127.0.0.1 (for notebooks and quick runs); scoring with
+    ``engine="ray"`` then uses it. Returns its resources. Stop it with :func:`stop_local_cluster`."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep it on 127.0.0.1
+    try:
+        import ray
+    except ImportError as exc:
+        raise RecipeError("a local Ray cluster needs Ray Data, which is not installed", hint=INSTALL_HINT) from exc
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    return dict(ray.cluster_resources())
+
+
+def stop_local_cluster() -> None:
+    """Stop the cluster :func:`start_local_cluster` started (nothing when none runs)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
