@@ -67,7 +67,7 @@ def test_large_report_shows_the_interesting_clips_and_pages_the_rest(synth_clips
     shown = page.count('<tr class="sample"')
     assert 50 < shown <= 6 * 50
     pages = sorted((tmp_path / "report_files").glob("table-*.js"))
-    assert len(pages) == 5
+    assert len(pages) == 6  # 5000 scored clips and 5 skips
     rows = json.loads(re.fullmatch(r"window\.reportPage\(4, (.*)\);\n", pages[4].read_text()).group(1))
     assert len(rows) == 1000 and rows[-1][0] == "gen004999.mp4"
     assert len(json.loads((tmp_path / "evaluation_results.json").read_text())["samples"]) == 5005
