@@ -74,7 +74,9 @@ def ray_cluster():  # noqa: ANN201
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1: Ray would swap it for the interface address
-        "RAY_agent_register_timeout_ms": "300000",  # a loaded 2-core machine starts the node agents slowly
+        # A loaded 2-core machine starts the node's agents slowly; the raylet waits this long for them.
+        "RAY_agent_register_timeout_ms": "300000",
+        "RAY_raylet_start_wait_time_s": "300",
     }
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = ["--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
