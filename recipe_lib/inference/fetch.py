@@ -1,9 +1,9 @@
 """Clips given as URLs, for scoring: fetched once into the download cache ``prepare`` uses, then read as local files.
 
 ``http://`` and ``https://`` go through :func:`recipe_lib.data.download.download_one` (size cap, retries with
-back-off, content-checked cache); ``s3://``, ``gs://`` and other fsspec protocols are streamed through ``fsspec``
-(with its protocol package, e.g. ``s3fs`` or ``gcsfs``) into the same cache, under the same size cap. A URL that cannot
-be fetched is a recorded skip with the reason, never a crash.
+back-off, content-checked cache); object stores (``s3://``, ``gs://``, ``az://``) are streamed through ``fsspec``
+(with its protocol package, e.g. ``s3fs`` or ``gcsfs``) into the same cache, under the same size cap. Other schemes
+(``ftp://``, ``file://``) are refused. A URL that cannot be fetched is a recorded skip with the reason, never a crash.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from recipe_lib.data.download import DownloadCache, DownloadConfig, DownloadFail
 from recipe_lib.errors import DataError
 
 HTTP_SCHEMES = ("http", "https")
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # read through fsspec
 
 
 def default_cache_dir() -> Path:
@@ -49,7 +50,11 @@ def fetch(url: str, cache_dir: Path | None = None, cfg: DownloadConfig | None = 
     try:
         if scheme in HTTP_SCHEMES:
             return download_one(url, cache, cfg)[0]
-        return _fetch_fsspec(url, cache, cfg)
+        if scheme in OBJECT_STORE_SCHEMES:
+            return _fetch_fsspec(url, cache, cfg)
+        raise DataError(
+            f"refused to read {url}: '{scheme}://' is not allowed; http(s)://, s3:// and gs:// URLs are read"
+        )
     except DownloadFailure as exc:
         raise FetchFailure(f"cannot download {url}: {exc.message}") from exc
     except DataError as exc:

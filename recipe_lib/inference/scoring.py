@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
+from recipe_lib.data.download import is_remote
 from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
@@ -155,7 +156,9 @@ def resolve_inputs(
     loose: list[str] = []
     for raw in inputs:
         path = Path(raw)
-        if is_dataset_dir(path) or is_table(path):
+        if is_remote(raw):
+            items.append({"video_url": str(raw)})  # a clip given by URL (fetched when scoring)
+        elif is_dataset_dir(path) or is_table(path):
             rows = load_rows(path, split=split)
             if not rows:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
@@ -165,7 +168,7 @@ def resolve_inputs(
                     raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
                 url = str(url)
                 check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
-                if not url.startswith(("http://", "https://")) and not Path(url).is_absolute():
+                if not is_remote(url) and not Path(url).is_absolute():
                     url = str((path.parent if path.is_file() else path).joinpath(url))
                 items.append({**row, "video_url": url})
         else:
@@ -230,7 +233,6 @@ class ScorePlan:
 
 def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, str]:
     """video_url -> local file for every item (URLs fetched through the download cache, in parallel)."""
-    from recipe_lib.data.download import is_remote
     from recipe_lib.inference.fetch import FetchFailure, fetch
 
     urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
