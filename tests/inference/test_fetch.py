@@ -1,5 +1,6 @@
 """Clips given as http URLs are scored: fetched from a real HTTP server on 127.0.0.1 through the download cache, keyed
-by content (the same keys and scores as the local files), a URL that fails is a recorded skip, a rerun fetches nothing."""
+by content (the same keys and scores as the local files), a URL that fails is a recorded skip, a rerun fetches
+nothing."""
 
 from __future__ import annotations
 
