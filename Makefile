@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cosmos]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cosmos,ray]'
 	$(PY) -m ipykernel install --sys-prefix --name plausibility-recipes --display-name "Python (plausibility-recipes)" >/dev/null
 	touch $(STAMP)
 

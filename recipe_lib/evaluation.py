@@ -1,7 +1,7 @@
 """Evaluation stage (notebook 06): several critics on one labelled split, side by side.
 
 ``evaluate_critics(EvalConfig) -> EvalResult`` scores every critic through the cached scoring stage
-(``build/06_evaluation/scores/<critic>/results.jsonl``: a rerun scores only what is missing), computes the metric suite
+(``build/06_evaluation/scores/<critic>/results.sqlite``: a rerun scores only what is missing), computes the metric suite
 per critic (every number with a bootstrap interval), per-group breakdowns, a comparison table, confusion matrices,
 the threshold that best separates good from bad clips, and, on the synthetic suite, how often each kind of violation
 is caught (share of violating clips scored below the threshold) against the false-alarm rate on plausible clips. It

@@ -10,6 +10,12 @@ Everything is in one file: images are PNGs embedded as base64 ``data:`` URIs, th
 inline, nothing is fetched. All text (captions, file names, model outputs) goes through jinja2 with autoescape on, and
 the script reads only ``data-`` attributes, so no clip or model output can inject markup.
 
+Large runs (more than ``ReportConfig.page_limit`` clips) would make one page no browser opens, so the page then holds
+the summary, the plots and the interesting clips only — the lowest and highest scores, the disagreements with the
+labels, the skips and unparsed answers, and a seeded random sample — with their thumbnails as JPEG files in
+``<report>_files/thumbs``; the full table is paged from ``<report>_files/table-NNNNN.js`` (one small script per page,
+loaded on demand, which works from ``file://`` where ``fetch`` of local JSON does not).
+
 The page is rendered from one dict (:attr:`ReportResult.data`), which is also what ``evaluation_results.json`` holds.
 """
 
@@ -71,6 +77,9 @@ class ReportConfig:
     json_name: str = "evaluation_results.json"
     workers: int = 2
     subtitle: str = ""
+    page_limit: int = 2000  # above this many clips: the interesting clips in the page, the full table paged beside it
+    page_size: int = 1000  # rows per page of the full table (large reports)
+    highlights: int = 100  # clips per highlight group (lowest, highest, disagreements, random) in a large report
 
     def output_names(self) -> list[str]:
         """The files (and the thumbnail folder) this report writes beside ``out_path``."""
@@ -123,8 +132,9 @@ def confusion_figure(suite: MetricSuite, title: str = "Confusion matrix"):  # no
     return fig
 
 
-def _thumb(video: str, cache: Path) -> tuple[str | None, str | None]:
-    """(data URI, None) or (None, reason) for one clip's contact sheet; sheets are cached by file content."""
+def _thumb(video: str, cache: Path, link_from: Path | None = None) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, reason) for one clip's contact sheet; sheets are cached by file content. With
+    ``link_from`` (a report's folder) the first item is the sheet's path relative to it instead of a data URI."""
     from recipe_lib.errors import VideoError
     from recipe_lib.video import contact_sheet
 
@@ -146,6 +156,8 @@ def _thumb(video: str, cache: Path) -> tuple[str | None, str | None]:
                 img.convert("RGB").save(tmp, format="JPEG", quality=80)
             tmp.replace(jpg)
             png.unlink(missing_ok=True)
+        if link_from is not None:
+            return jpg.relative_to(link_from).as_posix(), None
         return _data_uri(jpg.read_bytes(), "image/jpeg"), None
     except VideoError as exc:
         return None, f"no preview: {exc.message}"
@@ -388,6 +400,9 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
 {% endfor %}</tr>{% endfor %}</table>{% endif %}{% endfor %}
 
 <h2>Clips</h2>
+{% if large %}<p>{{ d.n_clips }} clips: shown here are {{ shown|length }} of them — the lowest and highest scores, the
+disagreements with the labels, the skipped and unparsed clips and a random sample (column "why"). Every clip is in
+the <a href="#all">full table</a> below, and in {{ json_name }}.</p>{% endif %}
 <div class="filters" id="filters">
 {% if d.critics|length > 1 %}<label>critic <select id="f-critic">{% for c in d.critics %}
 <option value="{{ loop.index0 }}">{{ c.name }}</option>{% endfor %}</select></label>{% endif %}
@@ -398,15 +413,16 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
 <option value="{{ v }}">{{ v }}</option>{% endfor %}<option value="none">none</option></select></label>
 <label>decision <select id="f-decision"><option value="">all</option>{% for k in decisions %}
 <option value="{{ k }}">{{ k }}</option>{% endfor %}</select></label>
-<span class="muted">showing <span id="shown">{{ d.samples|length }}</span> of {{ d.samples|length }}</span>
+<span class="muted">showing <span id="shown">{{ shown|length }}</span> of {{ shown|length }}</span>
 </div>
-<table id="samples"><thead><tr><th>clip</th><th>caption</th><th>label</th>
+<table id="samples"><thead><tr><th>clip</th>{% if large %}<th>why</th>{% endif %}<th>caption</th><th>label</th>
 {% for c in d.critics %}<th>{{ c.name }}</th>{% endfor %}</tr></thead><tbody>
-{% for s in d.samples %}<tr class="sample" data-label="{{ s.label if s.label is not none else 'none' }}"
+{% for s in shown %}<tr class="sample" data-label="{{ s.label if s.label is not none else 'none' }}"
 {% for p in s.predictions %} data-correct-{{ loop.index0 }}="{{ p.correct }}"
  data-decision-{{ loop.index0 }}="{{ p.decision }}"{% endfor %}>
 <td>{% if thumbs[s.video] %}<img class="thumb" alt="frames of {{ s.name }}" src="{{ thumbs[s.video] }}">
 {% else %}<span class="muted">{{ thumb_errors[s.video] }}</span>{% endif %}<div class="fname">{{ s.name }}</div></td>
+{% if large %}<td>{{ s.why|join(", ") }}</td>{% endif %}
 <td class="caption">{{ s.caption if s.caption is not none else "" }}</td>
 <td class="num">{{ s.label if s.label is not none else "–" }}</td>
 {% for p in s.predictions %}<td><div><b>{{ p.score if p.score is not none else "–" }}</b>
@@ -424,11 +440,54 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
 {% endif %}</td>{% endfor %}</tr>{% endfor %}
 </tbody></table>
 
+{% if large %}<h2 id="all">All {{ d.n_clips }} clips</h2>
+<p class="pager"><button id="prev" type="button">previous</button> page <input id="page" type="number" min="1"
+ max="{{ pages }}" value="1"> of {{ pages }} <button id="next" type="button">next</button>
+<span class="muted">{{ page_size }} clips a page; {{ d.critics[0].name }}'s scores</span></p>
+<table id="all-table"><thead><tr><th>clip</th><th>label</th><th>score</th><th>expected</th><th>decision</th>
+<th>correctness</th></tr></thead><tbody id="all-rows"></tbody></table>
+<script>
+(function () {
+  var pages = {{ pages }}, current = 0, body = document.getElementById("all-rows");
+  var input = document.getElementById("page");
+  window.reportPage = function (n, rows) {
+    if (n !== current) { return; }
+    var frag = document.createDocumentFragment();
+    rows.forEach(function (r) {
+      var tr = document.createElement("tr");
+      r.forEach(function (v) {
+        var td = document.createElement("td");
+        td.textContent = v === null ? "\u2013" : String(v);
+        tr.appendChild(td);
+      });
+      frag.appendChild(tr);
+    });
+    body.textContent = "";
+    body.appendChild(frag);
+    document.getElementById("all-table").setAttribute("data-page", String(n + 1));
+  };
+  function show(n) {
+    current = Math.max(0, Math.min(pages - 1, n));
+    input.value = String(current + 1);
+    var s = document.createElement("script");
+    s.src = "{{ files }}/table-" + String(current).padStart(5, "0") + ".js";
+    document.body.appendChild(s);
+  }
+  document.getElementById("prev").addEventListener("click", function () { show(current - 1); });
+  document.getElementById("next").addEventListener("click", function () { show(current + 1); });
+  input.addEventListener("change", function () { show(parseInt(input.value, 10) - 1); });
+  show(0);
+})();
+</script>{% endif %}
+
 <h2>Skipped and unparsed clips</h2>
 {% for c in d.critics %}<h3>{{ c.name }}</h3>
-{% if c.skipped or c.unparsed %}<ul class="problems">{% for s in c.skipped %}<li><b>skipped</b> {{ s.video }}:
-{{ s.reason }}</li>{% endfor %}{% for s in c.unparsed %}<li><b>unparsed</b> {{ s.video }}: {{ s.reason }}</li>
-{% endfor %}</ul>{% else %}<p class="muted">none: every clip was read and every answer parsed.</p>{% endif %}
+{% if c.skipped or c.unparsed %}<ul class="problems">{% for s in c.skipped[:problem_limit] %}<li><b>skipped</b>
+{{ s.video }}: {{ s.reason }}</li>{% endfor %}{% for s in c.unparsed[:problem_limit] %}<li><b>unparsed</b>
+{{ s.video }}: {{ s.reason }}</li>{% endfor %}</ul>
+{% if problem_limit and (c.skipped|length > problem_limit or c.unparsed|length > problem_limit) %}<p class="muted">
+the first {{ problem_limit }} of each are listed; all of them are in {{ json_name }} and skipped.jsonl.</p>
+{% endif %}{% else %}<p class="muted">none: every clip was read and every answer parsed.</p>{% endif %}
 {% endfor %}
 <p class="muted">Every number on this page is also in {{ json_name }}.</p>
 <script>
@@ -468,17 +527,75 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
 GROUP_TABLE_METRICS = ("accuracy", "within1", "mae", "pearson", "f1", "roc_auc")
 
 
-def _thumbnails(videos: list[str], cfg: ReportConfig) -> tuple[dict[str, str | None], dict[str, str | None]]:
+def _thumbnails(
+    videos: list[str], cfg: ReportConfig, as_files: bool = False
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
     uris: dict[str, str | None] = {v: None for v in videos}
     errors: dict[str, str | None] = {v: "no preview" for v in videos}
     if not cfg.thumbnails or not videos:
         return uris, errors
-    cache = cfg.thumb_dir or cfg.out_path.parent / "thumbs"
+    folder = cfg.out_path.parent
+    cache = files_dir(cfg) / "thumbs" if as_files else cfg.thumb_dir or folder / "thumbs"
     cache.mkdir(parents=True, exist_ok=True)
+    link = folder.resolve() if as_files else None
+    cache = cache.resolve() if as_files else cache
     with cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        for video, (uri, err) in zip(videos, pool.map(lambda v: _thumb(v, cache), videos)):
+        for video, (uri, err) in zip(videos, pool.map(lambda v: _thumb(v, cache, link), videos)):
             uris[video], errors[video] = uri, err
     return uris, errors
+
+
+def files_dir(cfg: ReportConfig) -> Path:
+    """The folder beside a large report that holds its thumbnails and table pages."""
+    return cfg.out_path.with_name(cfg.out_path.stem + "_files")
+
+
+def highlight_samples(samples: list[dict[str, Any]], cfg: ReportConfig) -> list[dict[str, Any]]:
+    """The clips a large report shows in the page, each with ``why`` (the groups it is in), in a stable order:
+    lowest and highest scores, the worst disagreements with the labels, skips, unparsed answers, a random sample."""
+    import random
+
+    n = cfg.highlights
+    scored = [s for s in samples if s["predictions"][0]["value"] is not None]
+    by_value = sorted(scored, key=lambda s: s["predictions"][0]["value"])
+    wrong = [s for s in scored if s["predictions"][0]["correct"] == "wrong"]
+    wrong.sort(key=lambda s: -abs(s["predictions"][0]["value"] - s["label"]))
+    groups = {
+        "lowest score": by_value[:n],
+        "highest score": by_value[::-1][:n],
+        "disagrees with its label": wrong[:n],
+        "skipped": [s for s in samples if s["predictions"][0]["decision"] == "skipped"][:n],
+        "unparsed": [s for s in samples if s["predictions"][0]["decision"] == "unparsed"][:n],
+        "random sample": random.Random(0).sample(samples, min(n, len(samples))),
+    }
+    chosen: dict[str, dict[str, Any]] = {}
+    for why, group in groups.items():
+        for s in group:
+            entry = chosen.setdefault(s["video"], {**s, "why": []})
+            entry["why"].append(why)
+    return list(chosen.values())
+
+
+def _page_row(s: dict[str, Any]) -> list[Any]:
+    p = s["predictions"][0]
+    e = p["expected_score"]
+    return [s["name"], s["label"], p["score"], round(e, 3) if e is not None else None, p["decision"], p["correct"]]
+
+
+def write_table_pages(samples: list[dict[str, Any]], cfg: ReportConfig) -> int:
+    """The full table of a large report as ``table-NNNNN.js`` pages beside it; returns the number of pages."""
+    import json
+
+    folder = files_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = max(1, cfg.page_size)
+    pages = max(1, math.ceil(len(samples) / size))
+    for i in range(pages):
+        rows = [_page_row(s) for s in samples[i * size : (i + 1) * size]]
+        # JSON inside a script: "<" is escaped so no file name can close the script element.
+        body = json.dumps(rows, ensure_ascii=True).replace("<", "\\u003c")
+        atomic_write_text(folder / f"table-{i:05d}.js", f"window.reportPage({i}, {body});\n")
+    return pages
 
 
 def write_report(
@@ -494,7 +611,10 @@ def write_report(
         raise RecipeError("a report needs at least one critic's scores")
     claim_outputs(cfg.out_path.parent, cfg.output_names())
     data = build_report_data(critics, cfg, sections)
-    thumbs, thumb_errors = _thumbnails([s["video"] for s in data["samples"]], cfg)
+    large = len(data["samples"]) > cfg.page_limit
+    shown = highlight_samples(data["samples"], cfg) if large else data["samples"]
+    pages = write_table_pages(data["samples"], cfg) if large else 0
+    thumbs, thumb_errors = _thumbnails([s["video"] for s in shown], cfg, as_files=large)
     confusion = []
     for critic in critics:
         if critic.metrics is not None and critic.metrics.n:
@@ -519,6 +639,12 @@ def write_report(
         thumbs=thumbs,
         thumb_errors=thumb_errors,
         json_name=cfg.json_name,
+        shown=shown,
+        large=large,
+        pages=pages,
+        page_size=cfg.page_size,
+        files=files_dir(cfg).name,
+        problem_limit=cfg.page_limit if large else None,
     )
     out = atomic_write_text(cfg.out_path, html)
     if extra:

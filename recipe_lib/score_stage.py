@@ -68,6 +68,7 @@ def scoring_lines(result: ScoreResult) -> list[str]:
         f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
         f"{s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
     ]
+    lines += [f"  warning: {printable(w)}" for w in result.warnings]
     return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
 
 

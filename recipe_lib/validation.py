@@ -78,6 +78,8 @@ RULES: tuple[Rule, ...] = (
     Rule("concurrency", 1),
     Rule("timeout", 0, strict=True),
     Rule("retries", 0),
+    Rule("num_workers", 1),
+    Rule("gpus_per_worker", 0),
 )
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")

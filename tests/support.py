@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -24,3 +25,20 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
         env=full_env,
         cwd=REPO,
     )
+
+
+def store_count(path) -> int:  # noqa: ANN001
+    """Rows in a result store (``results.sqlite`` or its folder) as another process sees them, without the run lock;
+    0 while it does not exist yet."""
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(path)
+    path = path / "results.sqlite" if path.is_dir() else path
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM results").fetchone()[0]
+    except sqlite3.OperationalError:  # created but its table not yet committed
+        return 0

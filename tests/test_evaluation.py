@@ -43,7 +43,7 @@ def test_metrics_table_and_files(evaluated, synth_clips):
     out = evaluated.out_dir
     for name in ("evaluation_report.html", "evaluation_results.json", "comparison.csv", "groups.csv"):
         assert (out / name).exists(), name
-    assert (out / "scores" / "tiny" / "results.jsonl").exists()
+    assert (out / "scores" / "tiny" / "results.sqlite").exists()
     data = json.loads((out / "evaluation_results.json").read_text())
     assert [c["name"] for c in data["critics"]] == ["tiny", "tiny-again"]
     assert data["summary"]["tiny"]["accuracy"] == pytest.approx(a["accuracy"])

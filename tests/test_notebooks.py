@@ -58,3 +58,12 @@ def test_failing_notebook_reports_the_cell(tmp_path):
 
     with pytest.raises(RecipeError, match="failed in cell"):
         run_notebook("02_zero_shot", {"eval_data": str(tmp_path / "missing")}, html=False)
+
+
+@pytest.mark.slow
+def test_07_at_scale():
+    pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
+    run = run_notebook("07_at_scale", html=False)
+    m = run.metrics
+    assert m["scored"] == 16 and m["skipped"] == 0 and m["scored_this_run"] + m["from_cache"] == 16
+    assert m["same_keys"] and m["same_score"] and m["max_expected_diff"] < 1e-4

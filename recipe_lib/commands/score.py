@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="score videos 1-5 for physical plausibility (resumable)",
         description="Score clips (files, folders, globs, a dataset folder or a CSV/parquet/JSONL table "
-        "with a video_url column). Results are cached in OUT/results.jsonl: rerun to resume.",
+        "with a video_url column; paths or http(s)/s3/gs URLs). Results are cached in OUT/results.sqlite: rerun to "
+        "resume. --engine ray scores on a Ray cluster.",
     )
     p.add_argument("videos", nargs="+", help="video files, folders, globs, dataset folders or tables")
     p.add_argument("--out", required=True, type=Path, help="output folder")
@@ -63,6 +64,16 @@ def add_scoring_args(p: argparse.ArgumentParser) -> None:
     )
     add_config_args(p.add_argument_group("vLLM engine (--backend vllm)"), VLLMOptions)
     add_config_args(p.add_argument_group("served endpoint (--backend openai)"), EndpointOptions)
+    g = p.add_argument_group("scaling out")
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process; ray: a Ray cluster (needs the ray extra)",
+    )
+    g.add_argument("--address", help="Ray cluster head as host:port, or 'auto' (default: start a local cluster)")
+    g.add_argument("--num-workers", type=int, default=1, help="ray: scoring actors, one critic each (default: 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per scoring actor (default: 0)")
     add_video_args(p)
     add_sampling_args(p)
 
@@ -116,6 +127,10 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         trust_remote_code=args.trust_remote_code,
         label_column=getattr(args, "label_column", None) or "pc",
         require_label_column=getattr(args, "label_column", None) is not None,
+        engine=args.engine,
+        address=args.address,
+        num_workers=args.num_workers,
+        gpus_per_worker=args.gpus_per_worker,
     )
 
 

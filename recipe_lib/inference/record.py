@@ -1,4 +1,4 @@
-"""The record of one scored clip: what ``results.jsonl`` holds per line and every export is made from.
+"""The record of one scored clip: what ``results.sqlite`` holds per row and every export is made from.
 
 Scorers (:mod:`recipe_lib.inference.hf`, :mod:`recipe_lib.inference.vllm`) return the model's part (score,
 probabilities, answers, timing); :func:`recipe_lib.inference.scoring.score_videos` adds the identity (cache key,

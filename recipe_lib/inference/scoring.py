@@ -1,10 +1,13 @@
 """The scoring stage: clips in, one cached row per clip out, resumable and honest about every skip.
 
 ``score_videos(ScoreConfig) -> ScoreResult`` is what ``plausibility score``, the notebooks and the evaluation code call.
-Clips are decoded and sized on CPU worker threads one batch ahead of the model. Finished batches are appended to
-``results.jsonl`` (fsynced), so a killed run loses at most the batch in flight and a rerun scores only what is missing.
-Clips that cannot be read are recorded in ``skipped.jsonl`` with the reason and counted in the summary; they are tried
-again on the next run (after the user fixes them).
+Inputs are local paths or URLs (http(s), and s3:// or gs:// through fsspec), fetched into the download cache
+(:mod:`recipe_lib.inference.fetch`). With ``engine="local"`` clips are decoded and sized on CPU worker threads one
+batch ahead of the model; with ``engine="ray"`` on a Ray cluster (:mod:`recipe_lib.inference.ray_engine`), with the
+same rows. Finished batches are committed to ``results.sqlite`` (:mod:`recipe_lib.inference.store`), so a killed run
+loses at most the batch in flight and a rerun scores only what is missing. Clips that cannot be read are recorded in
+``skipped.jsonl`` with the reason and counted in the summary; they are tried again on the next run (after the user
+fixes them).
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
+from recipe_lib.data.download import is_remote
 from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
-from recipe_lib.inference.store import ResultStore, result_key
+from recipe_lib.inference.store import STORE_NAME, ResultStore, result_key, store_path
 from recipe_lib.io import (
     atomic_write_csv,
     atomic_write_json,
@@ -91,6 +95,11 @@ class ScoreConfig:
     trust_remote_code: bool = False
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
     require_label_column: bool = False  # the column was named by the user: a table without it is an error
+    engine: Literal["local", "ray"] = "local"  # ray: score on a Ray cluster (recipe_lib.inference.ray_engine)
+    address: str | None = None  # the Ray cluster (host:port or "auto"); None starts a local one on 127.0.0.1
+    num_workers: int = 1  # ray: scoring actors, one critic each
+    gpus_per_worker: float = 0.0  # ray: GPUs per scoring actor (0 scores on CPU)
+    download_cache: Path | None = None  # where URL inputs are fetched to (default: build/cache/videos)
 
 
 @dataclasses.dataclass
@@ -103,6 +112,7 @@ class ScoreResult:
     n_cached: int
     seconds: float
     repeated: list[str] = dataclasses.field(default_factory=list)  # paths given more than once, scored once
+    warnings: list[str] = dataclasses.field(default_factory=list)  # damaged stored rows, imported results.jsonl
 
     @property
     def n_unparsed(self) -> int:
@@ -117,6 +127,7 @@ class ScoreResult:
             "unparsed": self.n_unparsed,
             "skipped": len(self.skipped),
             "repeated_paths": len(self.repeated),
+            "store_warnings": len(self.warnings),
             "seconds": round(self.seconds, 3),
         }
 
@@ -238,8 +249,9 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}::{result_key(stats=stats)}"
 
 
-# (results.jsonl.lock is not claimed: it holds no data, and another run holding it is reported by the store)
-SCORE_FILES = ("results.jsonl", "scores.csv", "skipped.jsonl", "summary.json")
+# The store's lock and SQLite's -wal/-shm files are not claimed: they hold no exported data, and another run holding
+# the lock is reported by the store.
+SCORE_FILES = (STORE_NAME, "scores.csv", "skipped.jsonl", "summary.json")
 
 
 def _resolved_dtype(cfg: ScoreConfig) -> str:
@@ -271,26 +283,45 @@ def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
     return HFScorer(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
 
 
-@writes_as("score")
-def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) -> ScoreResult:
-    """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one."""
-    from tqdm.auto import tqdm
+@dataclasses.dataclass
+class ScorePlan:
+    """What a run has to do, worked out on the driver before any model is loaded: the clips with their cache keys
+    (``keyed``: key -> item, in input order), the local file of each (``local``: URLs fetched into the cache), and the
+    skips found on the way."""
 
-    from recipe_lib.errors import ClipError
+    prompt: Any
+    items: list[dict[str, Any]]
+    repeated: list[str]
+    keyed: list[tuple[str, dict[str, Any]]]
+    local: dict[str, str]
+    skipped: list[dict[str, Any]]
 
-    start = time.perf_counter()
+
+def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, str]:
+    """video_url -> local file for every item (URLs fetched through the download cache, in parallel)."""
+    from recipe_lib.inference.fetch import FetchFailure, fetch
+
+    urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
+    local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
+    if urls:
+        with cf.ThreadPoolExecutor(max_workers=max(1, min(8, cfg.workers))) as pool:
+            futures = {u: pool.submit(fetch, u, cfg.download_cache) for u in urls}
+            for url, fut in futures.items():
+                try:
+                    local[url] = str(fut.result())
+                except FetchFailure as exc:
+                    skipped.append({"video": url, "reason": exc.reason})
+    return local
+
+
+def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
+    """Resolve the inputs, fetch URLs, and key every clip by its content and the settings."""
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
     items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    claim_outputs(out, SCORE_FILES)  # before any work: no link followed, nothing replaced that we did not write
-    if not os.access(out, os.W_OK):
-        raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
-
     settings = {
         "model": model_fingerprint(cfg.model),
         "prompt": prompt.digest(),
@@ -301,21 +332,28 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
     skipped: list[dict[str, Any]] = []
+    named: list[dict[str, Any]] = []
+    for item in items:
+        if utf8_name(str(item["video_url"])):
+            named.append(item)
+        else:
+            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
+            skipped.append(
+                {
+                    "video": printable(item["video_url"]),
+                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
+                }
+            )
+    items = named
+    local = _local_files(cfg, items, skipped)
     keyed: list[tuple[str, dict[str, Any]]] = []
     seen: set[str] = set()
     for item in items:
         url = item["video_url"]
-        if not utf8_name(str(url)):
-            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
-            skipped.append(
-                {
-                    "video": printable(url),
-                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
-                }
-            )
-            continue
+        if url not in local:
+            continue  # a URL that could not be fetched: already a skip
         try:
-            digest = file_digest(url)
+            digest = file_digest(local[url])
         except FileNotFoundError:
             skipped.append({"video": url, "reason": f"video not found: {url}"})
             continue
@@ -331,59 +369,117 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
             continue
         seen.add(key)
         keyed.append((key, {**item, "video_sha256": digest}))
+    return ScorePlan(prompt, items, repeated, keyed, local, skipped)
 
-    with ResultStore(out / "results.jsonl") as store:
-        todo = [(k, it) for k, it in keyed if k not in store]
-        n_cached = len(keyed) - len(todo)
+
+def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The stored row of one scored clip (identity and input row added to the scorer's part)."""
+    return ScoredClip(
+        key=key,
+        video=item["video_url"],
+        video_sha256=item["video_sha256"],
+        model=cfg.model,
+        prompt=prompt.name,
+        mode=cfg.mode,
+        item={k: v for k, v in item.items() if k != "video_sha256"},
+        **row,
+    ).to_json()
+
+
+def _score_local(
+    cfg: ScoreConfig,
+    plan: ScorePlan,
+    todo: list[tuple[str, dict[str, Any]]],
+    store: ResultStore,
+    scorer: Any,
+    progress: bool,
+) -> int:
+    """Score ``todo`` in this process; returns how many rows were stored."""
+    from tqdm.auto import tqdm
+
+    from recipe_lib.errors import ClipError
+    from recipe_lib.inference.requests import batches_by_visual_tokens
+
+    scorer = scorer or _make_scorer(cfg, plan.prompt)
+    n_now = 0
+    # Clips of similar visual-token count share a batch (little padding); rows still come out in input order.
+    batches = batches_by_visual_tokens(
+        todo, [plan.local[it["video_url"]] for _, it in todo], cfg.video, cfg.batch_size, cfg.max_batch_tokens
+    )
+    bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
+    # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
+    with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+
+        def submit(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
+            return [
+                (k, pool.submit(scorer.prepare, {**it, "video_url": plan.local[it["video_url"]]})) for k, it in batch
+            ]
+
+        pending = submit(batches[0])
+        for b in range(len(batches)):
+            current = pending
+            if b + 1 < len(batches):
+                pending = submit(batches[b + 1])  # decode the next batch while the model runs
+            ready, done = [], []
+            for (key, fut), (_, it) in zip(current, batches[b]):
+                try:
+                    ready.append(fut.result())
+                    done.append((key, it))
+                except ClipError as exc:
+                    plan.skipped.append({"video": it["video_url"], "reason": _named(str(exc), plan, it)})
+            if ready:
+                records = []
+                for (k, it), row in zip(done, scorer.score_batch(ready)):
+                    if "skip_reason" in row:  # the backend could not score this clip (e.g. a failed request)
+                        plan.skipped.append({"video": it["video_url"], "reason": row["skip_reason"]})
+                    else:
+                        records.append(scored_row(cfg, plan.prompt, k, it, row))
+                n_now += store.append(records)
+            bar.update(len(batches[b]))
+    return n_now
+
+
+def _named(reason: str, plan: ScorePlan, item: dict[str, Any]) -> str:
+    """A reason that names the clip as the user gave it (a URL, not the cache file it was read from)."""
+    url = item["video_url"]
+    local = plan.local.get(url, url)
+    return reason.replace(local, url) if local != url else reason
+
+
+@writes_as("score")
+def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) -> ScoreResult:
+    """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one
+    (local engine only)."""
+    start = time.perf_counter()
+    if cfg.engine not in ("local", "ray"):
+        raise RecipeError(f"unknown engine {cfg.engine!r}", hint="use engine 'local' or 'ray'")
+    if cfg.engine == "ray":
+        from recipe_lib.inference.ray_engine import check_ray
+
+        check_ray(cfg)  # before any work: Ray installed, the cluster reachable
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, SCORE_FILES)  # before any work: no link followed, nothing replaced that we did not write
+    plan = plan_scoring(cfg)
+    if not os.access(out, os.W_OK):
+        raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
+    with ResultStore(store_path(out)) as store:
+        missing = store.missing(k for k, _ in plan.keyed)
+        todo = [(k, it) for k, it in plan.keyed if k in missing]
+        n_cached = len(plan.keyed) - len(todo)
         n_now = 0
-        if todo:
-            scorer = scorer or _make_scorer(cfg, prompt)
-            from recipe_lib.inference.requests import batches_by_visual_tokens
+        if todo and cfg.engine == "ray":
+            from recipe_lib.inference.ray_engine import score_with_ray
 
-            # Clips of similar visual-token count share a batch (little padding); rows still come out in input order.
-            batches = batches_by_visual_tokens(
-                todo, [it["video_url"] for _, it in todo], cfg.video, cfg.batch_size, cfg.max_batch_tokens
-            )
-            bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
-            # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
-            with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-
-                def submit(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
-                    return [(k, pool.submit(scorer.prepare, it)) for k, it in batch]
-
-                pending = submit(batches[0])
-                for b in range(len(batches)):
-                    current = pending
-                    if b + 1 < len(batches):
-                        pending = submit(batches[b + 1])  # decode the next batch while the model runs
-                    ready, keys = [], []
-                    for (key, fut), (_, it) in zip(current, batches[b]):
-                        try:
-                            ready.append(fut.result())
-                            keys.append(key)
-                        except ClipError as exc:
-                            skipped.append({"video": it["video_url"], "reason": str(exc)})  # with the hint
-                    if ready:
-                        records = []
-                        for key, prep, row in zip(keys, ready, scorer.score_batch(ready)):
-                            if "skip_reason" in row:  # the backend could not score this clip (e.g. a failed request)
-                                skipped.append({"video": prep.item["video_url"], "reason": row["skip_reason"]})
-                                continue
-                            clip = ScoredClip(
-                                key=key,
-                                video=prep.item["video_url"],
-                                video_sha256=prep.item["video_sha256"],
-                                model=cfg.model,
-                                prompt=prompt.name,
-                                mode=cfg.mode,
-                                item={k: v for k, v in prep.item.items() if k != "video_sha256"},
-                                **row,
-                            )
-                            records.append(clip.to_json())
-                        n_now += store.append(records)
-                    bar.update(len(batches[b]))
-        by_key = {r["key"]: r for r in store.rows()}
-        rows = [by_key[k] for k, _ in keyed if k in by_key]
-    result = ScoreResult(out, rows, skipped, len(items), n_now, n_cached, time.perf_counter() - start, repeated)
+            n_now = score_with_ray(cfg, plan, todo, store, progress)
+        elif todo:
+            n_now = _score_local(cfg, plan, todo, store, scorer, progress)
+        by_key = store.get_many(k for k, _ in plan.keyed)
+        rows = [by_key[k] for k, _ in plan.keyed if k in by_key]
+        warnings = list(store.warnings)
+    result = ScoreResult(
+        out, rows, plan.skipped, len(plan.items), n_now, n_cached, time.perf_counter() - start, plan.repeated
+    )
+    result.warnings = warnings
     _write_outputs(cfg, result)
     return result

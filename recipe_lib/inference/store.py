@@ -1,23 +1,56 @@
-"""Resumable result store: one JSON object per line, appended and fsynced per batch.
+"""Resumable result store: one SQLite database per output folder (``results.sqlite``), one row per scored clip.
+
+Why SQLite in WAL mode, and not JSONL or Parquet shards:
+
+* **Opening costs nothing per row.** Rows stay on disk; a rerun asks which of its keys are missing (an index lookup
+  per key), so opening a store of 10 M rows takes the memory of the keys asked about, not of the rows, and seconds.
+  A JSONL file has to be read whole to know what is in it.
+* **Atomic batches.** A batch of rows is one transaction: a kill (or a full disk) mid-write leaves the previous batch
+  and nothing of the new one; SQLite's journal cuts the torn tail on the next open. Parallel writers (several
+  processes on one store) take turns on the write lock, so their rows never interleave or tear.
+* **Damage stays local.** Each row is its own record; a row whose text was damaged is reported by its position and
+  skipped (its clip is scored again and the row replaced), never a reason to drop the rows after it.
+* **Well kept and everywhere.** ``sqlite3`` ships with Python, the file format is stable and documented, and any
+  SQLite tool can read it. Parquet shards would need a compaction step and cannot be appended to row by row.
+
+Each row is stored as ASCII JSON (``ensure_ascii``), so any file name round-trips, including names that are not
+UTF-8 (Python keeps their bytes as lone surrogates, which JSON escapes as ``\\udcxx``).
 
 A row's ``key`` hashes (video content, model, prompt, mode, sampling settings), so a rerun skips exactly the work that
-is done and any change of settings scores again. A run killed mid-write leaves at most one partial last line; it is cut
-off on the next open (and counted in ``repaired_bytes``), so no half-written row is ever read back. An exclusive lock
-stops two processes appending to the same store at once.
+is done and any change of settings scores again. An exclusive lock (``results.sqlite.lock``) stops two runs scoring
+into the same folder at once.
+
+Older output folders hold ``results.jsonl``: it is imported once on the first open (damaged lines in its middle are
+reported by line number and skipped, a torn last line is cut) and renamed ``results.jsonl.imported``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import resource
+import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from recipe_lib.errors import RecipeError
+
+STORE_NAME = "results.sqlite"
+LEGACY_NAME = "results.jsonl"
+_CHUNK = 900  # keys per IN (...) query, under SQLite's bound-parameter limit everywhere
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    pos INTEGER PRIMARY KEY,  -- insertion order: the position a damaged row is reported by
+    key TEXT NOT NULL UNIQUE,
+    row TEXT NOT NULL         -- the row as ASCII JSON
+);
+"""
 
 
 def result_key(**parts: Any) -> str:
@@ -26,14 +59,46 @@ def result_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-class ResultStore:
-    """Append-only JSONL keyed by ``row['key']``. Use as a context manager to hold the lock."""
+def store_path(out_dir: str | Path) -> Path:
+    """The result store of an output folder."""
+    return Path(out_dir) / STORE_NAME
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.repaired_bytes = 0
-        self._rows: dict[str, dict[str, Any]] = {}
+
+def row_text(row: dict[str, Any]) -> str:
+    """A row as stored: ASCII JSON, so lone surrogates (non-UTF-8 file names) survive."""
+    return json.dumps(row, ensure_ascii=True, default=str)
+
+
+def _os_error(exc: sqlite3.Error, path: Path) -> OSError | None:
+    """The operating-system error behind a failed write (disk full, file size limit), naming the store."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL":
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if name.startswith("SQLITE_IOERR"):
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:  # SQLite reports EFBIG as a plain write error
+            return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(path))
+        return OSError(errno.EIO, f"{os.strerror(errno.EIO)} ({exc})", str(path))
+    if name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY"):
+        return OSError(errno.EROFS if "READONLY" in name else errno.EACCES, str(exc), str(path))
+    return None
+
+
+class ResultStore:
+    """Rows keyed by ``row['key']`` in SQLite (see the module docstring). Use as a context manager to hold the lock.
+
+    ``warnings`` collects what was found damaged (by position) or imported, for the run's summary."""
+
+    def __init__(self, path: str | Path, lock: bool = True) -> None:
+        path = Path(path)
+        self.path = path / STORE_NAME if path.is_dir() else path
+        self.lock = lock
+        self.warnings: list[str] = []
+        self.imported = 0
+        self.repaired_bytes = 0  # bytes of a torn last line cut from an imported results.jsonl
+        self._damaged: set[int] = set()
         self._lock_fh = None
+        self._db: sqlite3.Connection | None = None
 
     def __enter__(self) -> ResultStore:
         self.open()
@@ -42,8 +107,24 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- opening -------------------------------------------------------------------------------------------------
+
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.lock:
+            self._take_lock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            with self._errors():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            self._import_legacy()
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock_fh = lock_path.open("a")
         try:
@@ -54,70 +135,180 @@ class ResultStore:
             raise RecipeError(
                 f"another run is writing {self.path}", hint="wait for it to finish or choose another --out folder"
             ) from exc
-        self._load()
 
     def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
         if self._lock_fh is not None:
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
 
-    def _load(self) -> None:
-        self._rows.clear()
-        if not self.path.exists():
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            mapped = _os_error(exc, self.path)
+            if mapped is not None:
+                raise mapped from exc
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise RecipeError(
+                    f"{self.path} stayed locked by another writer for 60 s", hint="rerun when the other run is done"
+                ) from exc
+            raise RecipeError(
+                f"the result store {self.path} is damaged: {exc}",
+                hint=f"recover its rows with 'sqlite3 {self.path} .recover', or move it aside to score again",
+            ) from exc
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RecipeError(f"the result store {self.path} is not open")
+        return self._db
+
+    def _import_legacy(self) -> None:
+        """Import ``results.jsonl`` beside the store once (see the module docstring)."""
+        legacy = self.path.with_name(LEGACY_NAME)
+        if not legacy.is_file():
             return
-        data = self.path.read_bytes()
+        rows: list[tuple[str, str]] = []
+        size = legacy.stat().st_size
         good_end = 0
-        offset = 0
-        for line in data.splitlines(keepends=True):
-            end = offset + len(line)
-            if line.endswith(b"\n"):
+        with legacy.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.endswith(b"\n"):
+                    break  # a torn last line: what a kill inside write() leaves
+                good_end += len(line)
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if isinstance(row, dict) and "key" in row:
-                    self._rows.setdefault(row["key"], row)
-                good_end = end
-            offset = end
-        if good_end < len(data):
-            self.repaired_bytes = len(data) - good_end
-            with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
+                    if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+                        raise ValueError("not a row with a key")
+                except (ValueError, UnicodeDecodeError) as exc:
+                    self.warnings.append(
+                        f"{legacy} line {number} is damaged ({exc}): skipped, its clip is scored again"
+                    )
+                    continue
+                rows.append((row["key"], row_text(row)))
+        self.repaired_bytes = size - good_end
+        if self.repaired_bytes:
+            self.warnings.append(f"{legacy}: cut a torn last line of {self.repaired_bytes} bytes")
+        with self._errors():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self.db.total_changes
+                self.db.executemany("INSERT OR IGNORE INTO results (key, row) VALUES (?, ?)", rows)
+                self.imported = self.db.total_changes - before
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        os.replace(legacy, legacy.with_name(LEGACY_NAME + ".imported"))  # a kill before this re-imports: no harm
+        self.warnings.append(f"imported {self.imported} rows from {legacy} into {self.path}")
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._rows
+    # -- reading -------------------------------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._rows)
+        with self._errors():
+            return self.db.execute("SELECT count(*) FROM results").fetchone()[0]
 
-    def rows(self) -> list[dict[str, Any]]:
-        return list(self._rows.values())
+    def __contains__(self, key: str) -> bool:
+        return not self.missing([key])
+
+    def missing(self, keys: Iterable[str]) -> set[str]:
+        """The keys without a good row (absent, or stored damaged)."""
+        keys = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._errors():
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                cur = self.db.execute(f"SELECT key FROM results WHERE key IN ({marks}) AND json_valid(row)", chunk)  # noqa: S608 - only placeholders are formatted in
+                found.update(k for (k,) in cur)
+        return set(keys) - found
+
+    def _decode(self, pos: int, key: str, text: str) -> dict[str, Any] | None:
+        try:
+            row = json.loads(text)
+            if not isinstance(row, dict) or row.get("key") != key:
+                raise ValueError("not the row of its key")
+            return row
+        except ValueError as exc:
+            if pos not in self._damaged:
+                self._damaged.add(pos)
+                self.warnings.append(f"{self.path} row {pos} is damaged ({exc}): skipped, its clip is scored again")
+            return None
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """key -> row for the keys that have a good row."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, dict[str, Any]] = {}
+        with self._errors():
+            for i in range(0, len(keys), _CHUNK):
+                chunk = keys[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for pos, key, text in self.db.execute(
+                    f"SELECT pos, key, row FROM results WHERE key IN ({marks})", chunk
+                ):
+                    row = self._decode(pos, key, text)
+                    if row is not None:
+                        out[key] = row
+        return out
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self._rows.get(key)
+        return self.get_many([key]).get(key)
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Every good row in insertion order, streamed (damaged ones are reported in ``warnings`` and skipped)."""
+        with self._errors():
+            last = 0
+            while True:
+                batch = self.db.execute(
+                    "SELECT pos, key, row FROM results WHERE pos > ? ORDER BY pos LIMIT 10000", (last,)
+                ).fetchall()
+                if not batch:
+                    return
+                for pos, key, text in batch:
+                    row = self._decode(pos, key, text)
+                    if row is not None:
+                        yield row
+                last = batch[-1][0]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self.iter_rows())
+
+    # -- writing -------------------------------------------------------------------------------------------------
 
     def append(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Append new rows (those whose key is not stored yet) durably; returns how many were written."""
-        fresh = [r for r in rows if r["key"] not in self._rows]
-        if not fresh:
+        """Store new rows (keys not stored yet, or stored damaged) in one transaction; returns how many were
+        written. A key already stored whole is never written twice."""
+        items = [(r["key"], row_text(r)) for r in rows]
+        if not items:
             return 0
-        payload = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in fresh).encode("utf-8")
-        start = self.path.stat().st_size if self.path.exists() else 0
-        try:
-            with self.path.open("ab") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            # Disk full or a size limit mid-write: cut the partial batch off now (the next open would too), and name
-            # the file in the error.
-            with contextlib.suppress(OSError), self.path.open("r+b") as fh:
-                fh.truncate(start)
-            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
-        for r in fresh:
-            self._rows[r["key"]] = r
-        return len(fresh)
+        with self._errors():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self.db.total_changes
+                self.db.executemany(
+                    "INSERT INTO results (key, row) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET row = excluded.row WHERE NOT json_valid(results.row)",
+                    items,
+                )
+                written = self.db.total_changes - before
+                self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise
+        return written
+
+
+def read_store(path: str | Path) -> list[dict[str, Any]]:
+    """Every good row of a result store (a store file or an output folder), without taking the run lock."""
+    with ResultStore(path, lock=False) as store:
+        return store.rows()
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

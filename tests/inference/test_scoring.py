@@ -14,9 +14,10 @@ import pytest
 
 from recipe_lib.config import SamplingSettings
 from recipe_lib.inference.scoring import ScoreConfig, score_videos
+from recipe_lib.inference.store import read_store
 from recipe_lib.metrics import metrics_from_rows
 from recipe_lib.profiles import get_profile
-from support import REPO, run_cli
+from support import REPO, run_cli, store_count
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 
@@ -118,26 +119,24 @@ def test_kill_midway_then_resume(tiny_critic, synth_clips, tmp_path):
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
     )
-    results = out / "results.jsonl"
+    results = out / "results.sqlite"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if results.exists() and len(results.read_bytes().splitlines()) >= 3:
+        if store_count(results) >= 3:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    landed = len(results.read_bytes().splitlines())
+    landed = store_count(results)
     assert 3 <= landed < synth_clips.n_clips, "the run should have been killed midway"
-    with results.open("ab") as fh:  # a torn write from the killed process
-        fh.write(b'{"key": "half-written')
     done = run_cli(*args, "--out", str(out))
     assert done.returncode == 0, done.stderr
-    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    rows = read_store(out)
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)) == synth_clips.n_clips
     reference = run_cli(*args, "--out", str(tmp_path / "whole"))
     assert reference.returncode == 0, reference.stderr
-    ref_rows = {json.loads(x)["key"]: json.loads(x) for x in (tmp_path / "whole" / "results.jsonl").open()}
+    ref_rows = {r["key"]: r for r in read_store(tmp_path / "whole")}
     assert set(ref_rows) == set(keys)
     for r in rows:
         assert r["score"] == ref_rows[r["key"]]["score"]
@@ -148,7 +147,7 @@ def test_second_writer_is_refused(tiny_critic, synth_clips, tmp_path):
     from recipe_lib.errors import RecipeError
     from recipe_lib.inference.store import ResultStore
 
-    with ResultStore(tmp_path / "results.jsonl"), pytest.raises(RecipeError, match="another run"):
+    with ResultStore(tmp_path / "results.sqlite"), pytest.raises(RecipeError, match="another run"):
         score_videos(_cfg(tiny_critic, [synth_clips.dataset_dir], tmp_path), progress=False)
 
 

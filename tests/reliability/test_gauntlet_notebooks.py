@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from gauntlet import jsonl_rows, kill_tree, line_count, start_cli, wait_until
+from gauntlet import kill_tree, start_cli, wait_until
 
-from support import run_cli
+from recipe_lib.inference.store import read_store
+from support import run_cli, store_count
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,14 @@ def test_notebook_killed_mid_scoring_reruns_to_the_same_metrics(notebook_build, 
 
     root, n = notebook_build
     env = {"PLAUSIBILITY_BUILD_DIR": str(root)}
-    results = root / "02_zero_shot" / "scores" / "results.jsonl"
+    results = root / "02_zero_shot" / "scores" / "results.sqlite"
     metrics = root / "02_zero_shot" / "metrics.json"
 
     proc = start_cli("notebooks", "run", "02", "--no-html", env=env)
-    wait_until(proc, lambda: line_count(results) >= 8, timeout=300, poll=0.005)
+    wait_until(proc, lambda: store_count(results) >= 8, timeout=300, poll=0.005)
     kernels = kill_tree(proc)  # the CLI and its kernel, as an OOM kill or a lost machine would
     assert kernels, "the notebook ran in a kernel process started by the command"
-    landed = jsonl_rows(results)
+    landed = read_store(results)
     assert 8 <= len(landed) < n, "killed while the kernel was scoring"
     assert not metrics.exists(), "a killed run leaves no metrics to be mistaken for a finished one"
 
@@ -45,7 +46,7 @@ def test_notebook_killed_mid_scoring_reruns_to_the_same_metrics(notebook_build, 
     assert done.returncode == 0, done.stderr
     m = json.loads(metrics.read_text())
     assert (m["scored"], m["from_cache"], m["scored_this_run"]) == (n, len(landed), n - len(landed))
-    rows = jsonl_rows(results)
+    rows = read_store(results)
     assert len({r["key"] for r in rows}) == len(rows) == n, "no clip is scored twice"
     by_key = {r["key"]: r for r in rows}
     assert all(by_key[r["key"]] == r for r in landed), "rows from before the kill are kept as they were"

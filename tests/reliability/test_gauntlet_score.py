@@ -21,7 +21,6 @@ from gauntlet import (
     error_lines,
     jsonl_rows,
     kill_tree,
-    line_count,
     make_bad_media,
     moving_square,
     remount,
@@ -32,7 +31,8 @@ from gauntlet import (
     write_video,
 )
 
-from support import REPO, run_cli
+from recipe_lib.inference.store import read_store
+from support import REPO, run_cli, store_count
 
 
 def clips_of(synth_clips) -> list[Path]:  # noqa: ANN001
@@ -62,37 +62,37 @@ def test_kill_before_first_batch_mid_run_and_after_an_append_then_resume(tiny_cr
     args = ["score", str(synth_clips.out_dir / "videos"), "--model", str(tiny_critic)]
     args += ["--batch-size", "1", "--workers", "1"]
     out = tmp_path / "out"
-    results = out / "results.jsonl"
+    results = out / "results.sqlite"
     n = len(clips_of(synth_clips))
 
     # 1. Before the first batch lands: the store is open (its lock exists), the model is loading.
     proc = start_cli(*args, "--out", str(out))
-    wait_until(proc, lambda: (out / "results.jsonl.lock").exists())
+    wait_until(proc, lambda: (out / "results.sqlite.lock").exists())
     kill_tree(proc)
-    assert line_count(results) == 0 and not (out / "summary.json").exists() and not (out / "scores.csv").exists()
+    assert store_count(results) == 0 and not (out / "summary.json").exists() and not (out / "scores.csv").exists()
 
     # 2. Mid-run: after at least 4 rows.
     proc = start_cli(*args, "--out", str(out))
-    wait_until(proc, lambda: line_count(results) >= 4)
+    wait_until(proc, lambda: store_count(results) >= 4)
     kill_tree(proc)
-    after_mid = jsonl_rows(results)
+    after_mid = read_store(results)
     assert 4 <= len(after_mid) < n and len({r["key"] for r in after_mid}) == len(after_mid)
 
     # 3. Right after a row is appended (fsynced): kill as soon as the file grows.
-    size = results.stat().st_size
+    count = store_count(results)
     proc = start_cli(*args, "--out", str(out))
-    wait_until(proc, lambda: results.stat().st_size > size, poll=0.0005)
+    wait_until(proc, lambda: store_count(results) > count, poll=0.0005)
     kill_tree(proc)
-    after_append = jsonl_rows(results)
+    after_append = read_store(results)
     assert len(after_mid) < len(after_append) < n
-    with results.open("ab") as fh:  # the torn last line a kill inside write() leaves
-        fh.write(b'{"key": "4d1df64a", "score": 3, "video": "/clips/s00')
+    with results.with_name("results.sqlite-wal").open("ab") as fh:  # the torn frame a kill inside write() leaves
+        fh.write(b"\x00\x00\x00\x07" + b"\x5a" * 1000)
 
     done = run_cli(*args, "--out", str(out))
     assert done.returncode == 0, done.stderr
     landed = len(after_append)
     assert f"scored {n} of {n} clips ({n - landed} now, {landed} cached)" in done.stdout
-    final = jsonl_rows(results)  # the torn line is gone: every line parses
+    final = read_store(results)  # the torn frame is dropped by SQLite's recovery
     keys = [r["key"] for r in final]
     assert len(keys) == len(set(keys)) == n
     by_key = {r["key"]: r for r in final}
@@ -218,7 +218,7 @@ def test_bad_videos_are_counted_skips_with_the_reason(gauntlet_run):
     out = gauntlet_run["out"]
     assert len(jsonl_rows(out / "skipped.jsonl")) == n_bad
     assert json.loads((out / "summary.json").read_text())["skipped"] == n_bad
-    assert len(jsonl_rows(out / "results.jsonl")) == 3
+    assert len(read_store(out)) == 3
 
 
 class _Tags(HTMLParser):
@@ -254,7 +254,7 @@ def test_report_escapes_captions_file_names_titles_and_model_output(gauntlet_run
     for text in [*CAPTIONS.values(), XSS_NAME, QUOTE_NAME, TITLE]:
         assert text not in page or text == escape(text)
         assert str(escape(text)) in page, text
-    rows = jsonl_rows(out / "results.jsonl")
+    rows = read_store(out)
     assert all(r["raw_output"] is not None for r in rows)
     for row in rows:  # the critic's own words, whatever characters they hold
         if row["video"] != str(gauntlet_run["xss"]):  # see the next test
@@ -267,7 +267,7 @@ def test_report_keeps_the_score_of_a_clip_listed_twice(gauntlet_run):
 
     out = gauntlet_run["out"]
     page = (out / "report.html").read_text(encoding="utf-8")
-    (row,) = [r for r in jsonl_rows(out / "results.jsonl") if r["video"] == str(gauntlet_run["xss"])]
+    (row,) = [r for r in read_store(out) if r["video"] == str(gauntlet_run["xss"])]
     assert str(escape(row["raw_output"])) in page
 
 
@@ -415,7 +415,7 @@ def test_bad_table_or_prompt_is_a_one_line_error(kind, tiny_critic, synth_clips,
     r = run_cli("score", *args, "--out", str(tmp_path / "out"), "--model", str(tiny_critic))
     assert error_lines(r) == (message, hint)
     assert not (tmp_path / "prompt_payload_ran").exists(), "the YAML payload executed"
-    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert not (tmp_path / "out" / "results.sqlite").exists()
 
 
 def test_labels_out_of_range_in_a_scored_table(tiny_critic, synth_clips, tmp_path):
@@ -482,21 +482,21 @@ def _fsize_limit(limit: int):  # noqa: ANN202
 
 @pytest.mark.slow
 def test_disk_full_mid_run_then_resume(tiny_critic, synth_clips, tmp_path):
-    """results.jsonl outgrows an 8 KB tmpfs after a few rows: one-line error naming the file, the partial batch is cut
+    """results.sqlite outgrows a 160 KB tmpfs after a few rows: one-line error naming the file, the partial batch is cut
     off, every file left under its final name is whole; with room again the rerun finishes from the kept rows.
-    Where tmpfs cannot be mounted, a real 8 KB file-size limit (RLIMIT_FSIZE, EFBIG) stands in for the full disk."""
+    Where tmpfs cannot be mounted, a real 64 KB file-size limit (RLIMIT_FSIZE, EFBIG) stands in for the full disk."""
     args = ["score", str(synth_clips.out_dir / "videos"), "--model", str(tiny_critic)]
     args += ["--batch-size", "1", "--workers", "1"]
     n = len(clips_of(synth_clips))
     disk = tmp_path / "disk"
     try:
-        with tmpfs(disk, "8k"):
+        with tmpfs(disk, "160k"):
             out = disk / "out"
             r = run_cli(*args, "--out", str(out))
             message, hint = error_lines(r)
-            assert message == f"no space left on the device: {out / 'results.jsonl'}"
+            assert message == f"no space left on the device: {out / 'results.sqlite'}"
             assert hint == "free some disk space or choose another output folder, then rerun"
-            kept = jsonl_rows(out / "results.jsonl")
+            kept = read_store(out)
             assert 0 < len(kept) < n
             assert_complete_outputs(out)
             remount(disk, "16m")
@@ -511,11 +511,11 @@ def test_disk_full_mid_run_then_resume(tiny_critic, synth_clips, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=_fsize_limit(8192),
+        preexec_fn=_fsize_limit(65536),
     )
     message, hint = error_lines(r)
-    assert message == f"file too large (the size limit for files was reached): {out / 'results.jsonl'}"
-    kept = jsonl_rows(out / "results.jsonl")
+    assert message == f"file too large (the size limit for files was reached): {out / 'results.sqlite'}"
+    kept = read_store(out)
     assert 0 < len(kept) < n
     assert_complete_outputs(out)
     _finish(args, out, kept, n)
@@ -525,7 +525,7 @@ def _finish(args: list[str], out: Path, kept: list[dict], n: int) -> None:
     done = run_cli(*args, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"scored {n} of {n} clips ({n - len(kept)} now, {len(kept)} cached)" in done.stdout
-    rows = jsonl_rows(out / "results.jsonl")
+    rows = read_store(out)
     assert len({r["key"] for r in rows}) == len(rows) == n
     assert all(r in rows for r in kept)
     assert_complete_outputs(out)

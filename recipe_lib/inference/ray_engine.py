@@ -1,0 +1,241 @@
+"""Scoring on a Ray cluster (``ScoreConfig.engine = "ray"``): the same rows, keys, skips and summary as the local run.
+
+The pipeline is a Ray Data dataset over the clips still missing from the store::
+
+    clips (key, item, local file)  ->  decode and size frames (CPU tasks)  ->  score (actor pool, one critic per actor,
+    ``batch_size`` clips per call)  ->  rows streamed back to the driver, committed to ``results.sqlite`` per batch
+
+The driver keeps the only writer of the store, so rows land exactly once whatever the workers do: a worker process
+killed mid-batch is restarted by Ray and its batch retried (``max_restarts``/``max_task_retries``), and a row that
+would arrive twice is refused by its key. A killed driver loses at most the batches in flight; rerunning the same
+command scores only what is missing. A clip a worker cannot read is a recorded skip whose reason names the node.
+
+Ray is optional (``pip install 'plausibility-recipes[ray]'``) and imported only here, only when this engine runs.
+Workers need this package and the critic installed on every node, and the clips (or their URLs' cache) on storage
+every node can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from recipe_lib.errors import RecipeError
+
+if TYPE_CHECKING:
+    from recipe_lib.inference.scoring import ScoreConfig, ScorePlan
+    from recipe_lib.inference.store import ResultStore
+
+INSTALL_HINT = "install the ray extra: pip install 'plausibility-recipes[ray]' (or pip install 'ray[data]')"
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def check_ray(cfg: ScoreConfig) -> None:
+    """Fail early, with one clear message, when Ray is missing, the options are wrong or no cluster answers."""
+    if cfg.address in (None, "", "auto", "local") or _host_port(cfg.address)[0] in LOOPBACK:
+        # A cluster on this machine: Ray would otherwise swap 127.0.0.1 for the machine's interface address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise RecipeError("the ray engine needs Ray Data, which is not installed", hint=INSTALL_HINT) from exc
+    if cfg.num_workers < 1:
+        raise RecipeError(f"--num-workers must be at least 1, got {cfg.num_workers}")
+    if cfg.gpus_per_worker < 0:
+        raise RecipeError(f"--gpus-per-worker must be 0 or more, got {cfg.gpus_per_worker}")
+    if cfg.backend != "hf":
+        raise RecipeError("the ray engine scores with the transformers backend", hint="use --backend hf")
+    address = cfg.address
+    if address in (None, "", "auto", "local"):
+        return
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise RecipeError(
+            f"no Ray cluster at {address}: {exc.strerror or exc}",
+            hint="start one with 'ray start --head --port PORT' and pass its host:port, or leave out --address "
+            "to start a local one",
+        ) from exc
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise RecipeError(f"bad Ray address {address!r}", hint="give the head node as host:port, e.g. 127.0.0.1:6379")
+    return host.strip("[]"), int(port)
+
+
+@contextlib.contextmanager
+def _connected(cfg: ScoreConfig) -> Any:
+    """ray.init for this run (a local single-node cluster on 127.0.0.1 when no address is given)."""
+    import ray
+
+    if ray.is_initialized():
+        yield ray  # a notebook or test that connected already keeps its connection
+        return
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    address = cfg.address if cfg.address not in (None, "", "local") else None
+    if address is None or address == "auto" or _host_port(address)[0] in LOOPBACK:
+        kwargs["_node_ip_address"] = "127.0.0.1"  # keep all traffic on loopback for a cluster on this machine
+    if address is None:
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RecipeError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _node() -> str:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
+
+
+def decode_batch(batch: dict[str, Any], video_settings: Any) -> dict[str, Any]:
+    """CPU stage: sample and size the frames of each clip; a clip that cannot be read carries its reason."""
+    from recipe_lib.errors import VideoError
+    from recipe_lib.video import load_for_model
+
+    videos, errors = [], []
+    for item_blob, local in zip(batch["item"], batch["local"]):
+        item = pickle.loads(item_blob)
+        start = time.perf_counter()
+        try:
+            video = load_for_model(str(local), video_settings)
+            videos.append(pickle.dumps((video, time.perf_counter() - start)))
+            errors.append("")
+        except VideoError as exc:
+            reason = str(exc)
+            if str(local) != item["video_url"]:
+                reason = reason.replace(str(local), item["video_url"])
+            videos.append(b"")
+            errors.append(f"{reason} (on node {_node()})")
+    return {"key": batch["key"], "item": batch["item"], "video": videos, "error": errors}
+
+
+class ScoreClips:
+    """Scoring stage: one critic per actor, loaded once; each call scores one batch of decoded clips."""
+
+    def __init__(self, cfg: ScoreConfig, prompt: Any) -> None:
+        from recipe_lib.inference.scoring import _make_scorer
+
+        self.cfg = cfg
+        self.prompt = prompt
+        self.scorer = _make_scorer(cfg, prompt)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from recipe_lib.inference.scoring import scored_row
+
+        rows = [""] * len(batch["key"])
+        skips = list(batch["error"])
+        ready, where = [], []
+        for i, (key, item_blob, video_blob) in enumerate(zip(batch["key"], batch["item"], batch["video"])):
+            if skips[i]:
+                continue
+            item = pickle.loads(item_blob)
+            video, decode_s = pickle.loads(video_blob)
+            start = time.perf_counter() - decode_s
+            ready.append(self.scorer.prepare_video(item, video, start))
+            where.append((i, str(key), item))
+        if ready:
+            for (i, key, item), row in zip(where, self.scorer.score_batch(ready)):
+                rows[i] = json.dumps(scored_row(self.cfg, self.prompt, key, item, row))
+        return {"key": batch["key"], "row": rows, "skip": skips, "item": batch["item"]}
+
+
+def score_with_ray(
+    cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, progress: bool
+) -> int:
+    """Score ``todo`` on the cluster, committing rows to ``store`` as batches come back; returns rows stored."""
+    from tqdm.auto import tqdm
+
+    n_now = 0
+    with _connected(cfg) as ray:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        resources = ray.cluster_resources()
+        if cfg.gpus_per_worker and resources.get("GPU", 0) < cfg.gpus_per_worker:
+            raise RecipeError(
+                f"the Ray cluster has {resources.get('GPU', 0):g} GPUs, fewer than --gpus-per-worker "
+                f"{cfg.gpus_per_worker:g}",
+                hint="add GPU nodes, or lower --gpus-per-worker (0 scores on CPU)",
+            )
+        records = [{"key": k, "item": pickle.dumps(it), "local": plan.local[it["video_url"]]} for k, it in todo]
+        ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 200)))
+        # On CPU the scoring actors and decode tasks share the cores; with GPUs each actor holds one CPU for collation.
+        actor_cpus = 1.0 if cfg.gpus_per_worker else 0.5
+        ds = ds.map_batches(
+            decode_batch,
+            fn_kwargs={"video_settings": cfg.video},
+            batch_size=cfg.batch_size,
+            num_cpus=0.25,
+            max_retries=3,
+        )
+        ds = ds.map_batches(
+            ScoreClips,
+            fn_constructor_kwargs={"cfg": cfg, "prompt": plan.prompt},
+            batch_size=cfg.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
+            num_cpus=actor_cpus,
+            num_gpus=cfg.gpus_per_worker or None,
+            max_restarts=-1,
+            max_task_retries=-1,
+        )
+        bar = tqdm(
+            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", disable=not progress
+        )
+        with bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                fresh = []
+                for row, skip, item_blob in zip(batch["row"], batch["skip"], batch["item"]):
+                    if skip:
+                        plan.skipped.append({"video": pickle.loads(item_blob)["video_url"], "reason": str(skip)})
+                    else:
+                        fresh.append(json.loads(row))
+                n_now += store.append(fresh)
+                bar.update(len(batch["key"]))
+    return n_now
+
+
+def start_local_cluster(num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
+    """Start a single-node Ray cluster in this process, on 127.0.0.1 (for notebooks and quick runs); scoring with
+    ``engine="ray"`` then uses it. Returns its resources. Stop it with :func:`stop_local_cluster`."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep it on 127.0.0.1
+    try:
+        import ray
+    except ImportError as exc:
+        raise RecipeError("a local Ray cluster needs Ray Data, which is not installed", hint=INSTALL_HINT) from exc
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    return dict(ray.cluster_resources())
+
+
+def stop_local_cluster() -> None:
+    """Stop the cluster :func:`start_local_cluster` started (nothing when none runs)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
