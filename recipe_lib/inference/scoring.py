@@ -196,7 +196,9 @@ def resolve_inputs(
     loose: list[str] = []
     for raw in inputs:
         path = Path(raw)
-        if is_dataset_dir(path) or is_table(path):
+        if is_remote(raw):
+            items.append({"video_url": str(raw)})  # a clip given by URL (fetched when scoring)
+        elif is_dataset_dir(path) or is_table(path):
             rows = load_rows(path, split=split)
             if not rows:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
@@ -211,7 +213,7 @@ def resolve_inputs(
                     raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
                 url = str(url)
                 check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
-                if not url.startswith(("http://", "https://")) and not Path(url).is_absolute():
+                if not is_remote(url) and not Path(url).is_absolute():
                     url = str((path.parent if path.is_file() else path).joinpath(url))
                 items.append({**row, "video_url": url})
         else:
