@@ -145,8 +145,11 @@ def test_kill_midway_then_resume(tiny_critic, synth_clips, tmp_path):
 
 def test_second_writer_is_refused(tiny_critic, synth_clips, tmp_path):
     from recipe_lib.errors import RecipeError
+    from recipe_lib.inference.scoring import SCORE_FILES
     from recipe_lib.inference.store import ResultStore
+    from recipe_lib.io import claim_outputs
 
+    claim_outputs(tmp_path, SCORE_FILES, owner="score")  # what the first run did before opening its store
     with ResultStore(tmp_path / "results.sqlite"), pytest.raises(RecipeError, match="another run"):
         score_videos(_cfg(tiny_critic, [synth_clips.dataset_dir], tmp_path), progress=False)
 
