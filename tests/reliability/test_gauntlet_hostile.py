@@ -57,16 +57,16 @@ def _table(path: Path, rows: list[dict]) -> Path:
 # 1. never write through links, never replace what the command did not create
 
 
-def test_results_jsonl_symlink_is_refused_and_its_target_kept(tiny_critic, synth_clips, tmp_path):
+def test_result_store_symlink_is_refused_and_its_target_kept(tiny_critic, synth_clips, tmp_path):
     target = tmp_path / "precious.txt"
     target.write_text("keep me\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "results.jsonl").symlink_to(target)
+    (out / "results.sqlite").symlink_to(target)
     before = sha256(target)
     r = _score(str(_clips(synth_clips)[0]), "--model", str(tiny_critic), "--out", str(out))
     msg, _ = error_lines(r)
-    assert "symbolic link" in msg and "results.jsonl" in msg
+    assert "symbolic link" in msg and "results.sqlite" in msg
     assert sha256(target) == before
 
 
@@ -544,7 +544,9 @@ def test_new_marker_lists_what_score_wrote(tiny_critic, synth_clips, tmp_path):
     out = tmp_path / "out"
     assert _score(str(_clips(synth_clips)[0]), "--model", str(tiny_critic), "--out", str(out)).returncode == 0
     files = json.loads((out / ".plausibility-outputs.json").read_text())["files"]
-    written = {p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "results.jsonl.lock"}
+    # The store's lock and SQLite's own -wal/-shm files hold no exported data and are not claimed.
+    side = (".lock", "-wal", "-shm")
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".") and not p.name.endswith(side)}
     assert written <= set(files), written - set(files)
     assert set(files.values()) == {"plausibility score"}
 
