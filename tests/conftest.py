@@ -18,6 +18,9 @@ def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # Test clusters run on loopback without Ray's token auth; set explicitly, because Ray turns auth on by itself
+    # once a token exists in ~/.ray (a plain ray.init() writes one), and a half-enabled cluster refuses the driver.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     return path
 
 

@@ -73,6 +73,7 @@ def ray_cluster():  # noqa: ANN201
         MARKER: marker,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",  # on loopback; without this a token in ~/.ray turns auth on for the nodes only
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1: Ray would swap it for the interface address
         # A loaded 2-core machine starts the node's agents slowly; the raylet waits this long for them.
         "RAY_agent_register_timeout_ms": "300000",
