@@ -246,21 +246,15 @@ def validate_config_file(path: str | Path) -> Any:
     return validate_config(load_toml(path))
 
 
-def write_config(
-    out_path: str | Path,
-    kind: str,
-    model: str | Path | None = None,
-    dataset: str | Path | None = None,
-    n_gpus: int | None = None,
-    output_dir: str | Path | None = None,
-    eval_dataset: str | Path | None = None,
-) -> Path:
-    """Render (see :func:`render_config`) and write a TOML file atomically; ``out_path`` may be a folder."""
+def write_config(out_path: str | Path, kind: str, **overrides: Any) -> Path:
+    """Render (see :func:`render_config`: ``model``, ``dataset``, ``n_gpus``, ``output_dir``, ``eval_dataset``) and
+    write a TOML file atomically; ``out_path`` may be a folder."""
     import toml
 
-    cfg = render_config(kind, model, dataset, n_gpus, output_dir, eval_dataset)
+    cfg = render_config(kind, **overrides)
     out = Path(out_path)
     if out.suffix != ".toml":
+        n_gpus = overrides.get("n_gpus")
         gpus = f"_{n_gpus}gpu" if n_gpus is not None else ""
         out = out / f"{kind}{gpus}.toml"
     header = (
