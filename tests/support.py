@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from recipe_lib.config import REPO_ROOT as REPO
 
@@ -42,3 +43,22 @@ def store_count(path) -> int:  # noqa: ANN001
             return db.execute("SELECT count(*) FROM results").fetchone()[0]
     except sqlite3.OperationalError:  # created but its table not yet committed
         return 0
+
+
+def demo_score_config(tiny_critic: Path | str, inputs: list, out: Path, **kw: object):  # noqa: ANN201
+    """A scoring config for the tiny critic on CPU with the demo profile's video and sampling settings."""
+    from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.profiles import get_profile
+
+    demo = get_profile("demo")
+    return ScoreConfig(
+        inputs=[str(i) for i in inputs],
+        out_dir=out,
+        model=str(tiny_critic),
+        video=demo.video,
+        sampling=demo.sampling,
+        device="cpu",
+        dtype="float32",
+        batch_size=4,
+        **kw,
+    )

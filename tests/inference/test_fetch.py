@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from recipe_lib.inference.scoring import ScoreConfig, score_videos
-from recipe_lib.profiles import get_profile
+from support import demo_score_config
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -43,18 +43,7 @@ def server(tmp_path):  # noqa: ANN201
 
 
 def _cfg(tiny_critic, inputs, out, cache) -> ScoreConfig:  # noqa: ANN001
-    demo = get_profile("demo")
-    return ScoreConfig(
-        inputs=[str(i) for i in inputs],
-        out_dir=out,
-        model=str(tiny_critic),
-        video=demo.video,
-        sampling=demo.sampling,
-        device="cpu",
-        dtype="float32",
-        batch_size=4,
-        download_cache=cache,
-    )
+    return demo_score_config(tiny_critic, inputs, out, download_cache=cache)
 
 
 def test_a_table_of_http_urls_is_scored_like_the_local_files(tiny_critic, synth_clips, server, tmp_path):

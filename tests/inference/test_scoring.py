@@ -13,28 +13,16 @@ from pathlib import Path
 import pytest
 
 from recipe_lib.config import SamplingSettings
-from recipe_lib.inference.scoring import ScoreConfig, score_videos
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.inference.store import read_store
 from recipe_lib.metrics import metrics_from_rows
 from recipe_lib.profiles import get_profile
-from support import REPO, run_cli, store_count
+from support import REPO, demo_score_config, run_cli, store_count
 
 SNAPSHOTS = Path(__file__).parent.parent / "snapshots"
 
 
-def _cfg(tiny_critic, inputs, out, **kw) -> ScoreConfig:
-    demo = get_profile("demo")
-    return ScoreConfig(
-        inputs=[str(i) for i in inputs],
-        out_dir=out,
-        model=str(tiny_critic),
-        video=demo.video,
-        sampling=demo.sampling,
-        device="cpu",
-        dtype="float32",
-        batch_size=4,
-        **kw,
-    )
+_cfg = demo_score_config
 
 
 def test_expected_mode_on_dataset(tiny_critic, synth_clips, tmp_path):
