@@ -299,5 +299,8 @@ def load_critic(
     check_loading_info(name, info, allow_missing_weights)
     if not resolved_device.startswith("cuda"):
         loaded = loaded.to(resolved_device)
+    from recipe_lib.models import positions
+
+    positions.install(loaded)  # Qwen2.5-VL: fractional seconds per grid kept on the time axis, as vLLM does
     loaded.eval()
     return LoadedCritic(model=loaded, processor=processor, name=name, device=resolved_device, dtype=resolved_dtype)
