@@ -248,7 +248,7 @@ def finish_row(task: str, row: dict[str, Any]) -> dict[str, Any]:
     probability-weighted option)."""
     if task != "rule" or row.get("judgement") is not None:
         return row
-    row = dict(row)
+    row = {**row, "judgement": None, "judgement_probs": None}
     probs = row.get("probs")
     if probs:
         mass = [float(p) for p in probs[:3]]
@@ -266,7 +266,8 @@ def finish_row(task: str, row: dict[str, Any]) -> dict[str, Any]:
             option_share=total / sum(float(p) for p in probs),
         )
         return row
-    trials = row.get("trials") or []
+    trials = [dict(t) for t in row.get("trials") or []]
+    row["trials"] = trials
     options = []
     for t in trials:
         s = t.get("score")

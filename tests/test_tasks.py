@@ -319,7 +319,8 @@ def test_videophy2_like_data_through_score_and_evaluate(tiny_critic, synth_clips
     assert len(sa.rows) == 5
     assert [s["reason"] for s in sa.skipped] == ["no caption in column 'caption' (task sa needs one)"]
     joint = result.suites["joint"]
-    assert joint.n == 6 and joint.n_labelled == 4  # one clip lacks a caption result, one its sa label
+    # the clip without a caption has labels but no sa result (not joint, counted); the cleared sa label is unlabelled
+    assert joint.n == 6 and joint.n_parsed == 5 and joint.n_labelled == 5
     rules = result.by_task["rule"].rows
     labels = sorted({r["item"]["rule_label"] for r in rules})
     assert labels == ["cannot_tell", "followed", "violated"]
