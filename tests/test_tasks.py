@@ -358,3 +358,46 @@ def test_cli_rejects_bad_task_options_before_any_work(synth_clips, tmp_path):
     r = run_cli("score", str(synth_clips.dataset_dir), "--out", str(out), "--task", "pc", "--keep-on", "joint")
     assert r.returncode == 2 and "--keep-on joint needs the task(s) sa" in r.stderr
     assert not out.exists()
+
+
+def test_real_videophy2_rows_give_sa_and_rule_requests(shared_videos, tmp_path):
+    """VideoPhy-2's own example rows (AutoEval's outputs: sa and pc scores, rules with 0 violated / 1 followed / 2
+    cannot tell) as a table the loader prepares; every task gets its requests from them."""
+    import pandas as pd
+
+    from recipe_lib.data.videophy2 import VideoPhy2Config, prepare_videophy2
+    from support import SHARED_VIDEOS
+
+    sa = pd.read_csv(SHARED_VIDEOS / "output_sa.csv")
+    pc = pd.read_csv(SHARED_VIDEOS / "output_pc.csv")
+    rules = pd.read_csv(SHARED_VIDEOS / "output_rule.csv")
+    table = sa.rename(columns={"score": "sa", "videopath": "video_url"})[["video_url", "caption", "sa"]]
+    table["pc"] = pc.set_index("videopath").loc[table["video_url"], "score"].to_numpy()
+    columns = {code: col for col, name in T.RULE_COLUMNS.items() for code, n in T.AUTOEVAL_CODES.items() if n == name}
+    for col in T.RULE_COLUMNS:
+        table[col] = ""
+    extra = []
+    for _, r in rules.iterrows():  # a rule of a clip the sa table lacks becomes a row of its own (no caption)
+        column = columns[int(r["score"])]
+        hit = table.index[table["video_url"] == r["videopath"]]
+        if len(hit):
+            before = table.loc[hit[0], column]
+            table.loc[hit[0], column] = f"{before}\n{r['rule']}" if before else r["rule"]
+        else:
+            extra.append({"video_url": r["videopath"], "caption": "", "sa": None, "pc": 3, column: r["rule"]})
+    table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    path = tmp_path / "videophy2_examples.csv"
+    table.to_csv(path, index=False)
+    prepared = prepare_videophy2(
+        VideoPhy2Config(source=str(path), out_dir=tmp_path / "vp2", videos_dir=SHARED_VIDEOS, progress=False)
+    )
+    assert prepared.n_kept >= 10 and sum(prepared.sa_counts.values()) == len(sa)
+    from recipe_lib.inference.scoring import resolve_items
+
+    items = resolve_items([str(prepared.out_dir)])
+    sa_items, sa_skips = T.prepare_items("sa", items)
+    assert len(sa_items) == len(sa) and len(sa_skips) == len(extra)
+    rule_items, _ = T.prepare_items("rule", items)
+    assert len(rule_items) == len(rules)
+    wanted = {(r["rule"], T.AUTOEVAL_CODES[int(r["score"])]) for _, r in rules.iterrows()}
+    assert {(it["rule"], it["rule_label"]) for it in rule_items} == wanted
