@@ -109,8 +109,11 @@ class DemoData:
 
 
 def _fingerprint(cfg: DemoDataConfig) -> dict:
+    from recipe_lib.data.synthetic import RECORD_COLUMNS
+
     d = dataclasses.asdict(cfg)
     d.pop("out_dir")
+    d["columns"] = list(RECORD_COLUMNS)  # a set written before a column existed (the SA probe) is rendered again
     return d
 
 
@@ -162,9 +165,10 @@ def demo_eval_split(label_mode: LabelMode = "binary") -> Path:
         return data.eval_dir
     target = data.root / "eval_binary"
     stamp = target / "source.txt"
-    if not (stamp.exists() and stamp.read_text() == str(data.eval_dir)):
+    source = f"{data.eval_dir}\n{(data.root / 'demo_data.json').read_text()}"  # the split's path and how it was made
+    if not (stamp.exists() and stamp.read_text() == source):
         binary_labels(datasets.load_from_disk(str(data.eval_dir))).save_to_disk(str(target))
-        stamp.write_text(str(data.eval_dir))
+        stamp.write_text(source)
     return target
 
 

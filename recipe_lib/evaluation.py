@@ -27,6 +27,7 @@ from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
 from recipe_lib.profiles import get_profile
+from recipe_lib.prompts import load_prompt
 from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
 
 REPORT_NAME = "evaluation_report.html"
@@ -59,6 +60,11 @@ class EvalConfig:
     video: VideoSettings | None = None
     sampling: SamplingSettings | None = None
     thumbnails: bool = True
+    # Tasks (recipe_lib.tasks): the first 1-5 task (pc before sa) drives the comparison table, thresholds and report;
+    # the others (and joint, when pc and sa are both scored) are measured in ``task_metrics`` and tasks.csv.
+    tasks: tuple[str, ...] = ("pc",)
+    caption_column: str = "caption"
+    sa_column: str = "sa"
 
 
 @dataclasses.dataclass
@@ -74,6 +80,9 @@ class EvalResult:
     detection: Any  # DataFrame: per critic and violation type (empty when the clips carry no violation column)
     report: ReportResult
     threshold: float
+    task: str = "pc"  # the task of ``scores`` / ``metrics``
+    task_scores: dict[str, dict[str, ScoreResult]] = dataclasses.field(default_factory=dict)  # critic -> task -> ...
+    task_metrics: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # critic -> task/joint -> suite
 
     def display_table(self) -> Any:
         """The comparison table with each metric as "value [low, high]" (for reading, not computing)."""
@@ -123,8 +132,23 @@ class EvalResult:
                 plausible = d[d["violation"] == "none"]
                 rec["detection_rate"] = _none(viol["rejected"].sum() / viol["n"].sum()) if viol["n"].sum() else None
                 rec["false_alarm_rate"] = _none(plausible["rate"].iloc[0]) if len(plausible) else None
+            if self.task_metrics.get(name):
+                rec["tasks"] = {t: s.to_dict()["metrics"] for t, s in self.task_metrics[name].items()}
             out[name] = rec
         return out
+
+
+def task_table(task_metrics: dict[str, dict[str, Any]]) -> Any:
+    """One row per critic, task and metric (value and interval) for the tasks beside the main one."""
+    import pandas as pd
+
+    records = []
+    for critic, suites in task_metrics.items():
+        for task, suite in suites.items():
+            for metric, value in suite.values.items():
+                lo, hi = suite.intervals.get(metric, (float("nan"), float("nan")))
+                records.append({"critic": critic, "task": task, "metric": metric, "value": value, "lo": lo, "hi": hi})
+    return pd.DataFrame(records, columns=["critic", "task", "metric", "value", "lo", "hi"])
 
 
 def _f(value: float) -> str:
@@ -273,47 +297,46 @@ def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
 @writes_as("evaluate")
 def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score each critic on the evaluation split and compare them; see the module docstring."""
-    critics, eval_data = _resolve(cfg)
-    profile = get_profile(cfg.profile)
-    out = Path(cfg.out_dir or build_dir() / "06_evaluation")
-    names = ["comparison.csv", "detection_rates.csv", "groups.csv", "scores"]
-    claim_outputs(out, names + ReportConfig(out_path=out / REPORT_NAME, thumbnails=cfg.thumbnails).output_names())
-    scores: dict[str, ScoreResult] = {}
-    for name, model in critics.items():
-        scores[name] = score_videos(
-            ScoreConfig(
-                inputs=[eval_data],
-                out_dir=out / "scores" / name,
-                model=model,
-                prompt=resolve_prompt(cfg),
-                mode=cfg.mode,
-                video=cfg.video or profile.video,
-                sampling=cfg.sampling or profile.sampling,
-                batch_size=cfg.batch_size or profile.batch_size,
-                device=cfg.device or profile.device,
-                dtype=cfg.dtype or profile.dtype,
-                split=cfg.split,
-                limit=cfg.limit,
-            ),
-            progress=progress,
+    from recipe_lib.tasks import parse_tasks
+
+    tasks = parse_tasks(list(cfg.tasks))
+    main_task = next((t for t in ("pc", "sa") if t in tasks), None)
+    if main_task is None:
+        raise ConfigError(
+            "evaluate needs task pc or sa besides rule (its comparison table and thresholds read a 1-5 score)",
+            hint=f"e.g. --task pc,{','.join(tasks)}",
         )
+    critics, eval_data = _resolve(cfg)
+    out = Path(cfg.out_dir or build_dir() / "06_evaluation")
+    names = [
+        "comparison.csv",
+        "detection_rates.csv",
+        "groups.csv",
+        "scores",
+        *(["tasks.csv"] if len(tasks) > 1 else []),
+    ]
+    claim_outputs(out, names + ReportConfig(out_path=out / REPORT_NAME, thumbnails=cfg.thumbnails).output_names())
+    task_scores = {
+        name: _score_tasks(cfg, name, model, eval_data, tasks, out, progress) for name, model in critics.items()
+    }
+    scores = {name: by_task[main_task] for name, by_task in task_scores.items()}
+    label_key = cfg.label_key if main_task == "pc" else cfg.sa_column
     first = next(iter(scores.values()))
-    if not labelled_rows(first.rows, cfg.label_key):
+    if not labelled_rows(first.rows, label_key):
         raise DataError(
-            f"no clip in {eval_data} has a label in column '{cfg.label_key}'",
+            f"no clip in {eval_data} has a label in column '{label_key}'",
             hint="evaluation needs labelled clips; to score unlabelled clips use `plausibility score`",
         )
     boot = {"n_boot": cfg.n_boot, "seed": cfg.seed, "confidence": cfg.confidence}
-    metrics = {n: suite_from_rows(s.rows, cfg.label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()}
-    groups = {
-        n: group_breakdown(s.rows, None, cfg.label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()
-    }
+    metrics = {n: suite_from_rows(s.rows, label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()}
+    task_metrics = {n: _task_suites(cfg, by_task, main_task, boot) for n, by_task in task_scores.items()}
+    groups = {n: group_breakdown(s.rows, None, label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()}
     thresholds: dict[str, ThresholdChoice | None] = {}
     notes: dict[str, str] = {}
     for name, s in scores.items():
         try:
             thresholds[name] = choose_threshold_from_rows(
-                s.rows, cfg.objective, cfg.target_precision, label_threshold=cfg.threshold, label_key=cfg.label_key
+                s.rows, cfg.objective, cfg.target_precision, label_threshold=cfg.threshold, label_key=label_key
             )
             notes[name] = "chosen"
         except RecipeError as exc:
@@ -330,6 +353,8 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     atomic_write_csv(out / "comparison.csv", table, index=True)
     atomic_write_csv(out / "detection_rates.csv", detection)
     atomic_write_csv(out / "groups.csv", pd.concat([g.assign(critic=n) for n, g in groups.items()], ignore_index=True))
+    if len(tasks) > 1:
+        atomic_write_csv(out / "tasks.csv", task_table(task_metrics))
     result = EvalResult(
         out_dir=out,
         critics=critics,
@@ -342,13 +367,89 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         detection=detection,
         report=None,  # type: ignore[arg-type]
         threshold=cfg.threshold,
+        task=main_task,
+        task_scores=task_scores,
+        task_metrics=task_metrics,
     )
     result.report = _write(result, cfg, eval_data)
     return result
 
 
+def _score_tasks(
+    cfg: EvalConfig, name: str, model: str, eval_data: str, tasks: tuple[str, ...], out: Path, progress: bool
+) -> dict[str, ScoreResult]:
+    """One critic's scores for every task, into one store (``scores/<critic>``), the critic loaded once."""
+    from recipe_lib.score_stage import SharedCritic
+    from recipe_lib.tasks import TaskColumns, task_prompt
+
+    profile = get_profile(cfg.profile)
+    columns = TaskColumns(pc=cfg.label_key, sa=cfg.sa_column, caption=cfg.caption_column)
+    configs = {
+        task: ScoreConfig(
+            inputs=[eval_data],
+            out_dir=out / "scores" / name,
+            model=model,
+            prompt=task_prompt(task, None, resolve_prompt(cfg)),
+            mode=cfg.mode,
+            video=cfg.video or profile.video,
+            sampling=cfg.sampling or profile.sampling,
+            batch_size=cfg.batch_size or profile.batch_size,
+            device=cfg.device or profile.device,
+            dtype=cfg.dtype or profile.dtype,
+            split=cfg.split,
+            limit=cfg.limit,
+            task=task,
+            label_column=columns.label(task) or cfg.label_key,
+            caption_column=cfg.caption_column,
+        )
+        for task in tasks
+    }
+    from recipe_lib.score_stage import check_task_inputs
+
+    check_task_inputs(configs)
+    shared = SharedCritic(configs[tasks[0]])
+    return {
+        task: score_videos(
+            tc, progress=progress, scorer=shared.for_prompt(load_prompt(tc.prompt)) if len(tasks) > 1 else None
+        )
+        for task, tc in configs.items()
+    }
+
+
+def _task_suites(
+    cfg: EvalConfig, by_task: dict[str, ScoreResult], main_task: str, boot: dict[str, Any]
+) -> dict[str, Any]:
+    """The metric suites of the tasks beside the main one: the other 1-5 task, joint, rule."""
+    from recipe_lib.filtering import joint_records
+    from recipe_lib.metrics import joint_suite, rule_suite_from_rows
+
+    suites: dict[str, Any] = {}
+    if "sa" in by_task and main_task != "sa" and labelled_rows(by_task["sa"].rows, cfg.sa_column):
+        suites["sa"] = suite_from_rows(by_task["sa"].rows, cfg.sa_column, threshold=cfg.threshold, **boot)
+    if "pc" in by_task and "sa" in by_task:
+        records = joint_records(
+            by_task["pc"].rows,
+            by_task["sa"].rows,
+            by_task["pc"].skipped,
+            by_task["sa"].skipped,
+            cfg.label_key,
+            cfg.sa_column,
+            cfg.threshold,
+        )
+        suites["joint"] = joint_suite(records, threshold=cfg.threshold, **boot)
+    if "rule" in by_task and by_task["rule"].rows:
+        suites["rule"] = rule_suite_from_rows(by_task["rule"].rows, **boot)
+    return suites
+
+
 def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
+    from recipe_lib.score_stage import task_sections
+
     sections = []
+    for critic, suites in result.task_metrics.items():
+        for section in task_sections(suites, result.task):
+            section.title = f"{section.title}: {critic}"
+            sections.append(section)
     if len(result.detection):
         det = result.detection.copy()
         det["rate"] = det["rate"].round(4)
@@ -409,10 +510,12 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
         title="Critic evaluation: " + ", ".join(result.critics),
         subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {Path(resolve_prompt(cfg)).stem}",
         threshold=cfg.threshold,
-        label_key=cfg.label_key,
+        label_key=cfg.label_key if result.task == "pc" else cfg.sa_column,
         thumbnails=cfg.thumbnails,
     )
     extra = {
+        "task": result.task,
+        "tasks": {c: {t: s.to_dict() for t, s in suites.items()} for c, suites in result.task_metrics.items()},
         "threshold_curves": {n: (c.to_dict() if c else None) for n, c in result.thresholds.items()},
         "summary": result.summary(),
     }

@@ -489,3 +489,148 @@ def threshold_figure(choice: ThresholdChoice | dict[str, ThresholdChoice], title
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Keeping on SA or on joint (SA and PC both at least the threshold)
+# ---------------------------------------------------------------------------------------------------------------------
+
+JOINT_COLUMNS = ["pc_value", "sa_value", "pc_label", "sa_label", "joint", "label_joint"]
+
+
+def joint_records(
+    pc_rows: Sequence[dict[str, Any]],
+    sa_rows: Sequence[dict[str, Any]],
+    pc_skipped: Sequence[dict[str, Any]] = (),
+    sa_skipped: Sequence[dict[str, Any]] = (),
+    pc_label: str = "pc",
+    sa_label: str = "sa",
+    threshold: float = 4.0,
+) -> list[dict[str, Any]]:
+    """One record per clip scored for pc or sa, pairing its pc and sa results by clip (``video``): the decision value
+    of each (``pc_value``, ``sa_value``: expected score, else score; None when unparsed or missing), the labels, the
+    per-clip ``joint`` (1 when both values are at least ``threshold``, 0 when not, None when either is missing) and
+    ``missing``: why one of the two results is absent (the clip's skip reason, e.g. no caption). A clip shown several
+    captions gets one record per caption."""
+    pc_by_video: dict[str, dict[str, Any]] = {}
+    for r in pc_rows:
+        pc_by_video.setdefault(r["video"], r)
+    sa_by_video: dict[str, list[dict[str, Any]]] = {}
+    for r in sa_rows:
+        sa_by_video.setdefault(r["video"], []).append(r)
+    pc_skip = {s["video"]: s.get("reason", "skipped") for s in pc_skipped}
+    sa_skip = {s["video"]: s.get("reason", "skipped") for s in sa_skipped}
+    videos = list(dict.fromkeys([*pc_by_video, *sa_by_video]))
+    records = []
+    for video in videos:
+        pc = pc_by_video.get(video)
+        for sa in sa_by_video.get(video) or [None]:
+            pv = decision_value(pc)[0] if pc is not None and pc.get("score") is not None else None
+            sv = decision_value(sa)[0] if sa is not None and sa.get("score") is not None else None
+            missing = None
+            if pc is None:
+                missing = f"pc: {pc_skip.get(video, 'not scored for pc')}"
+            elif sa is None:
+                missing = f"sa: {sa_skip.get(video, 'not scored for sa')}"
+            item = item_of(pc if pc is not None else sa)  # type: ignore[arg-type]
+            pl, sl = item.get(pc_label), item.get(sa_label)
+            pl = None if _is_missing(pl) else pl
+            sl = None if _is_missing(sl) else sl
+            records.append(
+                {
+                    "video": video,
+                    "caption": ((sa or {}).get("item") or {}).get("prompt_fields", {}).get("caption"),
+                    "pc_value": pv,
+                    "sa_value": sv,
+                    "pc_score": pc.get("score") if pc else None,
+                    "sa_score": sa.get("score") if sa else None,
+                    "pc_error": pc.get("parse_error") if pc else None,
+                    "sa_error": sa.get("parse_error") if sa else None,
+                    "pc_label": pl,
+                    "sa_label": sl,
+                    "joint": None if pv is None or sv is None else int(pv >= threshold and sv >= threshold),
+                    "label_joint": None
+                    if pl is None or sl is None
+                    else int(float(pl) >= threshold and float(sl) >= threshold),
+                    "missing": missing,
+                }
+            )
+    return records
+
+
+def decide_joint(record: dict[str, Any], threshold: float) -> tuple[str, float | None, str]:
+    """(decision, value, reason) of a joint record: kept when its pc and its sa value are both at least the
+    threshold (the value is the smaller of the two); ``skipped`` when one result is missing, ``unparsed`` when one
+    answer could not be read."""
+    if record.get("missing"):
+        return "skipped", None, str(record["missing"])
+    pv, sv = record.get("pc_value"), record.get("sa_value")
+    if pv is None or sv is None:
+        which = "pc" if pv is None else "sa"
+        why = record.get(f"{which}_error") or "the critic gave no score"
+        return "unparsed", None, f"{which}: {why}"
+    value = min(pv, sv)
+    verdict = "keep" if value >= threshold else "reject"
+    sign = {True: ">=", False: "<"}
+    reason = f"pc {pv:.3f} {sign[pv >= threshold]} {threshold:g}, sa {sv:.3f} {sign[sv >= threshold]} {threshold:g}"
+    return verdict, value, reason
+
+
+def write_joint_filter_outputs(
+    records: Sequence[dict[str, Any]],
+    skipped: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    threshold: float,
+) -> FilterResult:
+    """``predictions.csv`` / ``predictions.jsonl`` / ``manifest.csv`` for ``--keep-on joint``: one decision per clip
+    from its pc and sa results (:func:`decide_joint`); clips skipped for both tasks are listed as skipped too."""
+    import pandas as pd
+
+    if _is_missing(threshold):
+        raise ConfigError("the threshold must be a number")
+    out = claim_outputs(out_dir, FILTER_FILES)
+    rows = []
+    for r in records:
+        decision, value, reason = decide_joint(r, threshold)
+        rows.append(
+            {
+                "video": r["video"],
+                "decision": decision,
+                "value": value,
+                "value_source": "joint" if value is not None else None,
+                "score": None,
+                "expected_score": None,
+                "threshold": threshold,
+                "reason": reason,
+                **{k: r.get(k) for k in JOINT_COLUMNS},
+                "caption": r.get("caption"),
+            }
+        )
+    listed = {r["video"] for r in records}
+    for s in skipped:
+        if s["video"] not in listed:
+            listed.add(s["video"])
+            rows.append(
+                {
+                    "video": s["video"],
+                    "decision": "skipped",
+                    "value": None,
+                    "value_source": None,
+                    "score": None,
+                    "expected_score": None,
+                    "threshold": threshold,
+                    "reason": s.get("reason", "skipped"),
+                }
+            )
+    columns = [*MANIFEST_COLUMNS, *JOINT_COLUMNS]
+    frame = pd.DataFrame(rows, columns=[*columns, "caption"])
+    jsonl = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
+    counts = {d: sum(1 for r in rows if r["decision"] == d) for d in DECISIONS}
+    return FilterResult(
+        predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
+        predictions_jsonl=atomic_write_text(out / "predictions.jsonl", jsonl),
+        manifest_csv=_atomic_csv(frame[columns], out / "manifest.csv"),
+        threshold=float(threshold),
+        counts=counts,
+        records=rows,
+    )

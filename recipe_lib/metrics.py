@@ -515,3 +515,310 @@ def group_breakdown(
             )
             records.append({"column": col, "group": value, **suite.row()})
     return pd.DataFrame(records, columns=None if records else ["column", "group", "n", "n_parsed", "coverage"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tasks beyond pc (recipe_lib.tasks): the joint metric of SA and PC, and the per-rule judgements.
+# ---------------------------------------------------------------------------------------------------------------------
+
+JOINT_METRICS: dict[str, str] = {
+    "joint_rate": "share of clips the critic puts at sa >= t and pc >= t (VideoPhy-2's leaderboard number); a clip "
+    "with an unparsed sa or pc counts as not joint",
+    "label_joint_rate": "share of labelled clips whose human sa and pc are both >= t",
+    "accuracy": "per-clip joint (yes/no) agreement with the labels; unparsed counts as wrong",
+    "precision": "of clips predicted joint, share labelled joint (parsed)",
+    "recall": "of clips labelled joint, share predicted joint (parsed)",
+    "f1": "joint-vs-not F1 (parsed)",
+}
+
+
+@dataclasses.dataclass
+class JointSuite:
+    """The joint metric over clips scored for both pc and sa: values with bootstrap intervals and a 2x3 table (label
+    not joint / joint down, predicted not joint / joint / unparsed across)."""
+
+    n: int  # clips with a pc and an sa result
+    n_parsed: int  # clips whose pc and sa both parsed
+    n_labelled: int  # clips with both labels
+    threshold: float
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    confusion: np.ndarray
+    n_boot: int
+    seed: int
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "n_parsed": self.n_parsed,
+            "n_labelled": self.n_labelled,
+            "threshold": self.threshold,
+            "metrics": {k: _clean(v) for k, v in self.values.items()},
+            "intervals": {k: [_clean(lo), _clean(hi)] for k, (lo, hi) in self.intervals.items()},
+            "confusion": {
+                "rows": ["not joint", "joint"],
+                "columns": ["not joint", "joint", "unparsed"],
+                "counts": self.confusion.astype(int).tolist(),
+            },
+            "bootstrap": {"resamples": self.n_boot, "seed": self.seed, "confidence": self.confidence},
+        }
+
+    def row(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"n": self.n, "n_parsed": self.n_parsed, "n_labelled": self.n_labelled}
+        for name in JOINT_METRICS:
+            lo, hi = self.intervals[name]
+            rec.update({name: self.values[name], f"{name}_lo": lo, f"{name}_hi": hi})
+        return rec
+
+
+def _joint_stats(pred: np.ndarray, lab: np.ndarray) -> dict[str, np.ndarray]:
+    """Joint metrics batched over a leading axis (``pred``: 1 joint, 0 not, -1 unparsed; ``lab``: -1 unlabelled)."""
+    n = pred.shape[-1]
+    labelled = lab >= 0
+    tp = ((pred == 1) & (lab == 1)).sum(-1)
+    fp = ((pred == 1) & (lab == 0)).sum(-1)
+    fn = ((pred == 0) & (lab == 1)).sum(-1)
+    tn = ((pred == 0) & (lab == 0)).sum(-1)
+    return {
+        "joint_rate": _nan_div((pred == 1).sum(-1), np.full(pred.shape[:-1], n)),
+        "label_joint_rate": _nan_div((lab == 1).sum(-1), labelled.sum(-1)),
+        "accuracy": _nan_div(tp + tn, labelled.sum(-1)),
+        "precision": _nan_div(tp, tp + fp),
+        "recall": _nan_div(tp, tp + fn),
+        "f1": _nan_div(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def _percentile_intervals(
+    samples: dict[str, np.ndarray], names: Sequence[str], confidence: float
+) -> dict[str, tuple[float, float]]:
+    alpha = (1.0 - confidence) / 2.0
+    out = {}
+    for k in names:
+        arr = np.asarray(samples[k], dtype=float)
+        arr = arr[~np.isnan(arr)]
+        if not len(arr):
+            out[k] = (float("nan"), float("nan"))
+        else:
+            lo, hi = np.quantile(arr, [alpha, 1 - alpha])
+            out[k] = (float(lo), float(hi))
+    return out
+
+
+def _as_value(x: Any) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)
+
+
+def joint_suite(
+    records: Sequence[dict[str, Any]],
+    threshold: float = DEFAULT_THRESHOLD,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> JointSuite:
+    """The joint metric from per-clip records with ``pc_value`` / ``sa_value`` (the critic's, None when unparsed)
+    and ``pc_label`` / ``sa_label`` (None when unlabelled); see :data:`JOINT_METRICS`. A clip is joint when both are
+    at least ``threshold`` (4: VideoPhy-2's SA >= 4 and PC >= 4)."""
+    pred = np.full(len(records), -1, dtype=int)
+    lab = np.full(len(records), -1, dtype=int)
+    for i, r in enumerate(records):
+        pv, sv = _as_value(r.get("pc_value")), _as_value(r.get("sa_value"))
+        if pv is not None and sv is not None:
+            pred[i] = int(pv >= threshold and sv >= threshold)
+        pl, sl = _as_value(r.get("pc_label")), _as_value(r.get("sa_label"))
+        if pl is not None and sl is not None:
+            lab[i] = int(pl >= threshold and sl >= threshold)
+    point = _joint_stats(pred[None, :], lab[None, :])
+    values = {k: float(point[k][0]) for k in JOINT_METRICS}
+    confusion = np.zeros((2, 3), dtype=int)
+    for p, y in zip(pred, lab):
+        if y >= 0:
+            confusion[y, 2 if p < 0 else p] += 1
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in JOINT_METRICS}
+    n = len(records)
+    if n and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        block = max(1, min(n_boot, 2_000_000 // max(n, 1)))
+        done = 0
+        while done < n_boot:
+            b = min(block, n_boot - done)
+            idx = rng.integers(0, n, size=(b, n))
+            res = _joint_stats(pred[idx], lab[idx])
+            for k in JOINT_METRICS:
+                samples[k].append(res[k])
+            done += b
+    merged = {k: np.concatenate(v) if v else np.array([]) for k, v in samples.items()}
+    return JointSuite(
+        n=n,
+        n_parsed=int((pred >= 0).sum()),
+        n_labelled=int((lab >= 0).sum()),
+        threshold=float(threshold),
+        values=values,
+        intervals=_percentile_intervals(merged, list(JOINT_METRICS), confidence),
+        confusion=confusion,
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+    )
+
+
+RULE_METRICS: dict[str, str] = {
+    "accuracy": "judgement equals the rule's label (violated / cannot tell / followed); unparsed counts as wrong",
+    "accuracy_parsed": "the same over parsed judgements only",
+    "violated_recall": "of rules labelled violated, share judged violated",
+    "followed_recall": "of rules labelled followed, share judged followed",
+    "cannot_tell_recall": "of rules labelled cannot tell, share judged cannot tell",
+}
+
+
+@dataclasses.dataclass
+class RuleSuite:
+    """Per-rule judgements against the rule columns: accuracy (with intervals), per-class counts and a 3x4 table
+    (labels violated / cannot_tell / followed down, judgements and "unparsed" across)."""
+
+    n: int
+    n_parsed: int
+    coverage: float
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    confusion: np.ndarray
+    label_counts: dict[str, int]
+    judgement_counts: dict[str, int]
+    majority_label: str | None
+    majority_accuracy: float
+    n_boot: int
+    seed: int
+    confidence: float
+    unparsed_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from recipe_lib.tasks import RULE_CLASSES
+
+        return {
+            "n": self.n,
+            "n_parsed": self.n_parsed,
+            "coverage": _clean(self.coverage),
+            "metrics": {k: _clean(v) for k, v in self.values.items()},
+            "intervals": {k: [_clean(lo), _clean(hi)] for k, (lo, hi) in self.intervals.items()},
+            "confusion": {
+                "rows": list(RULE_CLASSES),
+                "columns": [*RULE_CLASSES, "unparsed"],
+                "counts": self.confusion.astype(int).tolist(),
+            },
+            "label_counts": dict(self.label_counts),
+            "judgement_counts": dict(self.judgement_counts),
+            "majority_label": self.majority_label,
+            "majority_accuracy": _clean(self.majority_accuracy),
+            "unparsed_reasons": dict(self.unparsed_reasons),
+            "bootstrap": {"resamples": self.n_boot, "seed": self.seed, "confidence": self.confidence},
+        }
+
+    def confusion_frame(self) -> Any:
+        import pandas as pd
+
+        from recipe_lib.tasks import RULE_CLASSES
+
+        return pd.DataFrame(
+            self.confusion,
+            index=pd.Index(list(RULE_CLASSES), name="label"),
+            columns=pd.Index([*RULE_CLASSES, "unparsed"], name="judged"),
+        )
+
+
+def _rule_stats(tables: np.ndarray) -> dict[str, np.ndarray]:
+    """Rule metrics from (..., 3, 4) tables."""
+    n = tables.sum((-2, -1))
+    parsed = tables[..., :3]
+    correct = np.trace(parsed, axis1=-2, axis2=-1)
+    out = {
+        "accuracy": _nan_div(correct, n),
+        "accuracy_parsed": _nan_div(correct, parsed.sum((-2, -1))),
+    }
+    for k, name in enumerate(("violated", "cannot_tell", "followed")):
+        out[f"{name}_recall"] = _nan_div(tables[..., k, k], tables[..., k, :].sum(-1))
+    return out
+
+
+def rule_suite(
+    labels: Sequence[str],
+    judgements: Sequence[str | None],
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    unparsed_reasons: dict[str, int] | None = None,
+) -> RuleSuite:
+    """Rule judgements (violated / cannot_tell / followed, None when unparsed) against the labels the rule columns
+    give; see :data:`RULE_METRICS`."""
+    from recipe_lib.errors import DataError
+    from recipe_lib.tasks import RULE_CLASSES
+
+    if len(labels) != len(judgements):
+        raise DataError(f"{len(labels)} rule labels but {len(judgements)} judgements")
+    index = {c: i for i, c in enumerate(RULE_CLASSES)}
+    y = np.empty(len(labels), dtype=int)
+    s = np.empty(len(labels), dtype=int)
+    for i, (lab, jud) in enumerate(zip(labels, judgements)):
+        if lab not in index:
+            raise DataError(f"rule label #{i} is {lab!r}", hint=f"rule labels are {', '.join(RULE_CLASSES)}")
+        y[i] = index[lab]
+        s[i] = 3 if jud is None else index[jud]
+    codes = y * 4 + s
+    table = np.bincount(codes, minlength=12).reshape(3, 4)
+    point = _rule_stats(table)
+    values = {k: float(point[k]) for k in RULE_METRICS}
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in RULE_METRICS}
+    n = len(labels)
+    if n and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        block = max(1, min(n_boot, 2_000_000 // max(n, 1)))
+        done = 0
+        while done < n_boot:
+            b = min(block, n_boot - done)
+            idx = rng.integers(0, n, size=(b, n))
+            flat = (codes[idx] + 12 * np.arange(b)[:, None]).ravel()
+            res = _rule_stats(np.bincount(flat, minlength=12 * b).reshape(b, 3, 4))
+            for k in RULE_METRICS:
+                samples[k].append(res[k])
+            done += b
+    merged = {k: np.concatenate(v) if v else np.array([]) for k, v in samples.items()}
+    label_counts = {c: int(table[k].sum()) for k, c in enumerate(RULE_CLASSES)}
+    judged = {c: int(table[:, k].sum()) for k, c in enumerate(RULE_CLASSES)}
+    judged["unparsed"] = int(table[:, 3].sum())
+    majority = max(label_counts, key=lambda c: label_counts[c]) if n else None
+    return RuleSuite(
+        n=n,
+        n_parsed=int((s < 3).sum()),
+        coverage=float((s < 3).mean()) if n else float("nan"),
+        values=values,
+        intervals=_percentile_intervals(merged, list(RULE_METRICS), confidence),
+        confusion=table,
+        label_counts=label_counts,
+        judgement_counts=judged,
+        majority_label=majority,
+        majority_accuracy=label_counts[majority] / n if majority is not None else float("nan"),
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        unparsed_reasons=dict(unparsed_reasons or {}),
+    )
+
+
+def rule_suite_from_rows(
+    rows: Sequence[dict[str, Any]], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> RuleSuite:
+    """:func:`rule_suite` over stored rule rows (label ``item['rule_label']``, the row's ``judgement``)."""
+    from collections import Counter
+
+    labelled = [r for r in rows if item_of(r).get("rule_label")]
+    reasons = Counter(unparsed_reason(r) for r in labelled if r.get("judgement") is None)
+    return rule_suite(
+        [item_of(r)["rule_label"] for r in labelled],
+        [r.get("judgement") for r in labelled],
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        unparsed_reasons=dict(reasons),
+    )

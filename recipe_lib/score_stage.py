@@ -4,11 +4,19 @@ labels when the clips have them, and write the HTML report — one function for 
 ``run_score_stage(ScoreStageConfig) -> ScoreStageResult``; ``result.summary_lines()`` is what the command prints.
 Scoring itself (cached, resumable, every skip recorded) is :func:`recipe_lib.inference.scoring.score_videos`; the
 per-clip files and the manifest are :func:`recipe_lib.filtering.write_filter_outputs`.
+
+Tasks (:mod:`recipe_lib.tasks`): ``tasks`` lists what each clip is scored for (``pc`` by default; ``sa``, ``rule``),
+one ``score_videos`` call per task into the same folder (one store; ``scores.csv`` for pc, ``scores_<task>.csv`` for
+the others) with one loaded critic. The keep/reject manifest reads ``keep_on`` (``pc``, ``sa`` or ``joint``: both at
+least the threshold); when pc and sa are both scored the per-clip joint goes to ``joint.csv`` and the joint metric into
+the summary and ``evaluation_results.json``; rule judgements are measured against the rule columns.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,97 +27,301 @@ from recipe_lib.io import printable, writes_as
 
 @dataclasses.dataclass
 class ScoreStageConfig:
-    """What to score (``score``) and how to filter and report it."""
+    """What to score (``score``: clips, critic, settings; its ``task`` and ``prompt`` are set per task) and how to
+    filter and report it."""
 
     score: ScoreConfig
     threshold: float = DEFAULT_THRESHOLD  # keep a clip when its expected score (else its score) is at least this
     report: bool = True  # write report.html and evaluation_results.json
     report_title: str | None = None
     label_column: str = LABEL_COLUMN
+    tasks: tuple[str, ...] = ("pc",)  # pc, sa, rule (recipe_lib.tasks)
+    keep_on: str | None = None  # pc, sa or joint; default: pc when scored, else sa
+    sa_column: str = "sa"  # the sa label
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # task -> prompt (pc: score.prompt)
 
 
 @dataclasses.dataclass
 class ScoreStageResult:
-    scores: ScoreResult
-    filtered: Any  # recipe_lib.filtering.FilterResult
-    suite: Any | None  # recipe_lib.metrics.MetricSuite against the labels, when the clips have labels
+    scores: ScoreResult  # the keep-on task's scores (the first task's when nothing is kept on)
+    filtered: Any  # recipe_lib.filtering.FilterResult; None when no 1-5 task is scored (rule alone)
+    suite: Any | None  # recipe_lib.metrics.MetricSuite against the labels of the reported task, when labelled
     report: Any | None  # recipe_lib.report.ReportResult
     threshold: float
+    by_task: dict[str, ScoreResult] = dataclasses.field(default_factory=dict)
+    suites: dict[str, Any] = dataclasses.field(default_factory=dict)  # task (and "joint") -> its metric suite
+    keep_on: str | None = "pc"
+    joint: list[dict[str, Any]] | None = None  # per-clip joint records, when pc and sa are both scored
+    joint_csv: Path | None = None
 
     @property
     def ok(self) -> bool:
         """Whether anything was scored (a run that scored nothing exits with status 1)."""
-        return bool(self.scores.rows)
+        return any(r.rows for r in (self.by_task or {"": self.scores}).values())
 
     def summary_lines(self) -> list[str]:
-        lines = scoring_lines(self.scores)
-        c = self.filtered.counts
-        lines.append(
-            f"at threshold {self.threshold:g}: keep {c['keep']}, reject {c['reject']}, "
-            f"unparsed {c['unparsed']}, skipped {c['skipped']}"
-        )
-        if self.suite is not None:
-            m = self.suite.values
+        results = self.by_task or {self.scores.task: self.scores}
+        lines: list[str] = []
+        for task, result in results.items():
+            lines += scoring_lines(result, prefix=f"[{task}] " if len(results) > 1 else "")
+        if self.filtered is not None:
+            c = self.filtered.counts
+            basis = f" (keep on {self.keep_on})" if self.keep_on != "pc" else ""
             lines.append(
-                f"against labels: n={self.suite.n} coverage={self.suite.coverage:.2f} accuracy={m['accuracy']:.3f} "
-                f"within1={m['within1']:.3f} pearson={m['pearson']:.3f} spearman={m['spearman']:.3f}"
+                f"at threshold {self.threshold:g}{basis}: keep {c['keep']}, reject {c['reject']}, "
+                f"unparsed {c['unparsed']}, skipped {c['skipped']}"
             )
+        for task, suite in self.suites.items():
+            lines.append(task_metric_line(task, suite, prefix=f"[{task}] " if len(self.suites) > 1 else ""))
         f = self.filtered
-        lines.append(f"results: {f.predictions_csv}, {f.predictions_jsonl}, manifest: {f.manifest_csv}")
+        if f is not None:
+            lines.append(f"results: {f.predictions_csv}, {f.predictions_jsonl}, manifest: {f.manifest_csv}")
+        if self.joint_csv is not None:
+            lines.append(f"joint per clip: {self.joint_csv}")
         if self.report is not None:
             lines.append(f"report: {self.report.html}")
         return lines
 
 
-def scoring_lines(result: ScoreResult) -> list[str]:
+def task_metric_line(task: str, suite: Any, prefix: str = "") -> str:
+    """One line of a task's metrics against its labels (pc/sa suite, the joint metric, the rule judgements)."""
+
+    def iv(name: str) -> str:
+        lo, hi = suite.intervals[name]
+        return f"[{lo:.3f}, {hi:.3f}]" if lo == lo else "[–]"
+
+    m = suite.values
+    if task == "joint":
+        text = f"joint (sa and pc >= {suite.threshold:g}): {m['joint_rate']:.3f} {iv('joint_rate')} of {suite.n} clips"
+        if suite.n_labelled:
+            text += (
+                f"; labels {m['label_joint_rate']:.3f} {iv('label_joint_rate')} of {suite.n_labelled}; "
+                f"per-clip accuracy {m['accuracy']:.3f} f1 {m['f1']:.3f}"
+            )
+        return prefix + text
+    if task == "rule":
+        counts = ", ".join(f"{k} {v}" for k, v in suite.label_counts.items())
+        return (
+            f"{prefix}against rule labels: n={suite.n} coverage={suite.coverage:.2f} accuracy={m['accuracy']:.3f} "
+            f"{iv('accuracy')} (majority {suite.majority_accuracy:.3f}); labels: {counts}"
+        )
+    return (
+        f"{prefix}against labels: n={suite.n} coverage={suite.coverage:.2f} accuracy={m['accuracy']:.3f} "
+        f"within1={m['within1']:.3f} pearson={m['pearson']:.3f} spearman={m['spearman']:.3f}"
+    )
+
+
+def scoring_lines(result: ScoreResult, prefix: str = "") -> list[str]:
     """How many clips were scored, cached, unparsed and skipped, and why each skip happened."""
     s = result.summary()
+    noun = "rule judgements" if result.task == "rule" else "clips"
     lines = [
-        f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
-        f"{s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
+        f"{prefix}scored {s['scored']} of {s['inputs']} {noun} ({s['scored_this_run']} now, {s['from_cache']} "
+        f"cached), {s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
     ]
     lines += [f"  warning: {printable(w)}" for w in result.warnings]
     return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
 
 
+class SharedCritic:
+    """One critic for every task of a run: loaded when the first clip needs the model (a fully cached run loads
+    nothing), then asked each task's prompt (:meth:`for_prompt`)."""
+
+    def __init__(self, cfg: ScoreConfig, loaded: Any = None) -> None:
+        self.cfg = cfg
+        self.loaded = loaded
+        self._lock = threading.Lock()
+
+    def base(self) -> Any:
+        with self._lock:
+            if self.loaded is None:
+                from recipe_lib.inference.scoring import _make_scorer
+                from recipe_lib.prompts import load_prompt
+
+                self.loaded = _make_scorer(self.cfg, load_prompt(self.cfg.prompt))
+            return self.loaded
+
+    def for_prompt(self, prompt: Any) -> TaskScorer:
+        return TaskScorer(self, prompt)
+
+
+class TaskScorer:
+    """The shared critic asking one task's prompt (``prepare`` runs on worker threads; the copy is made once)."""
+
+    def __init__(self, shared: SharedCritic, prompt: Any) -> None:
+        self.shared = shared
+        self.prompt = prompt
+        self._scorer: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._scorer is None:
+                scorer = copy.copy(self.shared.base())
+                scorer.prompt = self.prompt
+                self._scorer = scorer
+            return self._scorer
+
+    def prepare(self, item: dict[str, Any]) -> Any:
+        return self._get().prepare(item)
+
+    def score_batch(self, batch: list[Any]) -> list[dict[str, Any]]:
+        return self._get().score_batch(batch)
+
+
+def check_task_inputs(configs: dict[str, ScoreConfig]) -> None:
+    """Before anything is scored: every task other than pc can be served by the inputs (a caption column for sa,
+    rule columns for rule), so a run of ``--task pc,sa`` does not fail after the pc scoring."""
+    from recipe_lib.inference.scoring import resolve_inputs
+    from recipe_lib.tasks import TaskColumns, prepare_items
+
+    items = None
+    for task, tc in configs.items():
+        if task == "pc":
+            continue
+        if items is None:
+            items = resolve_inputs(tc.inputs, tc.split, tc.label_column, False)[0]
+            items = items[: tc.limit] if tc.limit is not None else items
+        prepare_items(task, items, TaskColumns(caption=tc.caption_column))
+
+
 @writes_as("score")
 def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) -> ScoreStageResult:
-    """Score, filter, measure and report (see the module docstring)."""
-    from recipe_lib.filtering import FILTER_FILES, write_filter_outputs
-    from recipe_lib.inference.scoring import SCORE_FILES
-    from recipe_lib.io import claim_outputs
-    from recipe_lib.metrics import labelled_rows, suite_from_rows
+    """Score (every task), filter, measure and report (see the module docstring)."""
+    from recipe_lib.filtering import (
+        FILTER_FILES,
+        joint_records,
+        write_filter_outputs,
+        write_joint_filter_outputs,
+    )
+    from recipe_lib.inference.scoring import score_files
+    from recipe_lib.io import atomic_write_csv, claim_outputs
+    from recipe_lib.metrics import joint_suite, labelled_rows, rule_suite_from_rows, suite_from_rows
+    from recipe_lib.prompts import load_prompt
     from recipe_lib.report import CriticScores, ReportConfig, write_report
+    from recipe_lib.tasks import check_keep_on, check_task_prompt, parse_tasks, task_prompt
 
     sc = cfg.score
     out = Path(sc.out_dir)
+    tasks = parse_tasks(list(cfg.tasks))
+    keep_on = check_keep_on(cfg.keep_on, tasks)
+    labels = {"pc": cfg.label_column, "sa": cfg.sa_column}
+    configs: dict[str, ScoreConfig] = {}
+    for task in tasks:
+        prompt = task_prompt(task, cfg.prompts.get(task), sc.prompt)
+        check_task_prompt(task, load_prompt(prompt))  # every prompt is checked before anything is scored
+        configs[task] = dataclasses.replace(
+            sc,
+            task=task,
+            prompt=prompt,
+            label_column=labels.get(task, cfg.label_column),
+            require_label_column=sc.require_label_column and task == "pc",
+        )
     # Every file of the stage is checked before anything is scored (a foreign manifest.csv fails now, not after).
-    report_files = ReportConfig(out_path=out / "report.html").output_names() if cfg.report else []
-    claim_outputs(out, [*SCORE_FILES, *FILTER_FILES, *report_files])
-    result = score_videos(sc, progress=progress, scorer=scorer)
-    filtered = write_filter_outputs(result.rows, result.skipped, out, cfg.threshold, cfg.label_column)
-    suite = None
-    if labelled_rows(result.rows, cfg.label_column):
-        suite = suite_from_rows(result.rows, cfg.label_column, threshold=cfg.threshold)
+    both = "pc" in tasks and "sa" in tasks
+    names = [n for t in tasks for n in score_files(t)]
+    report_files = ReportConfig(out_path=out / "report.html").output_names() if cfg.report and keep_on else []
+    claim_outputs(out, [*names, *(FILTER_FILES if keep_on else ()), *report_files, *(["joint.csv"] if both else [])])
+    check_task_inputs(configs)
+    results: dict[str, ScoreResult] = {}
+    shared = SharedCritic(configs[tasks[0]], scorer)
+    for task, tc in configs.items():
+        task_scorer = scorer
+        if tc.engine == "local" and len(configs) > 1:
+            task_scorer = shared.for_prompt(load_prompt(tc.prompt))
+        results[task] = score_videos(tc, progress=progress, scorer=task_scorer)
+
+    suites: dict[str, Any] = {}
+    for task, result in results.items():
+        if task == "rule":
+            if result.rows:
+                suites["rule"] = rule_suite_from_rows(result.rows)
+        elif labelled_rows(result.rows, labels[task]):
+            suites[task] = suite_from_rows(result.rows, labels[task], threshold=cfg.threshold)
+    joint, joint_csv = None, None
+    if both:
+        joint = joint_records(
+            results["pc"].rows,
+            results["sa"].rows,
+            results["pc"].skipped,
+            results["sa"].skipped,
+            cfg.label_column,
+            cfg.sa_column,
+            cfg.threshold,
+        )
+        suites["joint"] = joint_suite(joint, threshold=cfg.threshold)
+        import pandas as pd
+
+        joint_csv = atomic_write_csv(out / "joint.csv", pd.DataFrame(joint))
+    filtered = None
+    if keep_on == "joint":
+        skipped = [*results["pc"].skipped, *results["sa"].skipped]
+        filtered = write_joint_filter_outputs(joint or [], skipped, out, cfg.threshold)
+    elif keep_on is not None:
+        basis = results[keep_on]
+        filtered = write_filter_outputs(basis.rows, basis.skipped, out, cfg.threshold, labels[keep_on])
+    shown = "pc" if keep_on == "joint" else keep_on
+    primary = results[shown] if shown else results[tasks[0]]
     report = None
-    if cfg.report:
+    if cfg.report and shown:
         critic = CriticScores(
             name=Path(sc.model).name or sc.model,
             model=sc.model,
-            rows=result.rows,
-            skipped=result.skipped,
-            metrics=suite,
+            rows=primary.rows,
+            skipped=primary.skipped,
+            metrics=suites.get(shown),
         )
-        n = len(result.rows) + len(result.skipped)
+        n = len(primary.rows) + len(primary.skipped)
         report = write_report(
             [critic],
             ReportConfig(
                 out_path=out / "report.html",
                 title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {sc.prompt}, mode {sc.mode}",
+                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}",
                 threshold=cfg.threshold,
-                label_key=cfg.label_column,
+                label_key=labels[shown],
                 workers=sc.workers,
             ),
+            task_sections(suites, shown),
+            extra={"tasks": {t: s.to_dict() for t, s in suites.items() if t != shown}, "keep_on": keep_on},
         )
-    return ScoreStageResult(result, filtered, suite, report, cfg.threshold)
+    return ScoreStageResult(
+        primary,
+        filtered,
+        suites.get(shown) if shown else None,
+        report,
+        cfg.threshold,
+        by_task=results,
+        suites=suites,
+        keep_on=keep_on,
+        joint=joint,
+        joint_csv=joint_csv,
+    )
+
+
+def task_sections(suites: dict[str, Any], shown: str | None) -> list[Any]:
+    """Report sections for the tasks the report's main table does not show (another 1-5 task, joint, rules)."""
+    from recipe_lib.report import ReportSection
+
+    sections = []
+    for task, suite in suites.items():
+        if task == shown:
+            continue
+        if task == "joint":
+            text = (
+                f"Share of clips the critic scores at least {suite.threshold:g} for both semantic adherence and "
+                "physical commonsense (VideoPhy-2's joint), beside the human labels' share, with bootstrap intervals."
+            )
+            table = [{"metric": k, "value": v, "low": suite.intervals[k][0], "high": suite.intervals[k][1]}
+                     for k, v in suite.values.items()]  # fmt: skip
+        elif task == "rule":
+            text = "One judgement per listed physical rule against the column the rule came from."
+            table = [
+                {"label": label, **{c: int(x) for c, x in zip([*suite.label_counts, "unparsed"], row)}}
+                for label, row in zip(suite.label_counts, suite.confusion.tolist())
+            ]
+        else:
+            text = f"Task {task}: the critic's 1-5 score against the {task} label."
+            table = [{"metric": k, "value": v} for k, v in suite.values.items()]
+        sections.append(ReportSection(title=f"Task {task}", text=text, table=table))
+    return sections

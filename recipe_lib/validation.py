@@ -97,3 +97,15 @@ def validate_args(args: argparse.Namespace) -> None:
     label = values.get("label_column")
     if isinstance(label, str) and not label.strip():
         raise ConfigError("--label-column is empty", hint="name the label column of the table (default: pc)")
+    for dest, default in (("caption_column", "caption"), ("sa_column", "sa")):
+        value = values.get(dest)
+        if isinstance(value, str) and not value.strip():
+            option = "--" + dest.replace("_", "-")
+            raise ConfigError(f"{option} is empty", hint=f"name the column of the table (default: {default})")
+    task = values.get("task")
+    if isinstance(task, str):
+        from recipe_lib.tasks import check_keep_on, parse_tasks
+
+        tasks = parse_tasks(task)
+        if "keep_on" in values:
+            check_keep_on(values["keep_on"], tasks)

@@ -47,6 +47,9 @@ def test_02_zero_shot():
     assert m["n"] == m["scored"] > 20 and m["coverage"] == 1.0 and m["skipped"] == 0
     assert 0 <= m["accuracy"] <= 1 and m["majority_accuracy"] >= 0.2
     assert image_outputs(run.output) >= 2
+    # Semantic adherence on the demo's matching / mismatching captions, and the joint metric beside it.
+    assert m["sa_n"] == m["n"] and m["sa_coverage"] == 1.0 and 0 <= m["sa_accuracy"] <= 1
+    assert 0 <= m["joint_rate"] <= 1 and 0 <= m["label_joint_rate"] <= 1
     # A rerun scores nothing new: every result comes from the cache.
     again = run_notebook("02_zero_shot", html=False)
     assert again.metrics["from_cache"] == m["scored"] and again.metrics["scored_this_run"] == 0

@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="choose the threshold with the most recall at this precision (default: maximise F1)",
     )
+    p.add_argument(
+        "--task",
+        default="pc",
+        help="what to measure: pc (default), sa, rule, or a comma list such as pc,sa,rule (joint is computed when pc "
+        "and sa are both given); the first of pc/sa drives the comparison table and thresholds",
+    )
+    p.add_argument("--caption-column", default="caption", help="task sa: column with the caption (default: caption)")
+    p.add_argument("--sa-column", default="sa", help="task sa: label column (default: sa)")
     p.add_argument("--no-thumbnails", action="store_true", help="leave clip thumbnails out of the report")
     p.add_argument("--publish", action="store_true", help="also copy the report into build/docs/reports/")
     p.set_defaults(func=run)
@@ -65,6 +73,8 @@ def parse_critics(pairs: list[str]) -> dict[str, str] | None:
 def run(args: argparse.Namespace) -> int:
     from recipe_lib.commands._common import config_from_args
     from recipe_lib.evaluation import EvalConfig, evaluate_critics
+    from recipe_lib.score_stage import scoring_lines, task_metric_line
+    from recipe_lib.tasks import parse_tasks
 
     cfg = config_from_args(
         EvalConfig,
@@ -73,13 +83,12 @@ def run(args: argparse.Namespace) -> int:
         critics=parse_critics(args.critic),
         objective="precision" if args.target_precision is not None else "f1",
         thumbnails=not args.no_thumbnails,
+        tasks=parse_tasks(args.task),
     )
     result = evaluate_critics(cfg)
-    for name, s in result.scores.items():
-        summary = s.summary()
-        print(f"{name}: scored {summary['scored']} clips, {summary['unparsed']} unparsed, {summary['skipped']} skipped")
-        for skip in s.skipped:
-            print(f"  skipped {skip['video']}: {skip['reason']}")
+    for name, by_task in result.task_scores.items():
+        for task, s in by_task.items():
+            print("\n".join(scoring_lines(s, prefix=f"{name} [{task}]: ")))
     cols = ["n", "coverage", "accuracy", "within1", "mae", "pearson", "spearman", "qwk", "f1", "roc_auc"]
     print(result.table[cols].astype(float).round(3).to_string())
     for name, note in result.threshold_notes.items():
@@ -91,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"{name}: no threshold chosen: {note}")
+    for name, suites in result.task_metrics.items():
+        for task, suite in suites.items():
+            print(task_metric_line(task, suite, prefix=f"{name} [{task}]: "))
     print(f"report: {result.report.html}")
     print(f"numbers: {result.report.json}")
     if args.publish:

@@ -35,8 +35,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("videos", nargs="+", help="video files, folders, globs, dataset folders or tables")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_scoring_args(p)
+    add_task_args(p)
     add_filter_args(p)
     p.set_defaults(func=run)
+
+
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    """What each clip is scored for (recipe_lib.tasks) and the columns the tasks read."""
+    g = p.add_argument_group("tasks")
+    g.add_argument(
+        "--task",
+        default="pc",
+        help="pc (physics, default), sa (semantic adherence to the caption), rule (one judgement per listed physical "
+        "rule), or a comma list such as pc,sa (joint is then computed)",
+    )
+    g.add_argument(
+        "--caption-column", default="caption", help="task sa: column with the text the video should show (caption)"
+    )
+    g.add_argument("--sa-column", default="sa", help="task sa: label column (default: sa)")
+    g.add_argument("--sa-prompt", default=None, help="task sa: prompt YAML (default: prompts/semantic_adherence.yaml)")
+    g.add_argument("--rule-prompt", default=None, help="task rule: prompt YAML (default: prompts/physical_rule.yaml)")
 
 
 def add_scoring_args(p: argparse.ArgumentParser) -> None:
@@ -94,6 +112,13 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--report-title", default=None, help="title of the HTML report")
     g.add_argument("--label-column", default=None, help="label column when the clips' table has labels (default: pc)")
+    g.add_argument(
+        "--keep-on",
+        choices=["pc", "sa", "joint"],
+        default=None,
+        help="what the keep/reject manifest reads: pc, sa, or joint (both at least the threshold); default: pc when "
+        "scored, else sa",
+    )
 
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
@@ -131,6 +156,7 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         address=args.address,
         num_workers=args.num_workers,
         gpus_per_worker=args.gpus_per_worker,
+        caption_column=getattr(args, "caption_column", None) or "caption",
     )
 
 
@@ -141,14 +167,23 @@ def print_summary(result: ScoreResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recipe_lib.prompts import load_prompt
     from recipe_lib.score_stage import ScoreStageConfig, run_score_stage
+    from recipe_lib.tasks import parse_tasks
 
+    prompts = {t: p for t, p in (("sa", args.sa_prompt), ("rule", args.rule_prompt)) if p}
+    for prompt in prompts.values():
+        load_prompt(prompt)  # a bad prompt file is reported before any model is built or loaded
     stage = ScoreStageConfig(
         score=score_config(args),
         threshold=args.threshold,
         report=args.report,
         report_title=args.report_title,
         label_column=args.label_column or "pc",
+        tasks=parse_tasks(args.task),
+        keep_on=args.keep_on,
+        sa_column=args.sa_column,
+        prompts=prompts,
     )
     result = run_score_stage(stage)
     print("\n".join(result.summary_lines()))

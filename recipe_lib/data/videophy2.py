@@ -34,6 +34,12 @@ thousands should not stop a run:
 ``unreadable_video``   the file exists but is not a readable video (checked with ``--check-videos``, the default)
 =====================  =============================================================================================
 
+Task columns: ``sa`` (semantic adherence, the label of ``plausibility score --task sa``) is kept as a whole score 1-5;
+a value that is not one (``7``, ``2.5``, ``high``) is cleared, not a reason to drop the row (``pc`` is the required
+label), and listed under ``labels_cleared`` in the report. The rule columns (``physics_rules_followed``,
+``physics_rules_unfollowed``, ``physics_rules_cannot_be_determined``: the labels of ``--task rule``) are stored as one
+rule per line, whatever form the source gives them in (a list, a JSON list, or text).
+
 Rows keep their position in the source (``source_row``, counted from 0) and the original URL (``source_url``), so
 every output row can be traced back. Columns beyond the VideoPhy-2 ones (a generator's metadata, scene tags) are kept;
 a written-out pandas index (``Unnamed: 0``) is not. A column whose values mix types (numbers and text) is stored as
@@ -123,6 +129,8 @@ class VideoPhy2Result:
     converted_to_text: list[str]
     downloads: dict[str, Any] | None
     seconds: float
+    sa_counts: dict[int, int] = dataclasses.field(default_factory=dict)
+    cleared: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # labels cleared (row, column, value, why)
 
     @property
     def dataset_dir(self) -> Path:
@@ -156,6 +164,8 @@ class VideoPhy2Result:
             "ignored_columns": self.ignored_columns,
             "columns_converted_to_text": self.converted_to_text,
             "downloads": self.downloads,
+            "sa_counts": {str(k): v for k, v in self.sa_counts.items()},
+            "labels_cleared": list(self.cleared),
             "seconds": round(self.seconds, 3),
             "dropped_rows": [d.to_dict() for d in sorted(self.dropped, key=lambda d: d.row)],
         }
@@ -166,6 +176,10 @@ class VideoPhy2Result:
             f"-> {self.out_dir}",
             "labels (pc): " + ", ".join(f"{k}: {v}" for k, v in self.label_counts.items()),
         ]
+        if self.sa_counts:
+            lines.append("labels (sa): " + ", ".join(f"{k}: {v}" for k, v in self.sa_counts.items()))
+        for c in self.cleared[:limit]:
+            lines.append(f"  row {c['row']}: cleared {c['column']} {c['value']!r} ({c['reason']}); the row is kept")
         if self.downloads:
             d = self.downloads
             lines.append(
@@ -450,6 +464,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
             del local[i]
 
     final = [(i, row) for i, row in kept if i in local]
+    final, cleared = _task_columns(final)
     if not final:
         reasons = ", ".join(f"{n} {r}" for r, n in count_reasons(dropped).items())
         first = sorted(dropped, key=lambda d: d.row)[0]
@@ -482,6 +497,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
             converted.append(column)
     ds = datasets.Dataset.from_dict(records)
     label_counts = {k: v for k, v in sorted(_count(records["pc"]).items())}
+    sa_counts = {k: v for k, v in sorted(_count([v for v in records.get("sa", []) if v is not None]).items())}
     out = VideoPhy2Result(
         out_dir=Path(cfg.out_dir),
         source=cfg.source,
@@ -497,6 +513,8 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
         converted_to_text=converted,
         downloads=downloads,
         seconds=0.0,
+        sa_counts=sa_counts,
+        cleared=cleared,
     )
 
     def build(tmp: Path) -> None:
@@ -510,6 +528,29 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
 
     replace_dir(Path(cfg.out_dir), build, REPORT_NAME)
     return out
+
+
+def _task_columns(rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[tuple[int, dict[str, Any]]], list[dict]]:
+    """``sa`` as a whole score 1-5 (other values cleared and listed) and the rule columns as one rule per line."""
+    from recipe_lib.tasks import RULE_COLUMNS, parse_rules
+
+    cleared: list[dict[str, Any]] = []
+    out = []
+    for i, row in rows:
+        row = dict(row)
+        if "sa" in row and row["sa"] is not None and not (isinstance(row["sa"], str) and not row["sa"].strip()):
+            score = as_score(row["sa"])
+            if score is None:
+                what = "not a whole score 1-5" if _is_number(row["sa"]) else "not a number"
+                cleared.append({"row": i, "column": "sa", "value": row["sa"], "reason": what})
+            row["sa"] = score
+        elif "sa" in row:
+            row["sa"] = None
+        for column in RULE_COLUMNS:
+            if column in row:
+                row[column] = "\n".join(parse_rules(row[column]))
+        out.append((i, row))
+    return out, cleared
 
 
 def _is_number(value: Any) -> bool:

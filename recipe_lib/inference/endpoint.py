@@ -166,7 +166,10 @@ class EndpointScorer:
         start = time.perf_counter()
         video = load_for_model(item["video_url"], self.cfg.video)
         caption = item.get("caption") if self.cfg.use_caption else None
-        messages = chat_messages(self.prompt, encode_mp4(video), caption, self.mode)
+        from recipe_lib.tasks import fill_prompt
+
+        prompt = fill_prompt(self.prompt, item.get("prompt_fields"))  # a task's caption or rule
+        messages = chat_messages(prompt, encode_mp4(video), caption, self.mode)
         body = request_body(self.cfg, messages, float(video.sample_fps))
         text = messages[1]["content"][1]["text"]
         return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=body)

@@ -2,7 +2,7 @@
 
 Scorers (:mod:`recipe_lib.inference.hf`, :mod:`recipe_lib.inference.vllm`) return the model's part (score,
 probabilities, answers, timing); :func:`recipe_lib.inference.scoring.score_videos` adds the identity (cache key,
-clip, critic, prompt, mode) and the input row (``item``: labels, caption, generator, violation, ...) and stores
+clip, critic, prompt, mode, task) and the input row (``item``: labels, caption, generator, violation, ...) and stores
 :meth:`ScoredClip.to_json`. Rows travel between stages as those JSON dicts; :func:`item_of` and :func:`label_of` read
 the input row of one, and :meth:`ScoredClip.from_json` reads a whole row back (rows written before a field existed get
 its default).
@@ -36,9 +36,21 @@ class ScoredClip:
     frames: int | None = None
     frame_size: list[int] | None = None
     item: dict[str, Any] = dataclasses.field(default_factory=dict)  # the input row (labels, caption, ...)
+    # The task the clip was scored for (recipe_lib.tasks): pc (rows written before tasks existed), sa or rule. A rule
+    # row judges one rule (item['rule'], its label item['rule_label']): ``judgement`` is violated / cannot_tell /
+    # followed, ``judgement_probs`` their probabilities, ``option_share`` the share of the digit mass on options 1-3.
+    task: str = "pc"
+    judgement: str | None = None
+    judgement_probs: dict[str, float] | None = None
+    option_share: float | None = None
 
     def label(self, column: str = LABEL_COLUMN) -> Any:
         return self.item.get(column)
+
+    def shown_text(self) -> str | None:
+        """The caption (task sa) or rule (task rule) written into the prompt, None for pc."""
+        fields = self.item.get("prompt_fields") or {}
+        return fields.get("caption") or fields.get("rule")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

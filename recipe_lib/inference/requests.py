@@ -74,8 +74,16 @@ def clip_text(
     mode: str,
     use_caption: bool,
 ) -> str:
-    """The prompt text for one item (``item['video_url']``, optionally ``item['caption']``)."""
+    """The prompt text for one item (``item['video_url']``, optionally ``item['caption']``; a task's caption or rule in
+    ``item['prompt_fields']`` fills the prompt's placeholders, :func:`recipe_lib.tasks.fill_prompt`)."""
     caption = item.get("caption") if use_caption else None
+    fields = item.get("prompt_fields")
+    if fields:
+        from recipe_lib.tasks import fill_prompt
+
+        tokenizer = getattr(processor, "tokenizer", processor)
+        special = [*getattr(tokenizer, "all_special_tokens", ()), *getattr(tokenizer, "added_tokens_encoder", {})]
+        prompt = fill_prompt(prompt, fields, special)
     return render_prompt(
         processor, prompt, str(item["video_url"]), video_settings, caption, answer_prefix=mode == "expected"
     )

@@ -100,6 +100,8 @@ class ScoreConfig:
     num_workers: int = 1  # ray: scoring actors, one critic each
     gpus_per_worker: float = 0.0  # ray: GPUs per scoring actor (0 scores on CPU)
     download_cache: Path | None = None  # where URL inputs are fetched to (default: build/cache/videos)
+    task: str = "pc"  # pc, sa or rule (recipe_lib.tasks); one task per call, its rows keyed apart in one store
+    caption_column: str = "caption"  # task sa: the column holding the text the video should show
 
 
 @dataclasses.dataclass
@@ -113,6 +115,8 @@ class ScoreResult:
     seconds: float
     repeated: list[str] = dataclasses.field(default_factory=list)  # paths given more than once, scored once
     warnings: list[str] = dataclasses.field(default_factory=list)  # damaged stored rows, imported results.jsonl
+    task: str = "pc"
+    label_column: str = "pc"  # the label this task's rows are measured against (rule: the rule columns)
 
     @property
     def n_unparsed(self) -> int:
@@ -120,6 +124,7 @@ class ScoreResult:
 
     def summary(self) -> dict[str, Any]:
         return {
+            "task": self.task,
             "inputs": self.n_inputs,
             "scored": len(self.rows),
             "scored_this_run": self.n_scored_now,
@@ -133,20 +138,22 @@ class ScoreResult:
 
     def frame(self):  # noqa: ANN201 - pandas.DataFrame
 
-        return results_frame(self.rows)
+        return results_frame(self.rows, self.label_column)
 
 
-def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
-    """A flat table of result rows (probabilities as p1..p5 columns)."""
+def results_frame(rows: list[dict[str, Any]], label_column: str = "pc"):  # noqa: ANN201
+    """A flat table of result rows (probabilities as p1..p5 columns; sa and rule rows add the text they were shown,
+    rule rows the rule's label and the judgement with its three probabilities)."""
     import pandas as pd
 
     flat = []
     for r in rows:
         clip = ScoredClip.from_json(r)
         item = clip.item
+        rule = clip.task == "rule"
         rec = {
             "video": clip.video,
-            "label": clip.label(),
+            "label": item.get("rule_label") if rule else clip.label(label_column),
             "score": clip.score,
             "expected_score": clip.expected_score,
             "parse_error": clip.parse_error,
@@ -160,6 +167,14 @@ def results_frame(rows: list[dict[str, Any]]):  # noqa: ANN201
         for k in ("violation", "violation_category", "scene", "model_name", "category", "is_hard"):
             if k in item:
                 rec[k] = item[k]
+        if clip.task != "pc":
+            rec["task"] = clip.task
+            rec["shown_text"] = clip.shown_text()
+        if rule:
+            rec["rule_column"] = item.get("rule_column")
+            rec["judgement"] = clip.judgement
+            for name, p in (clip.judgement_probs or {}).items():
+                rec[f"p_{name}"] = p
         flat.append(rec)
     return pd.DataFrame(flat)
 
@@ -256,6 +271,13 @@ def model_fingerprint(model: str) -> str:
 SCORE_FILES = (STORE_NAME, "scores.csv", "skipped.jsonl", "summary.json")
 
 
+def score_files(task: str = "pc") -> tuple[str, ...]:
+    """The files one task's scoring writes: one store for every task, ``scores.csv`` (pc) or ``scores_<task>.csv``."""
+    from recipe_lib.tasks import task_file
+
+    return (STORE_NAME, *(task_file(name, task) for name in SCORE_FILES[1:]))
+
+
 def _resolved_dtype(cfg: ScoreConfig) -> str:
     from recipe_lib.models.loading import resolve_device, resolve_dtype
 
@@ -264,9 +286,10 @@ def _resolved_dtype(cfg: ScoreConfig) -> str:
 
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     out = Path(cfg.out_dir)
-    atomic_write_csv(out / "scores.csv", result.frame())
-    atomic_write_jsonl(out / "skipped.jsonl", result.skipped)
-    atomic_write_json(out / "summary.json", {"config": to_dict(cfg), **result.summary()})
+    _, scores, skipped, summary = score_files(cfg.task)
+    atomic_write_csv(out / scores, result.frame())
+    atomic_write_jsonl(out / skipped, result.skipped)
+    atomic_write_json(out / summary, {"config": to_dict(cfg), **result.summary()})
 
 
 def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
@@ -318,12 +341,20 @@ def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[di
 
 def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     """Resolve the inputs, fetch URLs, and key every clip by its content and the settings."""
+    from recipe_lib import tasks
+
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
+    parsed = tasks.parse_tasks(cfg.task)
+    if len(parsed) != 1:
+        raise RecipeError(f"score_videos scores one task at a time, got {cfg.task!r}", hint="call it once per task")
+    task = parsed[0]
     prompt = load_prompt(cfg.prompt)
+    tasks.check_task_prompt(task, prompt)
     items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
+    items, task_skips = tasks.prepare_items(task, items, tasks.TaskColumns(caption=cfg.caption_column))
     settings = {
         "model": model_fingerprint(cfg.model),
         "prompt": prompt.digest(),
@@ -333,7 +364,7 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         "caption": cfg.use_caption,
         "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
-    skipped: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = list(task_skips)
     named: list[dict[str, Any]] = []
     for item in items:
         if utf8_name(str(item["video_url"])):
@@ -365,7 +396,7 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         except OSError as exc:
             skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
             continue
-        key = result_key(content=digest, **settings)
+        key = result_key(content=digest, **settings, **tasks.key_parts(task, item))
         if key in seen:
             skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
             continue
@@ -376,6 +407,9 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
 
 def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The stored row of one scored clip (identity and input row added to the scorer's part)."""
+    from recipe_lib.tasks import finish_row
+
+    row = finish_row(cfg.task, row)
     return ScoredClip(
         key=key,
         video=item["video_url"],
@@ -384,6 +418,7 @@ def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], ro
         prompt=prompt.name,
         mode=cfg.mode,
         item={k: v for k, v in item.items() if k != "video_sha256"},
+        task=cfg.task,
         **row,
     ).to_json()
 
@@ -461,7 +496,8 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         check_ray(cfg)  # before any work: Ray installed, the cluster reachable
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    claim_outputs(out, SCORE_FILES)  # before any work: no link followed, nothing replaced that we did not write
+    # Before any work: no link followed, nothing replaced that we did not write.
+    claim_outputs(out, score_files(cfg.task))
     plan = plan_scoring(cfg)
     if not os.access(out, os.W_OK):
         raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
@@ -483,5 +519,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
         out, rows, plan.skipped, len(plan.items), n_now, n_cached, time.perf_counter() - start, plan.repeated
     )
     result.warnings = warnings
+    result.task = cfg.task
+    result.label_column = cfg.label_column
     _write_outputs(cfg, result)
     return result

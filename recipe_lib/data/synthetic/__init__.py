@@ -44,6 +44,11 @@ Rule columns (``physics_rules_followed``, ``physics_rules_unfollowed``, ``physic
 rule sentences joined by newlines (empty string for none); ``human_violated_rules`` holds a one-sentence account of
 what goes wrong (empty for plausible clips).
 
+Semantic-adherence probe (task ``sa`` on the demo): ``sa_caption`` is, for half of the clips (a seeded choice), the
+caption of a clip of another, clearly different scene (never free_fall for bounce or back) and ``sa_caption_label`` is
+1; for the rest it is the clip's own caption, label 5. ``caption`` and ``sa`` stay the clip's own (``sa`` 5). Score it
+with ``plausibility score DATA --task sa --caption-column sa_caption --sa-column sa_caption_label``.
+
 Encoding: H.264 (libx264 from PyAV's bundled FFmpeg; 4:2:0 for even sizes, 4:4:4 for odd sizes, which 4:2:0 cannot
 represent). When no H.264 encoder is available, clips fall back to MPEG-4 part 2 (``mpeg4``), padded to even sizes.
 Output is deterministic: the same seed gives byte-identical mp4 files and identical records, for any worker count,
@@ -51,12 +56,13 @@ because each clip's random stream is derived from ``(seed, index)`` only.
 """
 
 from recipe_lib.data.synthetic.encode import h264_encoder, write_clip
-from recipe_lib.data.synthetic.generate import clip_rng, generate_clips, load_synthetic, plan_clips
+from recipe_lib.data.synthetic.generate import add_sa_captions, clip_rng, generate_clips, load_synthetic, plan_clips
 from recipe_lib.data.synthetic.render import render_clip
 from recipe_lib.data.synthetic.spec import (
     CATEGORIES,
     MIN_VISIBLE_FRAMES,
     RECORD_COLUMNS,
+    SA_CAPTION_COLUMNS,
     SCENES,
     VIOLATIONS,
     SynthConfig,
@@ -71,11 +77,13 @@ __all__ = [
     "CATEGORIES",
     "MIN_VISIBLE_FRAMES",
     "RECORD_COLUMNS",
+    "SA_CAPTION_COLUMNS",
     "SCENES",
     "VIOLATIONS",
     "SynthConfig",
     "SynthResult",
     "ViolationSpec",
+    "add_sa_captions",
     "clip_rng",
     "generate_clips",
     "h264_encoder",

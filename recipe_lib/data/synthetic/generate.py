@@ -30,6 +30,9 @@ from recipe_lib.data.synthetic.spec import (
     _ID_RE,
     _INT_COLUMNS,
     RECORD_COLUMNS,
+    SA_CAPTION_COLUMNS,
+    SA_MATCH,
+    SA_MISMATCH,
     VIOLATIONS,
     SynthConfig,
     SynthResult,
@@ -95,7 +98,39 @@ def _run_job(job: _Job) -> dict[str, Any]:
     frames, fields = render_clip(job.scene, job.violation, clip_rng(job.seed, job.index), cfg)
     write_clip(frames, job.path, job.fps)
     record = {"video_url": job.path, **fields, "seed": job.seed}
-    return {column: record[column] for column in RECORD_COLUMNS}
+    return {column: record[column] for column in RECORD_COLUMNS if column not in SA_CAPTION_COLUMNS}
+
+
+# Scenes whose captions say nearly the same thing (a ball dropped onto the floor): never each other's mismatch.
+_SIMILAR_SCENES = ({"free_fall", "bounce"},)
+
+
+def add_sa_captions(records: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Give each record its semantic-adherence probe: for half of the clips (a seeded choice) the caption of a clip of
+    another, clearly different scene with label 1 (:data:`SA_MISMATCH`), for the rest the clip's own caption with
+    label 5 (:data:`SA_MATCH`). Uses its own random stream (``(seed, 2)``), so the clips and every other column are
+    exactly what they would be without it. With a single scene there is nothing to mismatch: every clip matches."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    n = len(records)
+    mismatched = {int(i) for i in rng.permutation(n)[: n // 2]}
+    scenes = {r["scene"] for r in records}
+    distinct = {
+        s: [
+            j
+            for j, r in enumerate(records)
+            if r["scene"] != s and not any({s, r["scene"]} <= g for g in _SIMILAR_SCENES)
+        ]
+        for s in scenes
+    }
+    out = []
+    for i, record in enumerate(records):
+        others = distinct[record["scene"]]
+        if i in mismatched and others:
+            other = records[others[int(rng.integers(len(others)))]]
+            out.append({**record, "sa_caption": other["caption"], "sa_caption_label": SA_MISMATCH})
+        else:
+            out.append({**record, "sa_caption": record["caption"], "sa_caption_label": SA_MATCH})
+    return out
 
 
 def _workers(requested: int, n: int) -> int:
@@ -180,6 +215,7 @@ def generate_clips(cfg: SynthConfig) -> SynthResult:
         chunk = max(1, len(jobs) // (workers * 8))
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             records = list(pool.map(_run_job, jobs, chunksize=chunk))
+    records = add_sa_captions(records, int(cfg.seed))
 
     keep = {f"{job.clip_id}.mp4" for job in jobs}
     for stale in videos.iterdir():
@@ -234,7 +270,8 @@ def load_synthetic(out_dir: str | Path) -> datasets.Dataset:
         raise DataError(f"cannot read the synthetic dataset in {dataset_dir}: {exc}") from exc
     if not isinstance(ds, datasets.Dataset):
         raise DataError(f"{dataset_dir} holds a DatasetDict, expected a single synthetic dataset")
-    missing = [c for c in RECORD_COLUMNS if c not in ds.column_names]
+    # Sets written before the SA probe existed lack its columns; task sa names the missing column when asked.
+    missing = [c for c in RECORD_COLUMNS if c not in ds.column_names and c not in SA_CAPTION_COLUMNS]
     if missing:
         raise DataError(f"{dataset_dir} is not a synthetic dataset: missing columns {', '.join(missing)}")
     if len(ds):

@@ -33,8 +33,14 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "violation_category",
     "onset_frame",
     "seed",
+    "sa_caption",
+    "sa_caption_label",
 )
-_INT_COLUMNS = ("sa", "pc", "joint", "onset_frame", "seed")
+# The semantic-adherence probe (task sa on the demo): a caption that matches the clip (its own) or describes another
+# scene, and what a faithful judge would answer (5 / 1). Drawn after rendering, from its own random stream.
+SA_CAPTION_COLUMNS: tuple[str, ...] = ("sa_caption", "sa_caption_label")
+SA_MATCH, SA_MISMATCH = 5, 1
+_INT_COLUMNS = ("sa", "pc", "joint", "onset_frame", "seed", "sa_caption_label")
 _BOOL_COLUMNS = ("is_hard",)
 _ID_RE = re.compile(r"^s\d{4,}_[a-z_]+\.mp4$")
 
