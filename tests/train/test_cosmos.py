@@ -93,6 +93,8 @@ def test_parallelism_split() -> None:
     for n, half in ((8, 4), (4, 2), (2, 1)):
         split = cosmos.parallelism_for("grpo", n)
         assert split["policy"]["dp_shard_size"] == half and split["rollout"]["tp_size"] == half
+    one = cosmos.parallelism_for("grpo", 1)  # colocated: policy and rollout share the GPU
+    assert one["policy"]["dp_shard_size"] == 1 and one["rollout"]["tp_size"] == 1
     for bad in (0, -2, 3, 6, 16):
         with pytest.raises(ConfigError):
             cosmos.parallelism_for("grpo" if bad > 0 else "sft", bad)
@@ -136,7 +138,7 @@ def test_shipped_configs_validate(cosmos_config_cls, kind: str) -> None:  # noqa
 
 @pytest.mark.cosmos
 @pytest.mark.parametrize("kind", cosmos.KINDS)
-@pytest.mark.parametrize("gpus", [8, 4, 2])
+@pytest.mark.parametrize("gpus", [8, 4, 2, 1])
 def test_renders_validate(cosmos_config_cls, kind: str, gpus: int, tmp_path: Path) -> None:  # noqa: ANN001
     data = tmp_path / "conversations"
     data.mkdir()
@@ -149,7 +151,11 @@ def test_renders_validate(cosmos_config_cls, kind: str, gpus: int, tmp_path: Pat
     assert rendered["custom"]["dataset"]["path"] == str(data.resolve())
     assert cfg.validation.enable
     assert cfg.train.output_dir.startswith(str((tmp_path / "runs").resolve()))
-    if kind == "grpo":
+    if kind == "grpo" and gpus == 1:
+        assert cfg.mode == "colocated" and cfg.train.fsdp_offload
+        assert cfg.policy.parallelism.dp_shard_size == 1 and cfg.rollout.parallelism.tp_size == 1
+    elif kind == "grpo":
+        assert cfg.mode == "disaggregated"
         assert cfg.policy.parallelism.dp_shard_size == gpus // 2
         assert cfg.rollout.parallelism.tp_size == gpus // 2
         assert cfg.train.fsdp_offload == (gpus == 2)
@@ -461,6 +467,6 @@ def test_cli_render_and_launch(conversation_sets, tmp_path: Path) -> None:  # no
     proc = run_cli("cosmos", "render", "--kind", "grpo", "--gpus", "3", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-2:] == [
-        "error: GRPO needs 2, 4 or 8 GPUs on one node, got 3",
+        "error: GRPO needs 1 (colocated), 2, 4 or 8 GPUs on one node, got 3",
         "hint: half the GPUs train the policy and half generate rollouts (vLLM tensor parallel 1, 2 or 4)",
     ]
