@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--eval-dataset", default=None, help="conversation dataset evaluated during training")
     r.add_argument("--output-dir", default=None, help="where cosmos-rl writes checkpoints (default: the config's)")
     r.add_argument("--out", required=True, type=Path, help="a .toml path, or a folder for <kind>_<gpus>gpu.toml")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a cosmos-rl key by its dotted name, e.g. --set train.max_num_steps=10 --set custom.vision.fps=4",
+    )
     r.set_defaults(func=run_render)
 
     c = actions.add_parser("check", help="list what a cosmos-rl launch needs that this machine lacks")
@@ -49,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_render(args: argparse.Namespace) -> int:
     _quiet_cosmos()
+    from recipe_lib.commands._common import parse_params
     from recipe_lib.config import load_toml
     from recipe_lib.train.cosmos import ENTRIES, gpus_needed, write_config
 
@@ -60,6 +69,7 @@ def run_render(args: argparse.Namespace) -> int:
         n_gpus=args.gpus,
         output_dir=args.output_dir,
         eval_dataset=args.eval_dataset,
+        settings=parse_params(args.overrides),
     )
     print(f"wrote {path} ({gpus_needed(load_toml(path))} GPUs; valid for cosmos-rl)")
     print(f"launch: plausibility cosmos launch {path} --run   (or: cosmos-rl --config {path} {ENTRIES[args.kind]})")

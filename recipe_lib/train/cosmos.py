@@ -119,12 +119,14 @@ def render_config(
     output_dir: str | Path | None = None,
     eval_dataset: str | Path | None = None,
     validate: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The shipped config of ``kind`` with overrides applied, checked through cosmos-rl's ``Config``.
 
     ``model``: hub id or local folder. ``dataset`` / ``eval_dataset``: conversation datasets on disk (made absolute
     when they exist here). ``n_gpus``: see :func:`parallelism_for`. ``output_dir``: where cosmos-rl writes
-    checkpoints (it adds a timestamped folder per run).
+    checkpoints (it adds a timestamped folder per run). ``settings``: dotted cosmos-rl keys set last, e.g.
+    ``{"train.max_num_steps": 10}`` for a smoke run (checked like the rest).
     """
     cfg = base_config(kind)
     if model is not None:
@@ -151,6 +153,10 @@ def render_config(
         cfg.setdefault("rollout", {}).setdefault("sampling_config", {})["temperature"] = cfg["train"]["train_policy"][
             "temperature"
         ]
+    if settings:
+        from recipe_lib.config import apply_overrides
+
+        cfg = apply_overrides(cfg, settings)
     if validate:
         validate_config(cfg)
     return cfg

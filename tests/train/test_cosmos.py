@@ -470,3 +470,12 @@ def test_cli_render_and_launch(conversation_sets, tmp_path: Path) -> None:  # no
         "error: GRPO needs 1 (colocated), 2, 4 or 8 GPUs on one node, got 3",
         "hint: half the GPUs train the policy and half generate rollouts (vLLM tensor parallel 1, 2 or 4)",
     ]
+    proc = run_cli(
+        "cosmos", "render", "--kind", "sft", "--gpus", "1", "--out", str(tmp_path / "smoke.toml"),
+        "--set", "train.max_num_steps=10", "--set", "custom.vision.fps=4",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    smoke = load_toml(tmp_path / "smoke.toml")
+    assert smoke["train"]["max_num_steps"] == 10 and smoke["custom"]["vision"]["fps"] == 4
+    proc = run_cli("cosmos", "render", "--kind", "sft", "--out", str(tmp_path), "--set", "train.max_num_stepz=10")
+    assert proc.returncode == 2 and "cosmos-rl does not know the key 'train.max_num_stepz'" in proc.stderr
