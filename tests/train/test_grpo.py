@@ -127,8 +127,10 @@ def test_rewards_on_real_critic_outputs(model_outputs):
             continue
         pred, gt = int(m.group(1)), int(m.group(2))
         gap = abs(pred - gt)
-        assert combined_reward(text, gt) == (1.0 if gap == 0 else 0.5 if gap == 1 else 0.0)
-        assert combined_reward(text, gt, score="linear") == pytest.approx(max(0.0, 1 - gap / 4))
+        dense = 1.0 if gap == 0 else 0.5 if gap == 1 else 0.0
+        assert combined_reward(text, gt, format_weight=0.0) == dense
+        assert combined_reward(text, gt) == dense + 1.0, "default: dense + 1.0 x format (the cookbook's script)"
+        assert combined_reward(text, gt, score="linear", format_weight=0.0) == pytest.approx(max(0.0, 1 - gap / 4))
         assert format_reward(text) == 1.0
         scored += 1
     assert scored >= 2
