@@ -68,6 +68,8 @@ def scoring_lines(result: ScoreResult) -> list[str]:
         f"scored {s['scored']} of {s['inputs']} clips ({s['scored_this_run']} now, {s['from_cache']} cached), "
         f"{s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
     ]
+    if result.protocol is not None:
+        lines.append(f"settings: {result.protocol.describe()}")
     lines += [f"  warning: {printable(w)}" for w in result.warnings]
     return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
 
@@ -101,15 +103,17 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
             metrics=suite,
         )
         n = len(result.rows) + len(result.skipped)
+        settings = f" · {result.protocol.describe()}" if result.protocol else ""
         report = write_report(
             [critic],
             ReportConfig(
                 out_path=out / "report.html",
                 title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {sc.prompt}, mode {sc.mode}",
+                subtitle=f"critic {sc.model}, prompt {sc.prompt}, mode {sc.mode}{settings}",
                 threshold=cfg.threshold,
                 label_key=cfg.label_column,
                 workers=sc.workers,
             ),
+            extra={"settings": result.protocol.to_json() if result.protocol else None},
         )
     return ScoreStageResult(result, filtered, suite, report, cfg.threshold)

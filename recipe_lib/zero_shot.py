@@ -22,8 +22,8 @@ class ZeroShotConfig:
     batch_size: int | None = None
     limit: int | None = None
     out_dir: Path | None = None
-    video: VideoSettings | None = None
-    sampling: SamplingSettings | None = None
+    video: VideoSettings | None = None  # None: the critic's (recipe_lib.profiles.critic_settings)
+    sampling: SamplingSettings | None = None  # None: the critic's
 
 
 @dataclasses.dataclass
@@ -43,8 +43,8 @@ def run_zero_shot(cfg: ZeroShotConfig, progress: bool = True) -> ZeroShotResult:
         model=profile.critic(cfg.model),
         prompt=cfg.prompt,
         mode=cfg.mode,
-        video=cfg.video or profile.video,
-        sampling=cfg.sampling or profile.sampling,
+        video=cfg.video,
+        sampling=cfg.sampling,
         batch_size=cfg.batch_size or profile.batch_size,
         device=profile.device,
         dtype=profile.dtype,
