@@ -245,6 +245,12 @@ def test_grpo_run_logs_signal_and_resumes(answering_critic, synth_clips, tmp_pat
     assert [e["step"] for e in result.evals] == [2, 3]
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["texts"] and len(samples[0]["rewards"]) == 2
+    from recipe_lib.rewards import format_reward
+
+    # configs/demo/grpo.toml keeps the cookbook's format_weight 1.0: with the compact prompt no reply has a think
+    # block, so the format term is 0 throughout (as the config says) and rewards stay in [0, 1].
+    assert _grpo_config(tmp_path, answering_critic, data).custom.reward.format_weight == 1.0
+    assert all(format_reward(t) == 0.0 for s in samples for t in s["texts"])
     summary = result.summary()
     assert summary["reward_first"] == result.history[0]["reward_mean"]
     assert summary["reward_last"] == result.history[-1]["reward_mean"]
