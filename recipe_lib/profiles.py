@@ -181,6 +181,4 @@ def critic_settings(model: str | Path) -> CriticSettings:
         demo = get_profile("demo")
         return CriticSettings("demo", demo.video, demo.sampling, f"the demo critic: {reason}")
     full = get_profile("full")
-    return CriticSettings(
-        "recipe", full.video, full.sampling, "not the demo critic, so the recipe's settings"
-    )
+    return CriticSettings("recipe", full.video, full.sampling, "not the demo critic, so the recipe's settings")
