@@ -148,7 +148,8 @@ class VideoSettings:
     """How a clip is sampled for the critic (the keys Qwen2.5-VL reads from a video message).
 
     ``total_pixels`` bounds frames x height x width over the whole clip; ``max_pixels`` bounds one frame.
-    The seed recipe uses fps 16 and total_pixels 8192*28*28 for inference, fps 1 and max_pixels 81920 for GRPO.
+    The defaults are the seed recipe's inference settings (fps 16, total_pixels 8192*28*28, as its scoring script
+    passes them); its GRPO rollouts use fps 1 and max_pixels 81920.
     """
 
     fps: float = 16.0
@@ -160,7 +161,10 @@ class VideoSettings:
 
 @dataclasses.dataclass
 class SamplingSettings:
-    """Decoding settings for ``generate`` mode (the seed recipe's values)."""
+    """Decoding settings for ``generate`` mode. The defaults are the seed recipe's scoring script's (temperature 0.6,
+    top_k 50, top_p 0.95, repetition_penalty 1.05, max_tokens 4096, seed 1) — the only sampling settings the recipe
+    gives for scoring VideoPhy-2, which it uses for the zero-shot critic and, by its text, for its SFT and GRPO
+    checkpoints alike ("using the same metrics")."""
 
     temperature: float = 0.6
     top_k: int = 50
@@ -169,6 +173,85 @@ class SamplingSettings:
     max_new_tokens: int = 4096
     seed: int = 1
     trials: int = 1
+
+
+def with_fields(settings: T, values: Mapping[str, Any], where: str = "settings") -> T:
+    """A copy of dataclass ``settings`` with the fields in ``values`` replaced (None values are left out); an unknown
+    field is a :class:`ConfigError` naming the closest valid one."""
+    names = [f.name for f in dataclasses.fields(settings)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(
+                f"{where}: unknown setting '{key}'",
+                hint=f"did you mean '{close[0]}'?" if close else f"valid: {', '.join(names)}",
+            )
+    return dataclasses.replace(settings, **{k: v for k, v in values.items() if v is not None})  # type: ignore[type-var]
+
+
+@dataclasses.dataclass
+class ScoringProtocol:
+    """The video and sampling settings a scoring run used, and where each came from.
+
+    ``video_from`` / ``sampling_from`` name the source of every field: ``flag`` (set explicitly: a command-line option
+    or an override in a config), ``critic`` (what the critic calls for: the demo critic gets the demo profile's
+    settings, any other critic the recipe's — :func:`recipe_lib.profiles.critic_settings`), or what the caller named
+    when it passed settings of its own (``eval conversations``, ``given``). ``critic`` is ``demo`` or ``recipe`` and
+    ``reason`` says how that was decided. ``sampling_used`` is False in ``expected`` mode, which decodes nothing.
+    """
+
+    video: VideoSettings
+    sampling: SamplingSettings
+    video_from: dict[str, str]
+    sampling_from: dict[str, str]
+    critic: str
+    reason: str
+    sampling_used: bool = True
+
+    @staticmethod
+    def _source(sources: dict[str, str]) -> str:
+        """One word when every field has the same source, else ``critic, fps/max_frames from flag``."""
+        kinds = list(dict.fromkeys(sources.values()))
+        if len(kinds) == 1:
+            return kinds[0]
+        base = max(kinds, key=lambda k: sum(v == k for v in sources.values()))
+        rest = [f"{'/'.join(f for f, v in sources.items() if v == k)} from {k}" for k in kinds if k != base]
+        return ", ".join([base, *rest])
+
+    @property
+    def video_source(self) -> str:
+        return self._source(self.video_from)
+
+    @property
+    def sampling_source(self) -> str:
+        return self._source(self.sampling_from)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "critic": self.critic,
+            "critic_reason": self.reason,
+            "video": to_dict(self.video),
+            "video_source": self.video_source,
+            "video_from": dict(self.video_from),
+            "sampling": to_dict(self.sampling) if self.sampling_used else None,
+            "sampling_source": self.sampling_source if self.sampling_used else "not used (expected mode)",
+            "sampling_from": dict(self.sampling_from) if self.sampling_used else {},
+        }
+
+    def describe(self) -> str:
+        """One line: the settings and their sources (what the commands print and the reports show)."""
+        v = self.video
+        parts = [f"fps {v.fps:g}", f"max_frames {v.max_frames}"]
+        parts += [f"{k} {getattr(v, k)}" for k in ("total_pixels", "max_pixels", "min_pixels") if getattr(v, k)]
+        line = f"video {', '.join(parts)} (from {self.video_source}; {self.reason})"
+        if not self.sampling_used:
+            return line + "; sampling: none (expected mode)"
+        s = self.sampling
+        return (
+            f"{line}; sampling temperature {s.temperature:g}, top_k {s.top_k}, top_p {s.top_p:g}, "
+            f"repetition_penalty {s.repetition_penalty:g}, max_new_tokens {s.max_new_tokens}, seed {s.seed}, "
+            f"trials {s.trials} (from {self.sampling_source})"
+        )
 
 
 def resolve_path(value: str | Path) -> Path:

@@ -1,7 +1,9 @@
-"""Facts every stage shares, defined once: the score scale, the good-vs-bad threshold, the label column and the
-full-scale critic."""
+"""Facts every stage shares, defined once: the score scale, the good-vs-bad threshold, the label column, the
+full-scale critic, the demo critic's marker and the published figures the plots are drawn against."""
 
 from __future__ import annotations
+
+import dataclasses
 
 SCORE_MIN = 1
 SCORE_MAX = 5
@@ -18,3 +20,56 @@ FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
 # Caps on user tables, checked before a table is parsed, so a hostile or broken file fails in bounded memory.
 MAX_TABLE_ROWS = 100_000  # rows of one table or label sheet
 MAX_CELL_CHARS = 65_536  # characters of one cell (a caption longer than this is not a caption)
+
+# The key our tiny-critic builder writes into the critic's config.json. ``save_pretrained`` keeps unknown config keys,
+# so every checkpoint trained from the demo critic, and any copy of its folder, carries it too: that is how the demo
+# critic is recognised wherever it lies (:func:`recipe_lib.profiles.is_demo_critic`).
+DEMO_CRITIC_KEY = "plausibility_demo_critic"
+
+RECIPE_URL = "https://github.com/nvidia-cosmos/cosmos-cookbook/tree/main/docs/recipes/post_training"
+REASON1_RECIPE = f"{RECIPE_URL}/reason1/physical-plausibility-check/post_training.md"
+REASON2_RECIPE = f"{RECIPE_URL}/reason2/physical-plausibility-check/post_training.md"
+VIDEOPHY2_PAPER = "https://arxiv.org/abs/2503.06800"
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedFigure:
+    """One published number on VideoPhy-2's test split (``metric``: ``accuracy`` = exact match of the 1-5 score,
+    ``pearson`` = Pearson r of the score against the human ``pc`` label), at a training ``step`` (None: not a
+    checkpoint of a training run), with where it was published."""
+
+    label: str
+    critic: str
+    stage: str  # zero-shot | sft | grpo | baseline
+    metric: str
+    value: float
+    step: int | None
+    source: str
+
+    @property
+    def cite(self) -> str:
+        """The source in a few words, for plot labels."""
+        if "arxiv" in self.source:
+            return "arXiv " + self.source.rsplit("/", 1)[-1]
+        return "Cosmos-Reason2 recipe" if "reason2" in self.source else "Cosmos-Reason1 recipe"
+
+
+# The reference lines of the sweep and evaluation plots and the README's table, in one place.
+# The Reason 2 recipe quotes Reason 1's SFT peak as "accuracy 0.395 at step 60"; the Reason 1 recipe itself gives 0.395
+# as its best *correlation* (step 60) and 0.340 as its best accuracy (step 100) — the Reason 1 recipe's own numbers are
+# used here. The GRPO figures are one checkpoint (step 900) on both metrics.
+PUBLISHED: tuple[PublishedFigure, ...] = (
+    PublishedFigure("zero-shot", "Cosmos-Reason1-7B", "zero-shot", "pearson", 0.293, None, REASON1_RECIPE),
+    PublishedFigure("SFT best r", "Cosmos-Reason1-7B", "sft", "pearson", 0.395, 60, REASON1_RECIPE),
+    PublishedFigure("SFT best accuracy", "Cosmos-Reason1-7B", "sft", "accuracy", 0.340, 100, REASON1_RECIPE),
+    PublishedFigure("GRPO best", "Cosmos-Reason1-7B", "grpo", "pearson", 0.425, 900, REASON1_RECIPE),
+    PublishedFigure("GRPO best", "Cosmos-Reason1-7B", "grpo", "accuracy", 0.374, 900, REASON1_RECIPE),
+    PublishedFigure("Reason2 SFT best r", "Cosmos-Reason2", "sft", "pearson", 0.419, 80, REASON2_RECIPE),
+    PublishedFigure("Reason2 SFT best accuracy", "Cosmos-Reason2", "sft", "accuracy", 0.401, 40, REASON2_RECIPE),
+    PublishedFigure("VideoPhy-2 AutoEval", "VideoPhy-2 AutoEval", "baseline", "pearson", 0.37, None, VIDEOPHY2_PAPER),
+)
+
+
+def published(metric: str | None = None, stage: str | None = None) -> tuple[PublishedFigure, ...]:
+    """The published figures for ``metric`` (and ``stage``), in table order."""
+    return tuple(p for p in PUBLISHED if (metric is None or p.metric == metric) and (stage is None or p.stage == stage))

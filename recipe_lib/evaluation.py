@@ -134,6 +134,8 @@ class EvalResult:
                 rec["false_alarm_rate"] = _none(plausible["rate"].iloc[0]) if len(plausible) else None
             if self.task_metrics.get(name):
                 rec["tasks"] = {t: s.to_dict()["metrics"] for t, s in self.task_metrics[name].items()}
+            protocol = self.scores[name].protocol if name in self.scores else None
+            rec["settings"] = protocol.to_json() if protocol else None
             out[name] = rec
         return out
 
@@ -391,8 +393,8 @@ def _score_tasks(
             model=model,
             prompt=task_prompt(task, None, resolve_prompt(cfg)),
             mode=cfg.mode,
-            video=cfg.video or profile.video,
-            sampling=cfg.sampling or profile.sampling,
+            video=cfg.video,  # None: each critic's own (recipe_lib.profiles.critic_settings)
+            sampling=cfg.sampling,
             batch_size=cfg.batch_size or profile.batch_size,
             device=cfg.device or profile.device,
             dtype=cfg.dtype or profile.dtype,
@@ -440,6 +442,55 @@ def _task_suites(
     if "rule" in by_task and by_task["rule"].rows:
         suites["rule"] = rule_suite_from_rows(by_task["rule"].rows, **boot)
     return suites
+
+
+def settings_section(scores: dict[str, ScoreResult]) -> ReportSection:
+    """Which video and sampling settings each critic was scored with, and where they came from."""
+    rows = []
+    for name, s in scores.items():
+        p = s.protocol.to_json() if s.protocol else {}
+        rows.append(
+            {
+                "critic": name,
+                "critic kind": p.get("critic"),
+                "video": ", ".join(f"{k} {v}" for k, v in (p.get("video") or {}).items() if v is not None),
+                "video from": p.get("video_source"),
+                "sampling": ", ".join(f"{k} {v}" for k, v in (p.get("sampling") or {}).items()) or "none",
+                "sampling from": p.get("sampling_source"),
+            }
+        )
+    return ReportSection(
+        title="Video and sampling settings",
+        text="Per critic: the settings it was scored with and their source — flag (set explicitly), critic (the demo "
+        "critic gets the demo settings, any other critic the recipe's: fps 16, total_pixels 8192·28·28), or the "
+        "settings the caller passed.",
+        table=rows,
+    )
+
+
+def published_section(table: Any) -> ReportSection:
+    """This evaluation's accuracy and Pearson r beside the published figures for the real critics."""
+    from recipe_lib.constants import PUBLISHED
+    from recipe_lib.plots import published_comparison
+
+    return ReportSection(
+        title="Against the published figures",
+        text="Bars: the critics of this evaluation. Dotted lines: published figures on VideoPhy-2's test split "
+        "(Cosmos-Reason1-7B and Cosmos-Reason2 recipes, the VideoPhy-2 paper) — another model on other data unless "
+        "this evaluation is Cosmos-Reason1-7B on VideoPhy-2.",
+        table=[
+            {
+                "figure": p.label,
+                "critic": p.critic,
+                "metric": p.metric,
+                "value": p.value,
+                "step": p.step,
+                "source": p.source,
+            }
+            for p in PUBLISHED
+        ],
+        figure=published_comparison(table),
+    )
 
 
 def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
@@ -494,6 +545,8 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
             figure=result.threshold_figure(),
         )
     )
+    sections.append(settings_section(result.scores))
+    sections.append(published_section(result.table))
     critics = [
         CriticScores(
             name=name,

@@ -97,3 +97,37 @@ def image_grid(images: Sequence[Any], titles: Sequence[str], columns: int = 2, t
     if title:
         fig.suptitle(title)
     return fig
+
+
+def published_lines(ax: Any, metric: str, stages: Sequence[str] | None = None, fontsize: int = 7) -> int:
+    """Draw the published figures for ``metric`` (:data:`recipe_lib.constants.PUBLISHED`) as labelled dotted lines,
+    each label naming the critic, the step and the source; returns how many were drawn."""
+    from recipe_lib.constants import published
+
+    colours = ("#8172b3", "#55a868", "#c44e52", "#937860", "#da8bc3", "#64b5cd")
+    refs = [p for p in published(metric) if stages is None or p.stage in stages]
+    for p, colour in zip(refs, colours):
+        step = f" step {p.step}" if p.step is not None else ""
+        label = f"published {p.critic} {p.label}{step}: {p.value:.3f} ({p.cite})"
+        ax.axhline(p.value, linestyle=":", color=colour, linewidth=1.2, label=label)
+    return len(refs)
+
+
+def published_comparison(table: Any, metrics: Sequence[str] = ("accuracy", "pearson")):  # noqa: ANN201
+    """One panel per metric: a bar per critic of an evaluation's comparison table (index = critic name) with the
+    published figures drawn across it (:func:`published_lines`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(metrics), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    names = [str(n) for n in getattr(table, "index", [])]
+    for ax, metric in zip(axes, metrics):
+        values = [float(v) for v in table[metric]] if metric in getattr(table, "columns", []) else []
+        ax.bar(names, np.nan_to_num(values, nan=0.0), color="#4c72b0", label="this evaluation")
+        published_lines(ax, metric)
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.legend(fontsize=6, loc="best")
+    fig.supxlabel("dotted lines: published figures on VideoPhy-2 (real 7B critics, not this model or data)", fontsize=8)
+    return fig

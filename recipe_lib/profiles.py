@@ -7,6 +7,12 @@
           GPUs; training renders cosmos-rl configs and launch commands instead of training here.
 
 Stage code reads a profile's fields and calls its methods; it never compares the profile's name.
+
+Video and sampling settings follow the **critic**, not the profile name (:func:`critic_settings`): the demo critic
+(recognised by the key our builder writes into its ``config.json``, :func:`is_demo_critic`) is scored with the demo
+profile's settings, any other critic with the recipe's (the full profile's: fps 16, total_pixels 8192*28*28, the
+recipe's decoding settings). A user who points ``--model`` at Cosmos-Reason1-7B and forgets ``--profile full`` still
+gets the recipe's protocol; explicit settings (flags) win over both.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recipe_lib.config import SamplingSettings, VideoSettings
-from recipe_lib.constants import FULL_CRITIC
+from recipe_lib.constants import DEMO_CRITIC_KEY, FULL_CRITIC
 from recipe_lib.errors import ConfigError, RecipeError
 
 PROFILES = ("demo", "full")
@@ -29,7 +35,8 @@ class Profile:
     ``prompt``: what this profile's critics are fine-tuned and evaluated with. ``label_mode``: ``binary`` (pc >= 4 ->
     5, else 1) or ``graded`` (1-5 as given). ``trains_in_process``: training stages train here (demo) or render
     cosmos-rl configs (full). ``demo_model`` / ``demo_eval`` / ``demo_critics``: how the profile supplies a critic, an
-    eval split and the critics to compare when the user gives none (None: the user must give them).
+    eval split and the critics to compare when the user gives none (None: the user must give them). ``video`` /
+    ``sampling``: the settings of this profile's kind of critic (:func:`critic_settings` picks them by the critic).
     """
 
     name: str
@@ -115,3 +122,63 @@ def get_profile(name: str) -> Profile:
             trains_in_process=False,
         )
     raise ConfigError(f"unknown profile '{name}'", hint="use 'demo' or 'full'")
+
+
+def _config_json(model: str | Path) -> dict | None:
+    """The ``config.json`` of a local critic folder, or None (a hub id, a missing or unreadable folder)."""
+    import json
+
+    try:
+        path = Path(model).expanduser() / "config.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a symlink loop, a name too long, broken JSON: loading the critic reports it
+    return data if isinstance(data, dict) else None
+
+
+def demo_critic_reason(model: str | Path) -> str | None:
+    """Why ``model`` is the demo critic, or None when it is not.
+
+    The rule: a local folder whose ``config.json`` carries ``plausibility_demo_critic`` (written by
+    :func:`recipe_lib.models.tiny.build_tiny_critic`; ``save_pretrained`` keeps it, so every checkpoint trained from
+    the demo critic and every copy of its folder carries it too), or a folder holding the builder's
+    ``tiny_critic.json`` marker (a demo critic built before the key existed). A hub id is never the demo critic.
+    """
+    from recipe_lib.models.tiny import MARKER_FILE
+
+    config = _config_json(model)
+    if config is not None and config.get(DEMO_CRITIC_KEY):
+        return f"its config.json carries {DEMO_CRITIC_KEY}"
+    try:
+        if (Path(model).expanduser() / MARKER_FILE).is_file():
+            return f"its folder holds {MARKER_FILE}"
+    except OSError:
+        pass
+    return None
+
+
+def is_demo_critic(model: str | Path) -> bool:
+    """Whether ``model`` is the embedded demo critic or a checkpoint trained from it (:func:`demo_critic_reason`)."""
+    return demo_critic_reason(model) is not None
+
+
+@dataclasses.dataclass
+class CriticSettings:
+    """The video and sampling settings a critic is scored with when nothing else is asked for."""
+
+    kind: str  # "demo" or "recipe"
+    video: VideoSettings
+    sampling: SamplingSettings
+    reason: str
+
+
+def critic_settings(model: str | Path) -> CriticSettings:
+    """The demo profile's settings for the demo critic, the recipe's (the full profile's) for any other critic."""
+    reason = demo_critic_reason(model)
+    if reason is not None:
+        demo = get_profile("demo")
+        return CriticSettings("demo", demo.video, demo.sampling, f"the demo critic: {reason}")
+    full = get_profile("full")
+    return CriticSettings("recipe", full.video, full.sampling, "not the demo critic, so the recipe's settings")

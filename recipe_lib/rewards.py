@@ -2,22 +2,26 @@
 
 Score rewards compare the parsed score ``p`` with the human label ``g`` (both whole numbers 1-5):
 
-``dense``   1 if p == g, 0.5 if |p - g| == 1, else 0 — the reward the recipe's text describes.
-``linear``  max(0, 1 - |p - g| / 4) — what the cookbook's GRPO script computes (0.75 for off by one, 0.5 for two...).
+``dense``   1 if p == g, 0.5 if |p - g| == 1, else 0 — the reward the recipe's text describes, and what the
+            cookbook's GRPO script (``custom_grpo.py``) computes.
+``linear``  max(0, 1 - |p - g| / 4) (0.75 for off by one, 0.5 for two...) — what that script computed in its first
+            version only; the commit "fixed using wrong version of reward function" replaced it with ``dense``.
 
 The ``format`` reward is 1 for a well-formed reply — exactly ``<think>…</think>`` then ``<answer>N</answer>`` with N in
-1-5 and nothing else around them — and 0 otherwise.
+1-5 and nothing but white space around them — and 0 otherwise. The cookbook's script adds cosmos-rl's
+``format_reward_fn`` (1 for ``<think>…</think>\n\n<answer>…</answer>``) to the score reward at weight 1; ours differs
+only in also asking for a whole score 1-5 in the answer and allowing any white space between the blocks.
 
 Text that yields no score (no answer block, a word instead of a number, a number outside 1-5, a cut-off reply) earns
 0 from every score reward: the policy is never paid for an answer it did not give.
 
-Default: :func:`combined_reward` uses ``score="dense"`` and ``format_weight=0.0``. That is the reward the recipe
-states, so its published GRPO numbers are the ones to compare with; it stays in [0, 1] and reads directly as "partial
-accuracy". Dense pays nothing beyond one step away, which concentrates the signal on exact and near answers (the
-accuracy the recipe reports). ``linear`` still ranks answers two or three steps away and can help a policy whose
-answers start far from the labels. Cosmos-Reason1 already writes well-formed ``<think>``/``<answer>`` replies (both
-recorded pizza outputs are), so a format term mostly adds a constant at the start; raise ``format_weight`` (the
-cookbook effectively uses ``linear`` + 1.0 x ``format``) if the share of well-formed rollouts drops during training.
+Default (:data:`DEFAULT_SCORE`, :data:`DEFAULT_FORMAT_WEIGHT`): ``dense`` plus 1.0 x ``format`` — the cookbook's script
+as it stands, i.e. the reward behind the recipe's published GRPO numbers. The total lies in [0, 2]. Dense pays nothing
+beyond one step away, which concentrates the signal on exact and near answers (the accuracy the recipe reports);
+``linear`` still ranks answers two or three steps away and can help a policy whose answers start far from the labels.
+The format term matters while the policy still writes malformed replies; for a policy that always writes them well
+it is a constant, which group-normalised advantages ignore. ``format_weight = 0`` gives the text's reward alone, in
+[0, 1].
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.inference.parsing import parse_answer
 
 LO, HI = 1, 5
+DEFAULT_SCORE = "dense"
+DEFAULT_FORMAT_WEIGHT = 1.0
 
 
 def dense_score(pred: int, ref: int) -> float:
@@ -101,7 +107,9 @@ def score_reward(name: str, completion_text: str, reference: object) -> float:
     return SCORE_REWARDS[name](parsed.score, ref)
 
 
-def combined_reward(completion_text: str, reference: object, score: str = "dense", format_weight: float = 0.0) -> float:
+def combined_reward(
+    completion_text: str, reference: object, score: str = DEFAULT_SCORE, format_weight: float = DEFAULT_FORMAT_WEIGHT
+) -> float:
     """``score`` reward plus ``format_weight`` x format reward (see the module docstring for the default)."""
     if format_weight < 0:
         raise ConfigError(f"format_weight must be >= 0, got {format_weight}")
@@ -111,7 +119,7 @@ def combined_reward(completion_text: str, reference: object, score: str = "dense
     return total
 
 
-def reward_range(score: str = "dense", format_weight: float = 0.0) -> tuple[float, float]:
+def reward_range(score: str = DEFAULT_SCORE, format_weight: float = DEFAULT_FORMAT_WEIGHT) -> tuple[float, float]:
     """The lowest and highest value :func:`combined_reward` can return for these settings."""
     if score not in SCORE_REWARDS:
         raise ConfigError(f"unknown score reward '{score}'", hint=f"use one of: {', '.join(SCORE_REWARDS)}")

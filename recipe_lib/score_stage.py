@@ -119,6 +119,8 @@ def scoring_lines(result: ScoreResult, prefix: str = "") -> list[str]:
         f"{prefix}scored {s['scored']} of {s['inputs']} {noun} ({s['scored_this_run']} now, {s['from_cache']} "
         f"cached), {s['unparsed']} unparsed, {s['skipped']} skipped, {s['seconds']:.1f} s"
     ]
+    if result.protocol is not None:
+        lines.append(f"settings: {result.protocol.describe()}")
     lines += [f"  warning: {printable(w)}" for w in result.warnings]
     return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
 
@@ -272,18 +274,23 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
             metrics=suites.get(shown),
         )
         n = len(primary.rows) + len(primary.skipped)
+        settings = f" · {primary.protocol.describe()}" if primary.protocol else ""
         report = write_report(
             [critic],
             ReportConfig(
                 out_path=out / "report.html",
                 title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}",
+                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}{settings}",
                 threshold=cfg.threshold,
                 label_key=labels[shown],
                 workers=sc.workers,
             ),
             task_sections(suites, shown),
-            extra={"tasks": {t: s.to_dict() for t, s in suites.items() if t != shown}, "keep_on": keep_on},
+            extra={
+                "tasks": {t: s.to_dict() for t, s in suites.items() if t != shown},
+                "keep_on": keep_on,
+                "settings": primary.protocol.to_json() if primary.protocol else None,
+            },
         )
     return ScoreStageResult(
         primary,

@@ -103,13 +103,17 @@ def test_score_reward_ignores_format_but_uses_last_answer() -> None:
     assert score_reward("dense", reply(2) + "\n<answer>4</answer>", 4) == 1.0
 
 
-def test_combined_reward_default_is_the_recipe_reward() -> None:
+def test_combined_reward_default_is_the_cookbook_script_reward() -> None:
+    # The cookbook's custom_grpo.py: dense score reward + 1.0 x format reward.
     text = reply(3)
-    assert combined_reward(text, 4) == 0.5
-    assert combined_reward(text, 4, score="linear") == 0.75
+    assert combined_reward(text, 4) == 1.5
+    assert combined_reward(reply(3, thinking=None), 4) == 0.5, "no think block: no format reward"
+    assert combined_reward(text, 4, format_weight=0.0) == 0.5, "the recipe text's reward alone"
+    assert combined_reward(text, 4, score="linear") == 1.75
     assert combined_reward(text, 4, score="dense", format_weight=0.5) == 1.0
     assert combined_reward(reply(3, thinking=None), 4, format_weight=0.5) == 0.5
-    assert reward_range() == (0.0, 1.0)
+    assert reward_range() == (0.0, 2.0)
+    assert reward_range(format_weight=0.0) == (0.0, 1.0)
     assert reward_range("linear", 1.0) == (0.0, 2.0)
 
 
@@ -144,8 +148,9 @@ def test_real_pizza_outputs(model_outputs: dict[str, str]) -> None:
     after = pizza["cosmos_reason1_pizza_after_rl_pred2_gt2.txt"]
     before = pizza["cosmos_reason1_pizza_before_rl_pred5_gt2.txt"]
     # RL moved the answer from 5 to the label 2: full reward instead of none (dense) or a quarter (linear).
-    assert combined_reward(before, 2) == 0.0
-    assert combined_reward(after, 2) == 1.0
+    assert combined_reward(before, 2, format_weight=0.0) == 0.0
+    assert combined_reward(after, 2, format_weight=0.0) == 1.0
+    assert combined_reward(before, 2) == 1.0 and combined_reward(after, 2) == 2.0, "both are well formed"
     assert combined_reward(before, 2, score="linear", format_weight=1.0) == pytest.approx(1.25)
     assert combined_reward(after, 2, score="linear", format_weight=1.0) == pytest.approx(2.0)
 

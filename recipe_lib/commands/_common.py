@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
-from recipe_lib.config import SamplingSettings, VideoSettings
-from recipe_lib.profiles import get_profile
-
 T = TypeVar("T")
 
 
@@ -17,7 +14,8 @@ def add_profile_args(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=["demo", "full"],
         default="demo",
-        help="defaults for model, device and video sampling (default: demo)",
+        help="defaults for the critic, device and batch size (default: demo); video and sampling settings follow "
+        "the critic: the demo critic's for the demo critic, the recipe's for any other",
     )
 
 
@@ -51,38 +49,22 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
 
 
-def _override(obj: Any, args: argparse.Namespace, names: dict[str, str]) -> Any:
-    for arg, field in names.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            setattr(obj, field, value)
-    return obj
+VIDEO_FLAGS = ("fps", "total_pixels", "max_pixels", "max_frames")
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "trials", "seed")
 
 
-def video_settings(args: argparse.Namespace) -> VideoSettings:
-    base = get_profile(args.profile).video
-    return _override(
-        base,
-        args,
-        {"fps": "fps", "total_pixels": "total_pixels", "max_pixels": "max_pixels", "max_frames": "max_frames"},
-    )
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
-    base = get_profile(args.profile).sampling
-    return _override(
-        base,
-        args,
-        {
-            "temperature": "temperature",
-            "top_p": "top_p",
-            "top_k": "top_k",
-            "repetition_penalty": "repetition_penalty",
-            "max_new_tokens": "max_new_tokens",
-            "trials": "trials",
-            "seed": "seed",
-        },
-    )
+def video_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The video settings given as options (they win over the critic's; see ``ScoreConfig.video_overrides``)."""
+    return _given(args, VIDEO_FLAGS)
+
+
+def sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling settings given as options (they win over the critic's)."""
+    return _given(args, SAMPLING_FLAGS)
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from recipe_lib.commands._common import (
     add_sampling_args,
     add_video_args,
     config_from_args,
-    sampling_settings,
-    video_settings,
+    sampling_flags,
+    video_flags,
 )
 from recipe_lib.inference.scoring import EndpointOptions, VLLMOptions
 
@@ -136,8 +136,8 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
         model=model,
         prompt=args.prompt,
         mode=args.mode,
-        video=video_settings(args),
-        sampling=sampling_settings(args),
+        video_overrides=video_flags(args),
+        sampling_overrides=sampling_flags(args),
         batch_size=args.batch_size or profile.batch_size,
         device=args.device or profile.device,
         dtype=args.dtype or profile.dtype,

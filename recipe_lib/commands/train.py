@@ -38,20 +38,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sweep",
         help="score every checkpoint of a training run on an eval split and plot the curves",
         description="Scores the run's starting model (step 0), each step checkpoint and final/ (cached per "
-        "checkpoint under RUN_DIR/sweep) and writes sweep.csv, sweep.json and sweep.png there.",
+        "checkpoint under RUN_DIR/sweep) and writes sweep.csv, sweep.json, sweep_summary.json and sweep.png there. "
+        "Like the recipe, checkpoints are scored by sampled answers (GRPO runs with their thinking prompt) with the "
+        "recipe's sampling settings; the demo critic keeps the fast expected score unless --mode generate.",
     )
     s.add_argument("run_dir", type=Path, help="the train.output_dir of a run")
     s.add_argument("--data", required=True, help="eval dataset folder or table (video_url + pc)")
     s.add_argument(
-        "--prompt", default=None, help="prompt the run was trained with (default: found from the eval conversations)"
+        "--prompt",
+        default=None,
+        help="prompt YAML (a path or a name in prompts/) the run was trained with (default: found from the run's "
+        "training conversations, else the eval conversations' for SFT and the thinking prompt for GRPO)",
     )
-    s.add_argument("--profile", choices=["demo", "full"], default="demo")
+    s.add_argument(
+        "--mode",
+        choices=["auto", "expected", "generate"],
+        default="auto",
+        help="generate: sample answers like the recipe; expected: read p(1..5) in one pass; auto (default): "
+        "generate, except expected for the demo critic (fast on a CPU)",
+    )
+    s.add_argument(
+        "--run-kind",
+        choices=["sft", "grpo"],
+        default=None,
+        help="what the run trained (default: from its run.json; a cosmos-rl export has none and counts as sft)",
+    )
+    s.add_argument(
+        "--profile",
+        choices=["demo", "full"],
+        default="demo",
+        help="device and dtype defaults (video and sampling settings follow the critic)",
+    )
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", default=None)
     s.add_argument("--limit", type=int, help="score only the first N clips")
     s.add_argument("--no-start", action="store_true", help="do not score the starting model")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    from recipe_lib.commands._common import add_sampling_args, add_video_args
+
+    add_video_args(s)
+    add_sampling_args(s)
     s.set_defaults(func=run_sweep)
 
 
@@ -99,14 +126,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from recipe_lib.commands._common import sampling_flags, video_flags
+    from recipe_lib.prompts import load_prompt
     from recipe_lib.train.sweep import SweepConfig, plot_sweep, sweep_checkpoints
 
+    if args.prompt is not None:
+        load_prompt(args.prompt)  # a bad prompt file is reported before any checkpoint is loaded
     result = sweep_checkpoints(
         SweepConfig(
             run_dir=args.run_dir,
             eval_data=args.data,
             prompt=args.prompt,
             profile=args.profile,
+            mode=args.mode,
+            run_kind=args.run_kind,
+            video_overrides=video_flags(args),
+            sampling_overrides=sampling_flags(args),
             batch_size=args.batch_size,
             device=args.device,
             dtype=args.dtype,
@@ -121,6 +156,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     atomic_write_csv(result.out_dir / "sweep.csv", frame)
     plot_sweep(result).savefig(result.out_dir / "sweep.png", dpi=110)
     cols = [c for c in ("step", "checkpoint", "accuracy", "pearson", "majority_accuracy", "coverage") if c in frame]
+    print("\n".join(result.summary_lines()))
     print(frame[cols].to_string(index=False))
-    print(f"written: {result.out_dir / 'sweep.csv'}, {result.out_dir / 'sweep.png'}")
+    written = [result.out_dir / name for name in ("sweep.csv", "sweep_summary.json", "sweep.png")]
+    print(f"written: {', '.join(map(str, written))}")
     return 0

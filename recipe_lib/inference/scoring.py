@@ -8,6 +8,12 @@ same rows. Finished batches are committed to ``results.sqlite`` (:mod:`recipe_li
 loses at most the batch in flight and a rerun scores only what is missing. Clips that cannot be read are recorded in
 ``skipped.jsonl`` with the reason and counted in the summary; they are tried again on the next run (after the user
 fixes them).
+
+Video and sampling settings are resolved first (:func:`resolve_settings`): explicit ones (``video_overrides`` /
+``sampling_overrides``, i.e. flags) win; then settings the caller passed (``video`` / ``sampling``, labelled by
+``video_source`` / ``sampling_source``); otherwise the critic's (:func:`recipe_lib.profiles.critic_settings`: the
+demo critic gets the demo settings, any other critic the recipe's). What was used and where each field came from is in
+``summary.json`` (``settings``) and :attr:`ScoreResult.protocol`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from recipe_lib.config import SamplingSettings, VideoSettings, to_dict
+from recipe_lib.config import SamplingSettings, ScoringProtocol, VideoSettings, to_dict, with_fields
 from recipe_lib.data.download import is_remote
 from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
 from recipe_lib.errors import DataError, RecipeError
@@ -79,8 +85,12 @@ class ScoreConfig:
     model: str
     prompt: str = "video_reward"
     mode: Literal["generate", "expected"] = "expected"
-    video: VideoSettings = dataclasses.field(default_factory=VideoSettings)
-    sampling: SamplingSettings = dataclasses.field(default_factory=SamplingSettings)
+    video: VideoSettings | None = None  # None: the critic's (demo critic: demo settings; any other: the recipe's)
+    sampling: SamplingSettings | None = None  # None: the critic's, like video
+    video_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields set by flags: win over all
+    sampling_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    video_source: str = "given"  # what chose ``video`` when it is given (e.g. "eval conversations")
+    sampling_source: str = "given"
     batch_size: int = 8
     device: str = "auto"
     dtype: str = "auto"
@@ -117,6 +127,7 @@ class ScoreResult:
     warnings: list[str] = dataclasses.field(default_factory=list)  # damaged stored rows, imported results.jsonl
     task: str = "pc"
     label_column: str = "pc"  # the label this task's rows are measured against (rule: the rule columns)
+    protocol: ScoringProtocol | None = None  # the video/sampling settings used and where they came from
 
     @property
     def n_unparsed(self) -> int:
@@ -134,6 +145,7 @@ class ScoreResult:
             "repeated_paths": len(self.repeated),
             "store_warnings": len(self.warnings),
             "seconds": round(self.seconds, 3),
+            "settings": self.protocol.to_json() if self.protocol else None,
         }
 
     def frame(self):  # noqa: ANN201 - pandas.DataFrame
@@ -290,6 +302,31 @@ def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     atomic_write_csv(out / scores, result.frame())
     atomic_write_jsonl(out / skipped, result.skipped)
     atomic_write_json(out / summary, {"config": to_dict(cfg), **result.summary()})
+
+
+def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
+    """``cfg`` with concrete video and sampling settings, and the record of where each field came from (see the
+    module docstring). Flags win, then settings the caller gave, then the critic's."""
+    from recipe_lib.profiles import critic_settings
+
+    critic = critic_settings(cfg.model)
+
+    def pick(given: Any, source: str, default: Any, overrides: dict[str, Any], where: str) -> tuple[Any, dict]:
+        base, base_from = (given, source) if given is not None else (default, "critic")
+        chosen = with_fields(base, overrides, where)
+        fields = [f.name for f in dataclasses.fields(chosen)]
+        return chosen, {f: ("flag" if overrides.get(f) is not None else base_from) for f in fields}
+
+    video, video_from = pick(cfg.video, cfg.video_source, critic.video, cfg.video_overrides, "video settings")
+    sampling, sampling_from = pick(
+        cfg.sampling, cfg.sampling_source, critic.sampling, cfg.sampling_overrides, "sampling settings"
+    )
+    protocol = ScoringProtocol(
+        video, sampling, video_from, sampling_from, critic.kind, critic.reason, sampling_used=cfg.mode == "generate"
+    )
+    resolved = dataclasses.replace(cfg, video=video, sampling=sampling, video_source=protocol.video_source)
+    resolved.sampling_source = protocol.sampling_source
+    return resolved, protocol
 
 
 def _make_scorer(cfg: ScoreConfig, prompt: Any) -> Any:
@@ -488,6 +525,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one
     (local engine only)."""
     start = time.perf_counter()
+    cfg, protocol = resolve_settings(cfg)
     if cfg.engine not in ("local", "ray"):
         raise RecipeError(f"unknown engine {cfg.engine!r}", hint="use engine 'local' or 'ray'")
     if cfg.engine == "ray":
@@ -521,5 +559,6 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Any = None) ->
     result.warnings = warnings
     result.task = cfg.task
     result.label_column = cfg.label_column
+    result.protocol = protocol
     _write_outputs(cfg, result)
     return result

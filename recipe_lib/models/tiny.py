@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recipe_lib.constants import DEMO_CRITIC_KEY
 from recipe_lib.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 12845056
 
 MARKER_FILE = "tiny_critic.json"
-FORMAT_VERSION = 1
+# 2: config.json carries DEMO_CRITIC_KEY (a folder built as version 1 is rebuilt: the build is deterministic).
+FORMAT_VERSION = 2
 
 # Files a complete tiny critic folder holds; the marker is written last, so its presence means the build finished.
 REQUIRED_FILES: tuple[str, ...] = (
@@ -387,6 +389,8 @@ def _build_model(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qwen2_
         tie_word_embeddings=False,
     )
     config.initializer_range = cfg.initializer_range
+    # Kept by save_pretrained in every checkpoint trained from this critic: how the demo critic is recognised.
+    setattr(config, DEMO_CRITIC_KEY, "the demo profile's tiny critic, built by recipe_lib.models.tiny")
     torch.manual_seed(cfg.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(

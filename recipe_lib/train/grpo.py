@@ -11,7 +11,8 @@ One step
 2. Sample ``n = rollout.n_generation`` completions per prompt at ``train.train_policy.temperature`` (no top-k/top-p
    truncation, at most ``rollout.max_response_length`` tokens, stopping at the end-of-turn token).
 3. Reward each completion with :func:`recipe_lib.rewards.combined_reward` against the sample's label
-   (``[custom.reward]``: ``dense`` 1 / 0.5 / 0 or ``linear``, plus ``format_weight`` x the format reward).
+   (``[custom.reward]``: ``dense`` 1 / 0.5 / 0 or ``linear``, plus ``format_weight`` x the format reward; default
+   ``dense`` + 1.0 x format, the cookbook's GRPO script).
 4. Advantages are normalised within each prompt's group: ``A = (r - mean(r)) / (std(r) + 1e-6)`` (sample std), and
    0 for every completion of a group whose rewards are all equal — such a group carries no signal; the share of
    groups that do is logged as ``signal_fraction``.

@@ -1,15 +1,20 @@
 """Checkpoint sweep: score every saved checkpoint of a training run on an evaluation split and plot the curves.
 
 ``sweep_checkpoints(SweepConfig) -> SweepResult`` scores the run's starting model (step 0), each ``step_N``
-checkpoint still on disk and ``final`` with :func:`recipe_lib.inference.scoring.score_videos` (``expected`` mode), so
-every point is cached under ``<run>/sweep/<checkpoint>/`` and a rerun scores only checkpoints it has not seen
-(a retrained checkpoint in the same folder has new weights and is scored again). :func:`plot_sweep` draws accuracy
-and Pearson against the training step, with the recipe's published numbers as labelled reference lines.
+checkpoint still on disk and ``final`` with :func:`recipe_lib.inference.scoring.score_videos`, so every point is cached
+under ``<run>/sweep/<checkpoint>/`` and a rerun scores only checkpoints it has not seen (a retrained checkpoint in the
+same folder has new weights and is scored again). :func:`plot_sweep` draws accuracy and Pearson against the training
+step, with the published numbers (:data:`recipe_lib.constants.PUBLISHED`) as labelled reference lines.
 
-The published numbers are for the real ``nvidia/Cosmos-Reason1-7B`` on VideoPhy-2's test split (Pearson r of the
-score against the human ``pc`` label): zero-shot 0.293, SFT best 0.395 (step 60), GRPO 0.425 (best checkpoint, step
-900, accuracy 0.374), and the VideoPhy-AutoEval critic 0.37. They are drawn for orientation only: a demo run trains
-the tiny critic on synthetic clips, a different model on different data.
+How a checkpoint is scored (``mode``): the recipe scores its checkpoints by sampling answers with its scoring
+script's settings (:class:`recipe_lib.config.SamplingSettings`), the GRPO ones with the thinking prompt they were
+trained with — ``generate``. ``auto`` (the default) does that for any critic but the demo one; the demo critic keeps
+``expected`` (one forward pass reading p(1..5)), which is what lets notebooks 03/04 sweep on a CPU in seconds. The
+kind of run (``sft`` / ``grpo``) is read from the run's ``run.json``; a cosmos-rl export folder has none, so pass
+``run_kind`` (the sweep says when it assumed ``sft``).
+
+The published numbers are for the real critics on VideoPhy-2's test split. They are drawn for orientation only: a
+demo run trains the tiny critic on synthetic clips, a different model on different data.
 """
 
 from __future__ import annotations
@@ -17,37 +22,40 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from recipe_lib.config import VideoSettings, resolve_model, to_dict
+from recipe_lib.config import SamplingSettings, VideoSettings, resolve_model, resolve_path, to_dict
+from recipe_lib.constants import PUBLISHED, PublishedFigure
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.io import atomic_write_json
-from recipe_lib.profiles import get_profile
+from recipe_lib.profiles import get_profile, is_demo_critic
 from recipe_lib.train.logger import progress_enabled
 from recipe_lib.train.run_folder import CHECKPOINTS, FINAL, STATE_JSON, RunFolder
 
-# (label, metric, value): the recipe's published key points for Cosmos-Reason1-7B on VideoPhy-2.
-PUBLISHED: tuple[tuple[str, str, float], ...] = (
-    ("zero-shot", "pearson", 0.293),
-    ("SFT best (step 60)", "pearson", 0.395),
-    ("GRPO best (step 900)", "pearson", 0.425),
-    ("VideoPhy-AutoEval", "pearson", 0.37),
-    ("GRPO best (step 900)", "accuracy", 0.374),
-)
-PUBLISHED_NOTE = "published: Cosmos-Reason1-7B on VideoPhy-2 (not this model or data)"
+__all__ = ["PUBLISHED", "PublishedFigure", "SweepConfig", "SweepResult", "plot_sweep", "sweep_checkpoints"]
+PUBLISHED_NOTE = "published: real 7B critics on VideoPhy-2's test split (not this model or data)"
+THINKING_PROMPT = "video_reward_with_thinking"  # the recipe's GRPO prompt (ours in prompts/)
 
 
 @dataclasses.dataclass
 class SweepConfig:
     """What to sweep. ``eval_data``: a dataset folder or table with ``video_url`` and ``pc`` (a conversation dataset
-    qualifies). ``video`` None: the sampling keys of the eval conversations when they carry them, else the profile's.
-    ``prompt`` None: the file in ``prompts/`` (or ``build/prompts``) whose system prompt the conversations use."""
+    qualifies). ``video`` None: the sampling keys of the eval conversations when they carry them, else the critic's
+    (:func:`recipe_lib.profiles.critic_settings`). ``prompt`` None: the prompt the run was trained with (the file in
+    ``prompts/`` or ``build/prompts`` whose system prompt its training conversations use), else the eval
+    conversations' for SFT runs and the thinking prompt for GRPO runs. ``mode`` and ``run_kind``: see the module
+    docstring. ``video_overrides`` / ``sampling_overrides``: settings given as flags, which win over everything."""
 
     run_dir: Path
     eval_data: str
-    prompt: str | None = None  # None: the prompt file the eval conversations were written with, else video_reward
-    profile: str = "demo"
+    prompt: str | None = None
+    profile: str = "demo"  # device and dtype defaults only: video and sampling settings follow the critic
+    mode: Literal["auto", "expected", "generate"] = "auto"
+    run_kind: Literal["sft", "grpo"] | None = None  # None: from run.json
     video: VideoSettings | None = None
+    sampling: SamplingSettings | None = None
+    video_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sampling_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     batch_size: int = 16
     device: str | None = None
     dtype: str | None = None
@@ -66,6 +74,8 @@ class SweepPoint:
     scored: int
     skipped: int
     from_cache: int
+    unparsed: int = 0
+    settings: dict[str, Any] | None = None  # the video/sampling settings used and their sources (ScoringProtocol)
 
 
 @dataclasses.dataclass
@@ -73,6 +83,45 @@ class SweepResult:
     run_dir: Path
     out_dir: Path
     points: list[SweepPoint]
+    run_kind: str = "sft"
+    run_kind_source: str = ""
+    mode: str = "expected"
+    mode_source: str = ""
+    prompt: str = ""
+    prompt_source: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """How the checkpoints were scored (kind of run, mode, prompt, settings — each with its source) and the
+        points; written as ``sweep_summary.json``."""
+        settings = self.points[0].settings if self.points else None
+        return {
+            "run_dir": str(self.run_dir),
+            "run_kind": self.run_kind,
+            "run_kind_source": self.run_kind_source,
+            "mode": self.mode,
+            "mode_source": self.mode_source,
+            "prompt": self.prompt,
+            "prompt_source": self.prompt_source,
+            "settings": settings,
+            "points": [dataclasses.asdict(p) for p in self.points],
+        }
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"run kind {self.run_kind} ({self.run_kind_source}); mode {self.mode} ({self.mode_source}); "
+            f"prompt {Path(self.prompt).stem} ({self.prompt_source})"
+        ]
+        if self.points and self.points[0].settings:
+            s = self.points[0].settings
+            video = ", ".join(f"{k} {v}" for k, v in s["video"].items() if v is not None)
+            lines.append(f"video: {video} (from {s['video_source']}; {s['critic']} critic)")
+            sampling = s["sampling"]
+            text = ", ".join(f"{k} {v}" for k, v in sampling.items()) if sampling else "none (expected mode)"
+            lines.append(f"sampling: {text}" + (f" (from {s['sampling_source']})" if sampling else ""))
+        unparsed = sum(p.unparsed for p in self.points)
+        if unparsed:
+            lines.append(f"unparsed answers: {unparsed} over {len(self.points)} checkpoints (counted, not dropped)")
+        return lines
 
     def frame(self):  # noqa: ANN201 - pandas.DataFrame
         import pandas as pd
@@ -174,8 +223,11 @@ def _prompt_files() -> list[Path]:
     return sorted(PROMPTS_DIR.glob("*.yaml")) + sorted((build_dir() / "prompts").glob("*.yaml"))
 
 
-def resolve_sweep_prompt(prompt: str | None, messages: list[dict[str, Any]] | None) -> str:
-    """The prompt to score with: ``prompt`` (checked against the conversations) or the one they were written with."""
+def resolve_sweep_prompt(
+    prompt: str | None, messages: list[dict[str, Any]] | None, fallback: str = "video_reward"
+) -> str:
+    """The prompt to score with: ``prompt`` (checked against the conversations) or the one they were written with
+    (``fallback`` when there are none)."""
     from recipe_lib.prompts import load_prompt
 
     system = _system_text(messages) if messages else None
@@ -187,7 +239,7 @@ def resolve_sweep_prompt(prompt: str | None, messages: list[dict[str, Any]] | No
             )
         return prompt
     if system is None:
-        return "video_reward"
+        return fallback
     for path in _prompt_files():
         try:
             if load_prompt(path).system_prompt.strip() == system:
@@ -198,6 +250,54 @@ def resolve_sweep_prompt(prompt: str | None, messages: list[dict[str, Any]] | No
         "no prompt file matches the system prompt of the eval conversations",
         hint="pass the prompt file the run was trained with (--prompt PATH)",
     )
+
+
+def _run_settings(run_dir: Path) -> dict[str, Any]:
+    marker = Path(run_dir) / "run.json"
+    try:
+        settings = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def resolve_run_kind(cfg: SweepConfig, settings: dict[str, Any]) -> tuple[str, str]:
+    """(``sft`` | ``grpo``, where that came from): ``run_kind`` when given, else the run's ``run.json``."""
+    recorded = ((settings.get("train") or {}).get("train_policy") or {}).get("type")
+    if cfg.run_kind is not None:
+        if cfg.run_kind not in ("sft", "grpo"):
+            raise ConfigError(f"--run-kind {cfg.run_kind!r} is not allowed: it must be sft or grpo")
+        if recorded in ("sft", "grpo") and recorded != cfg.run_kind:
+            raise ConfigError(
+                f"--run-kind {cfg.run_kind}, but {Path(cfg.run_dir) / 'run.json'} records a {recorded} run",
+                hint="leave --run-kind out for a run trained here (its run.json says what it was)",
+            )
+        return cfg.run_kind, "flag"
+    if recorded in ("sft", "grpo"):
+        return recorded, "run.json"
+    return "sft", "assumed: the folder has no run.json (a cosmos-rl export); pass --run-kind grpo for a GRPO run"
+
+
+def _training_conversation(settings: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The first conversation of the dataset the run trained on, when run.json names one that is still there."""
+    path = ((settings.get("custom") or {}).get("dataset") or {}).get("path")
+    if not path:
+        return None
+    try:
+        return _first_conversation(str(resolve_path(path)))
+    except (OSError, ValueError, RecipeError):
+        return None
+
+
+def resolve_mode(cfg: SweepConfig, start_model: str) -> tuple[str, str]:
+    """(``expected`` | ``generate``, why): ``auto`` samples answers like the recipe, except for the demo critic."""
+    if cfg.mode in ("expected", "generate"):
+        return cfg.mode, "flag"
+    if cfg.mode != "auto":
+        raise ConfigError(f"--mode {cfg.mode!r} is not allowed: it must be auto, expected or generate")
+    if is_demo_critic(start_model):
+        return "expected", "auto: the demo critic keeps the fast expected score (--mode generate samples answers)"
+    return "generate", "auto: the recipe scores checkpoints by sampling answers"
 
 
 def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
@@ -214,14 +314,25 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             hint="pass the train.output_dir of a run (in-process: holds checkpoints/; cosmos-rl: holds safetensors/)",
         )
     profile = get_profile(cfg.profile)
+    settings = _run_settings(run_dir)
+    run_kind, run_kind_source = resolve_run_kind(cfg, settings)
     messages = _first_conversation(cfg.eval_data)
-    prompt = resolve_sweep_prompt(cfg.prompt, messages)
-    video = cfg.video
+    trained_on = _training_conversation(settings)
+    fallback = THINKING_PROMPT if run_kind == "grpo" else "video_reward"
+    if trained_on is not None:
+        prompt = resolve_sweep_prompt(cfg.prompt, trained_on, fallback)
+        prompt_source = "flag (checked against the training conversations)" if cfg.prompt else "training conversations"
+    elif run_kind == "grpo":
+        prompt = cfg.prompt or THINKING_PROMPT
+        prompt_source = "flag" if cfg.prompt else "the recipe's GRPO prompt (thinking)"
+    else:
+        prompt = resolve_sweep_prompt(cfg.prompt, messages, fallback)
+        prompt_source = "flag" if cfg.prompt else ("eval conversations" if messages else "the recipe's prompt")
+    video, video_source = cfg.video, "given"
     if video is None and messages is not None:
         from recipe_lib.train.batching import parse_sample
 
-        video = parse_sample(messages, 0, require_answer=False).video_settings
-    video = video or profile.video
+        video, video_source = parse_sample(messages, 0, require_answer=False).video_settings, "eval conversations"
     checkpoints = run_checkpoints(run_dir)
     for _, _, path in checkpoints:
         _check_loadable(path)
@@ -232,6 +343,7 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             targets.insert(0, (0, "start", start))
     if not targets:
         raise DataError(f"{run_dir} has no checkpoints yet", hint="train first (or wait for the first save_freq steps)")
+    mode, mode_source = resolve_mode(cfg, targets[0][2])
     out_dir = Path(cfg.out_dir or run_dir / "sweep")
     points: list[SweepPoint] = []
     for step, name, model in targets:
@@ -241,8 +353,12 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
                 out_dir=out_dir / name,
                 model=model,
                 prompt=prompt,
-                mode="expected",
+                mode=mode,  # type: ignore[arg-type]
                 video=video,
+                sampling=cfg.sampling,
+                video_overrides=dict(cfg.video_overrides),
+                sampling_overrides=dict(cfg.sampling_overrides),
+                video_source=video_source,
                 batch_size=cfg.batch_size,
                 device=cfg.device or profile.device,
                 dtype=cfg.dtype or profile.dtype,
@@ -252,9 +368,24 @@ def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
             progress=progress,
         )
         metrics = metrics_from_rows(result.rows).to_dict()
-        points.append(SweepPoint(step, name, model, metrics, len(result.rows), len(result.skipped), result.n_cached))
-    sweep = SweepResult(run_dir, out_dir, points)
+        points.append(
+            SweepPoint(
+                step,
+                name,
+                model,
+                metrics,
+                len(result.rows),
+                len(result.skipped),
+                result.n_cached,
+                result.n_unparsed,
+                result.protocol.to_json() if result.protocol else None,
+            )
+        )
+    sweep = SweepResult(
+        run_dir, out_dir, points, run_kind, run_kind_source, mode, mode_source, str(prompt), prompt_source
+    )
     sweep.save()
+    atomic_write_json(out_dir / "sweep_summary.json", sweep.summary())
     (out_dir / "sweep_config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str))
     return sweep
 
@@ -273,7 +404,10 @@ def plot_sweep(
     fig = Figure(figsize=(5.2 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     steps = [p.step for p in result.points]
-    colours = ("#8172b3", "#55a868", "#c44e52", "#937860", "#da8bc3")
+    from recipe_lib.plots import published_lines
+
+    # An SFT run is drawn against the SFT figures; a GRPO run (which starts from SFT) against both.
+    stages = ("zero-shot", "sft", "baseline") + (("grpo",) if result.run_kind == "grpo" else ())
     for ax, metric in zip(axes, metrics):
         values = [p.metrics.get(metric) for p in result.points]
         xs = [s for s, v in zip(steps, values) if v is not None]
@@ -287,10 +421,7 @@ def plot_sweep(
             if majority is not None:
                 ax.axhline(majority, linestyle="--", color="grey", linewidth=1, label="majority class (this split)")
         if published:
-            refs = [(label, value) for label, m, value in PUBLISHED if m == metric]
-            for (label, value), colour in zip(refs, colours):
-                name = f"published 7B, {label}: {value:.3f}"
-                ax.axhline(value, linestyle=":", color=colour, linewidth=1.2, label=name)
+            published_lines(ax, metric, stages)
         ax.set_xlabel("training step")
         ax.set_ylabel(metric)
         ax.set_title(metric)

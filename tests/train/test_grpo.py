@@ -127,8 +127,10 @@ def test_rewards_on_real_critic_outputs(model_outputs):
             continue
         pred, gt = int(m.group(1)), int(m.group(2))
         gap = abs(pred - gt)
-        assert combined_reward(text, gt) == (1.0 if gap == 0 else 0.5 if gap == 1 else 0.0)
-        assert combined_reward(text, gt, score="linear") == pytest.approx(max(0.0, 1 - gap / 4))
+        dense = 1.0 if gap == 0 else 0.5 if gap == 1 else 0.0
+        assert combined_reward(text, gt, format_weight=0.0) == dense
+        assert combined_reward(text, gt) == dense + 1.0, "default: dense + 1.0 x format (the cookbook's script)"
+        assert combined_reward(text, gt, score="linear", format_weight=0.0) == pytest.approx(max(0.0, 1 - gap / 4))
         assert format_reward(text) == 1.0
         scored += 1
     assert scored >= 2
@@ -243,6 +245,12 @@ def test_grpo_run_logs_signal_and_resumes(answering_critic, synth_clips, tmp_pat
     assert [e["step"] for e in result.evals] == [2, 3]
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["texts"] and len(samples[0]["rewards"]) == 2
+    from recipe_lib.rewards import format_reward
+
+    # configs/demo/grpo.toml keeps the cookbook's format_weight 1.0: with the compact prompt no reply has a think
+    # block, so the format term is 0 throughout (as the config says) and rewards stay in [0, 1].
+    assert _grpo_config(tmp_path, answering_critic, data).custom.reward.format_weight == 1.0
+    assert all(format_reward(t) == 0.0 for s in samples for t in s["texts"])
     summary = result.summary()
     assert summary["reward_first"] == result.history[0]["reward_mean"]
     assert summary["reward_last"] == result.history[-1]["reward_mean"]

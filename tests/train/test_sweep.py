@@ -3,6 +3,7 @@ reference lines, the CLI; and the notebooks 03/04 end to end (slow)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,11 @@ def test_sweep_scores_every_checkpoint_and_caches(short_run):
     fig = plot_sweep(result)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
-    for name, _metric, value in PUBLISHED:
-        assert any(name in label and f"{value:.3f}" in label and "published" in label for label in labels), name
-    assert any("Cosmos-Reason1-7B on VideoPhy-2" in t.get_text() for t in fig.texts)
+    assert result.run_kind == "sft" and result.run_kind_source == "run.json"
+    for p in PUBLISHED:
+        drawn = any(p.label in label and f"{p.value:.3f}" in label and p.cite in label for label in labels)
+        assert drawn == (p.stage != "grpo"), p  # an SFT run is drawn against the zero-shot, SFT and baseline figures
+    assert any("real 7B critics on VideoPhy-2" in t.get_text() for t in fig.texts)
     frame = result.frame()
     assert list(frame["checkpoint"]) == ["start", "step_000002", "step_000004", "final"]
 
@@ -140,3 +143,89 @@ def test_sweep_finds_cosmos_rl_exports(short_run, tmp_path):
     (root / "20260101120000" / "safetensors" / "step_5" / "preprocessor_config.json").unlink()
     with pytest.raises(DataError, match="no processor files"):
         sweep_checkpoints(SweepConfig(run_dir=root, eval_data=str(data)), progress=False)
+
+
+def test_sweep_mode_generate_records_settings_and_sources(short_run):
+    """--mode generate samples answers (the demo critic's 16-token budget, the recipe's temperature) and the summary
+    says how every checkpoint was scored; auto keeps the fast expected score for the demo critic."""
+    from recipe_lib.demo import DEMO_PROMPT
+    from recipe_lib.train.sweep import SweepConfig, sweep_checkpoints
+
+    run_dir, data = short_run
+    auto = sweep_checkpoints(
+        SweepConfig(run_dir=run_dir, eval_data=str(data), limit=2, out_dir=run_dir / "sw_auto"), progress=False
+    )
+    assert auto.mode == "expected" and auto.mode_source.startswith("auto: the demo critic")
+    assert auto.prompt.endswith(f"{DEMO_PROMPT}.yaml") and auto.prompt_source == "training conversations"
+    for p in auto.points:
+        assert p.settings["sampling"] is None and p.settings["video_source"] == "eval conversations"
+    cfg = SweepConfig(
+        run_dir=run_dir, eval_data=str(data), mode="generate", limit=2, include_start=False, out_dir=run_dir / "sw_gen"
+    )
+    result = sweep_checkpoints(cfg, progress=False)
+    assert result.mode == "generate" and result.mode_source == "flag"
+    for p in result.points:
+        assert p.settings["critic"] == "demo" and p.settings["sampling"]["max_new_tokens"] == 16
+        assert p.settings["sampling"]["temperature"] == 0.6 and p.settings["sampling_source"] == "critic"
+        assert p.scored == 2 and 0 <= p.unparsed <= 2
+    summary = json.loads((result.out_dir / "sweep_summary.json").read_text())
+    assert summary["mode"] == "generate" and summary["run_kind"] == "sft" and summary["run_kind_source"] == "run.json"
+    assert summary["settings"]["video"]["fps"] == 4.0 and len(summary["points"]) == len(result.points)
+    assert any(line.startswith("sampling: temperature 0.6") for line in result.summary_lines())
+
+
+def test_sweep_of_other_critics_samples_like_the_recipe(short_run, tmp_path):
+    """Checkpoints that are not the demo critic (a cosmos-rl export layout, config key removed): auto samples answers
+    with the recipe's settings; a GRPO run is scored with the thinking prompt and drawn against the GRPO figures."""
+    import shutil
+
+    from matplotlib.figure import Figure
+
+    from recipe_lib.constants import published
+    from recipe_lib.demo import DEMO_PROMPT
+    from recipe_lib.errors import ConfigError
+    from recipe_lib.train.sweep import SweepConfig, plot_sweep, sweep_checkpoints
+
+    run_dir, data = short_run
+    root = tmp_path / "outputs"
+    step = root / "20260101120000" / "safetensors" / "step_10"
+    shutil.copytree(run_dir / "checkpoints" / "final", step)
+    config = json.loads((step / "config.json").read_text())
+    del config["plausibility_demo_critic"]
+    (step / "config.json").write_text(json.dumps(config))
+    quick = {"max_new_tokens": 8}  # the recipe's 4096 new tokens do not fit the tiny critic's 4096-token context
+    sft = sweep_checkpoints(
+        SweepConfig(run_dir=root, eval_data=str(data), limit=2, sampling_overrides=quick, prompt=DEMO_PROMPT),
+        progress=False,
+    )
+    assert sft.mode == "generate" and sft.mode_source == "auto: the recipe scores checkpoints by sampling answers"
+    assert sft.run_kind == "sft" and sft.run_kind_source.startswith("assumed")
+    s = sft.points[0].settings
+    assert s["critic"] == "recipe" and s["sampling"]["top_k"] == 50 and s["sampling"]["repetition_penalty"] == 1.05
+    assert s["sampling_from"]["max_new_tokens"] == "flag" and s["video_source"] == "eval conversations"
+    grpo = sweep_checkpoints(
+        SweepConfig(run_dir=root, eval_data=str(data), limit=2, sampling_overrides=quick, run_kind="grpo"),
+        progress=False,
+    )
+    assert grpo.run_kind == "grpo" and grpo.run_kind_source == "flag"
+    assert grpo.prompt == "video_reward_with_thinking" and "thinking" in grpo.prompt_source
+    fig = plot_sweep(grpo)
+    assert isinstance(fig, Figure)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    for p in published(stage="grpo"):
+        assert any(f"{p.value:.3f}" in label for label in labels), p
+    with pytest.raises(ConfigError, match="records a sft run"):
+        sweep_checkpoints(SweepConfig(run_dir=run_dir, eval_data=str(data), run_kind="grpo"), progress=False)
+
+
+def test_sweep_cli_mode_and_flags(short_run):
+    run_dir, data = short_run
+    r = run_cli(
+        "sweep", str(run_dir), "--data", str(data), "--quiet", "--mode", "generate", "--max-new-tokens", "4",
+        "--limit", "2", "--no-start",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "mode generate (flag)" in r.stdout and "max_new_tokens 4" in r.stdout and "from critic" in r.stdout
+    assert (run_dir / "sweep" / "sweep_summary.json").is_file()
+    r = run_cli("sweep", str(run_dir), "--data", str(data), "--temperature", "-1")
+    assert r.returncode == 2 and "--temperature -1 is not allowed" in r.stderr
