@@ -67,9 +67,24 @@ def sampling_flags(args: argparse.Namespace) -> dict[str, Any]:
     return _given(args, SAMPLING_FLAGS)
 
 
+def _number(text: str) -> int | float:
+    """``text`` as an int or a finite float (``ValueError`` when it is neither)."""
+    import math
+
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 def parse_params(pairs: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read with ``yaml.safe_load`` (numbers, booleans, strings, lists — no object
-    construction); a value it refuses is a one-line error naming the parameter."""
+    construction), except that a number YAML 1.1 reads as a string (``5e-4``, which has no dot) is a number; a value
+    it refuses is a one-line error naming the parameter."""
     import yaml
 
     from recipe_lib.errors import ConfigError
@@ -80,6 +95,12 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"parameter '{pair}' is not key=value")
         key, value = pair.split("=", 1)
+        try:
+            params[key.strip()] = _number(value)
+        except ValueError:
+            pass
+        else:
+            continue
         try:
             params[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:

@@ -357,10 +357,25 @@ class LaunchResult:
         return full
 
 
-def launch_env() -> dict[str, str]:
-    """Folders put first for the launched processes: this venv's ``python`` (cosmos-rl's scripts call ``python``)
-    on PATH, and the repository on PYTHONPATH so the entry scripts import ``recipe_lib``."""
-    return {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(REPO_ROOT)}
+def python_dir(shim_root: str | Path | None = None) -> Path:
+    """A folder whose ``python`` is this interpreter (cosmos-rl's launcher and scripts call plain ``python``): the
+    interpreter's own folder when it has one (a venv), else ``<shim_root>/bin`` with a link named ``python`` (a
+    machine with only ``python3``)."""
+    here = Path(sys.executable).parent
+    if (here / "python").exists() or shim_root is None:
+        return here
+    shim = Path(shim_root) / "bin"
+    shim.mkdir(parents=True, exist_ok=True)
+    link = shim / "python"
+    if not link.exists():
+        link.symlink_to(Path(sys.executable).resolve())
+    return shim
+
+
+def launch_env(shim_root: str | Path | None = None) -> dict[str, str]:
+    """Folders put first for the launched processes: a folder with this interpreter as ``python`` on PATH
+    (:func:`python_dir`), and the repository on PYTHONPATH so the entry scripts import ``recipe_lib``."""
+    return {"PATH": str(python_dir(shim_root)), "PYTHONPATH": str(REPO_ROOT)}
 
 
 def launch(
@@ -384,9 +399,8 @@ def launch(
     if log_dir is not None:
         command += ["--log-dir", str(Path(log_dir).resolve())]
     command.append(str(entry_path))
-    env = launch_env()
     if dry_run:
-        return LaunchResult(command=command, env=env, ran=False)
+        return LaunchResult(command=command, env=launch_env(), ran=False)
     prereq = check_prerequisites(kind, gpus_needed(mapping))
     missing = list(prereq.missing)
     wanted = ["dataset"] + (["eval_dataset"] if mapping.get("validation", {}).get("enable") else [])
@@ -399,7 +413,8 @@ def launch(
             f"cannot launch cosmos-rl: missing {'; '.join(missing)}",
             hint="run 'plausibility cosmos check' to see what this machine has",
         )
-    result = LaunchResult(command=command, env=env, ran=True)
+    shim_root = Path(log_dir).resolve() if log_dir is not None else config_path.parent / ".cosmos-launch"
+    result = LaunchResult(command=command, env=launch_env(shim_root), ran=True)
     proc = subprocess.run(command, env=result.environment(), check=False)
     result.returncode = proc.returncode
     return result

@@ -479,3 +479,21 @@ def test_cli_render_and_launch(conversation_sets, tmp_path: Path) -> None:  # no
     assert smoke["train"]["max_num_steps"] == 10 and smoke["custom"]["vision"]["fps"] == 4
     proc = run_cli("cosmos", "render", "--kind", "sft", "--out", str(tmp_path), "--set", "train.max_num_stepz=10")
     assert proc.returncode == 2 and "cosmos-rl does not know the key 'train.max_num_stepz'" in proc.stderr
+
+
+def test_launch_gives_cosmos_rl_a_python(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """cosmos-rl's scripts call plain ``python``: next to a venv's interpreter it exists; on a machine with only
+    ``python3`` the launch puts a link named ``python`` first on PATH."""
+    import subprocess
+    import sys
+
+    assert cosmos.python_dir(tmp_path) == Path(sys.executable).parent  # this venv has its python
+    lone = tmp_path / "only3"
+    lone.mkdir()
+    (lone / "python3").symlink_to(Path(sys.executable).resolve())
+    monkeypatch.setattr(sys, "executable", str(lone / "python3"))
+    shim = cosmos.python_dir(tmp_path / "logs")
+    assert shim == tmp_path / "logs" / "bin" and (shim / "python").resolve() == (lone / "python3").resolve()
+    out = subprocess.run([str(shim / "python"), "-c", "print('ok')"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    assert cosmos.launch_env(tmp_path / "logs")["PATH"] == str(shim)
