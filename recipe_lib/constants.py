@@ -18,3 +18,10 @@ FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
 # Caps on user tables, checked before a table is parsed, so a hostile or broken file fails in bounded memory.
 MAX_TABLE_ROWS = 100_000  # rows of one table or label sheet
 MAX_CELL_CHARS = 65_536  # characters of one cell (a caption longer than this is not a caption)
+
+# Collapse warning: a critic whose parsed answers are at least this share one score (the documented failure is a
+# critic that answers "4" for everything) is flagged in summaries, reports and notebook 06. Below
+# COLLAPSE_MIN_PREDICTIONS parsed answers the check is not made (and the summary says so): 3 of 3 answers being 4
+# says nothing.
+COLLAPSE_SHARE = 0.8
+COLLAPSE_MIN_PREDICTIONS = 10

@@ -4,6 +4,12 @@ labels when the clips have them, and write the HTML report — one function for 
 ``run_score_stage(ScoreStageConfig) -> ScoreStageResult``; ``result.summary_lines()`` is what the command prints.
 Scoring itself (cached, resumable, every skip recorded) is :func:`recipe_lib.inference.scoring.score_videos`; the
 per-clip files and the manifest are :func:`recipe_lib.filtering.write_filter_outputs`.
+
+With ``calibration`` (a file from ``plausibility calibrate``) p(1..5) are calibrated after scoring, and the expected
+score, the score and every output (``scores.csv``, predictions, manifest, report) are computed from the calibrated
+probabilities; ``results.sqlite`` keeps the critic's own, so the same store serves calibrated and uncalibrated runs.
+``summary.json`` records the calibration applied (file, method, parameters) and the collapse check
+(:mod:`recipe_lib.collapse`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from recipe_lib.collapse import check_collapse
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.io import printable, writes_as
@@ -26,6 +33,7 @@ class ScoreStageConfig:
     report: bool = True  # write report.html and evaluation_results.json
     report_title: str | None = None
     label_column: str = LABEL_COLUMN
+    calibration: str | Path | None = None  # a calibration JSON applied to p(1..5) (plausibility calibrate)
 
 
 @dataclasses.dataclass
@@ -35,6 +43,10 @@ class ScoreStageResult:
     suite: Any | None  # recipe_lib.metrics.MetricSuite against the labels, when the clips have labels
     report: Any | None  # recipe_lib.report.ReportResult
     threshold: float
+    collapse: Any = None  # recipe_lib.collapse.CollapseCheck
+    calibration: Any = None  # recipe_lib.calibration.Calibration applied, or None
+    n_uncalibrated: int = 0  # rows without p(1..5) left as they were (unparsed)
+    calibration_warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +55,14 @@ class ScoreStageResult:
 
     def summary_lines(self) -> list[str]:
         lines = scoring_lines(self.scores)
+        if self.calibration is not None:
+            lines.append(
+                f"calibrated with {self.calibration.path} ({self.calibration.describe()}); "
+                f"{self.n_uncalibrated} clip(s) without p(1..5) left as scored"
+            )
+            lines += [f"  warning: {w}" for w in self.calibration_warnings]
+        if self.collapse is not None and self.collapse.collapsed:
+            lines.append(f"  warning: {self.collapse.message()}")
         c = self.filtered.counts
         lines.append(
             f"at threshold {self.threshold:g}: keep {c['keep']}, reject {c['reject']}, "
@@ -83,10 +103,22 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
 
     sc = cfg.score
     out = Path(sc.out_dir)
+    calibration = _load_checked_calibration(cfg)  # a bad file fails before any clip is scored
     # Every file of the stage is checked before anything is scored (a foreign manifest.csv fails now, not after).
     report_files = ReportConfig(out_path=out / "report.html").output_names() if cfg.report else []
     claim_outputs(out, [*SCORE_FILES, *FILTER_FILES, *report_files])
     result = score_videos(sc, progress=progress, scorer=scorer)
+    n_uncalibrated = 0
+    if calibration is not None:
+        from recipe_lib.inference.scoring import results_frame
+        from recipe_lib.io import atomic_write_csv
+
+        rows, n_uncalibrated = calibration.apply_rows(result.rows)
+        result = dataclasses.replace(result, rows=rows)
+        atomic_write_csv(out / "scores.csv", results_frame(rows))  # the per-clip table, calibrated like the rest
+    collapse = check_collapse(result.rows, cfg.label_column)
+    warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
+    _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
     filtered = write_filter_outputs(result.rows, result.skipped, out, cfg.threshold, cfg.label_column)
     suite = None
     if labelled_rows(result.rows, cfg.label_column):
@@ -106,10 +138,55 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
             ReportConfig(
                 out_path=out / "report.html",
                 title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {sc.prompt}, mode {sc.mode}",
+                subtitle=f"critic {sc.model}, prompt {sc.prompt}, mode {sc.mode}"
+                + (f", calibrated with {calibration.path} ({calibration.describe()})" if calibration else ""),
                 threshold=cfg.threshold,
                 label_key=cfg.label_column,
                 workers=sc.workers,
             ),
         )
-    return ScoreStageResult(result, filtered, suite, report, cfg.threshold)
+    return ScoreStageResult(
+        result, filtered, suite, report, cfg.threshold, collapse, calibration, n_uncalibrated, warnings
+    )
+
+
+def _load_checked_calibration(cfg: ScoreStageConfig) -> Any:
+    if cfg.calibration is None:
+        return None
+    from recipe_lib.calibration import load_calibration
+    from recipe_lib.errors import ConfigError
+
+    if cfg.score.mode != "expected":
+        raise ConfigError(
+            "--calibration applies to p(1..5), which only expected mode gives",
+            hint="drop --mode generate, or drop --calibration",
+        )
+    return load_calibration(cfg.calibration)
+
+
+def _calibration_warnings(calibration: Any, sc: ScoreConfig) -> list[str]:
+    """A calibration fitted for another critic, prompt or scoring is applied as asked, with a warning."""
+    fitted = calibration.fitted_on or {}
+    lines = []
+    for key, now in (("model", sc.model), ("prompt", Path(str(sc.prompt)).stem)):
+        then = fitted.get(key)
+        if then and str(then) != str(now) and Path(str(then)).stem != Path(str(now)).stem:
+            lines.append(f"{calibration.path} was fitted for {key} {then}, this run uses {now}")
+    return lines
+
+
+def _extend_summary(out: Path, calibration: Any, n_uncalibrated: int, collapse: Any, warnings: list[str]) -> None:
+    """Add the calibration applied and the collapse check to the scoring stage's ``summary.json``."""
+    import json
+
+    from recipe_lib.io import atomic_write_json
+
+    path = out / "summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    summary["calibration"] = (
+        {"applied": True, **calibration.summary(), "uncalibrated_rows": n_uncalibrated, "warnings": warnings}
+        if calibration is not None
+        else {"applied": False}
+    )
+    summary["collapse"] = collapse.to_dict()
+    atomic_write_json(path, summary)

@@ -94,6 +94,13 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--report-title", default=None, help="title of the HTML report")
     g.add_argument("--label-column", default=None, help="label column when the clips' table has labels (default: pc)")
+    g.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="calibrate p(1..5) with this file from `plausibility calibrate` before deciding (expected mode)",
+    )
 
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         report=args.report,
         report_title=args.report_title,
         label_column=args.label_column or "pc",
+        calibration=getattr(args, "calibration", None),
     )
     result = run_score_stage(stage)
     print("\n".join(result.summary_lines()))
