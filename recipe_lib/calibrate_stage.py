@@ -52,6 +52,8 @@ class CalibrateResult:
 
         lines = scoring_lines(self.scores)
         lines.append(f"fitted {self.calibration.describe()} on {self.before.n_with_probs} labelled clips")
+        if self.calibration.note:
+            lines.append(f"  note: {self.calibration.note}")
         if self.before.note:
             lines.append(f"  note: {self.before.note}")
         pairs = (

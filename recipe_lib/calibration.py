@@ -49,6 +49,7 @@ CALIBRATION_METHODS = ("temperature", "isotonic")
 CALIBRATION_KIND = "plausibility-calibration"
 CALIBRATION_VERSION = 1
 MIN_CALIBRATION_CLIPS = 20  # labelled clips with p(1..5) needed to fit a calibration
+TEMPERATURE_BOUNDS = (0.01, 100.0)  # the search range of T
 _EPS = 1e-12
 _V = np.asarray(SCORE_VALUES, dtype=float)
 
@@ -447,6 +448,7 @@ class Calibration:
     fitted_on: dict[str, Any] = dataclasses.field(default_factory=dict)  # model, prompt, mode, data, n, label column
     in_sample: dict[str, Any] = dataclasses.field(default_factory=dict)  # ECE before/after on the calibration split
     path: str | None = None  # where it was loaded from
+    note: str = ""  # what the fit found worth saying (a temperature at its bound)
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Calibrated p(1..5) for probabilities of shape (n, 5)."""
@@ -504,6 +506,7 @@ class Calibration:
             data["isotonic"] = {"x": self.isotonic_x, "y": self.isotonic_y}
         data["fitted_on"] = self.fitted_on
         data["in_sample"] = self.in_sample
+        data["note"] = self.note
         return data
 
     def save(self, path: str | Path) -> Path:
@@ -554,10 +557,20 @@ def fit_probs(
     if method == "temperature":
         from scipy.optimize import minimize_scalar
 
+        low, high = math.log(TEMPERATURE_BOUNDS[0]), math.log(TEMPERATURE_BOUNDS[1])
         res = minimize_scalar(
-            _nll_temperature, bounds=(-5.0, 5.0), method="bounded", args=(probs, labels, kind, threshold)
+            _nll_temperature, bounds=(low, high), method="bounded", args=(probs, labels, kind, threshold)
         )
-        return Calibration("temperature", threshold, temperature=float(math.exp(res.x)), label_kind=kind)
+        t = float(math.exp(res.x))
+        note = ""
+        if res.x > high - 0.01:
+            note = (
+                f"T reached its upper bound {TEMPERATURE_BOUNDS[1]:g}: the critic's probabilities say almost nothing "
+                "about these labels, so calibration flattens them toward uniform (a collapsed or untrained critic)"
+            )
+        elif res.x < low + 0.01:
+            note = f"T reached its lower bound {TEMPERATURE_BOUNDS[0]:g}: the critic is far too unsure"
+        return Calibration("temperature", threshold, temperature=t, label_kind=kind, note=note)
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
@@ -653,6 +666,7 @@ def load_calibration(path: str | Path) -> Calibration:
         "fitted_on": data.get("fitted_on") or {},
         "in_sample": data.get("in_sample") or {},
         "path": str(path),
+        "note": str(data.get("note") or ""),
     }
     if method == "temperature":
         t = data.get("temperature")

@@ -180,10 +180,10 @@ def _row_prediction(
                     hint=f"p1..p5 are the probabilities of the answers 1-5 (within {PROB_TOLERANCE} of 1)",
                 )
             probs = [float(v) / total for v in values]  # type: ignore[arg-type]
-    score = _number(row.get(score_column), where, f"score {score_column}") if score_column else None
+    score = _number(row.get(score_column), where, score_column) if score_column else None
     if score is not None and not SCORE_MIN <= score <= SCORE_MAX:
         raise DataError(
-            f"{where}: score {score_column}={row.get(score_column)!r} is outside {SCORE_MIN}-{SCORE_MAX}",
+            f"{where}: {score_column} {row.get(score_column)!r} is outside {SCORE_MIN}-{SCORE_MAX}",
             hint="the table's scores must be on the critic's 1-5 scale (rescale other scales first)",
         )
     if probs is not None:
