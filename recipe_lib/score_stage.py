@@ -150,18 +150,24 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
     )
 
 
-def _load_checked_calibration(cfg: ScoreStageConfig) -> Any:
-    if cfg.calibration is None:
+def check_calibration_option(path: str | Path | None, mode: str) -> Any:
+    """The calibration file read and checked (None when not given); an error for generate mode, which has no
+    p(1..5)."""
+    if path is None:
         return None
     from recipe_lib.calibration import load_calibration
     from recipe_lib.errors import ConfigError
 
-    if cfg.score.mode != "expected":
+    if mode != "expected":
         raise ConfigError(
             "--calibration applies to p(1..5), which only expected mode gives",
             hint="drop --mode generate, or drop --calibration",
         )
-    return load_calibration(cfg.calibration)
+    return load_calibration(path)
+
+
+def _load_checked_calibration(cfg: ScoreStageConfig) -> Any:
+    return check_calibration_option(cfg.calibration, cfg.score.mode)
 
 
 def _calibration_warnings(calibration: Any, sc: ScoreConfig) -> list[str]:

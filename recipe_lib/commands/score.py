@@ -148,8 +148,9 @@ def print_summary(result: ScoreResult) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipe_lib.score_stage import ScoreStageConfig, run_score_stage
+    from recipe_lib.score_stage import ScoreStageConfig, check_calibration_option, run_score_stage
 
+    check_calibration_option(args.calibration, args.mode)  # before the critic is built or loaded
     stage = ScoreStageConfig(
         score=score_config(args),
         threshold=args.threshold,
