@@ -73,3 +73,11 @@ PUBLISHED: tuple[PublishedFigure, ...] = (
 def published(metric: str | None = None, stage: str | None = None) -> tuple[PublishedFigure, ...]:
     """The published figures for ``metric`` (and ``stage``), in table order."""
     return tuple(p for p in PUBLISHED if (metric is None or p.metric == metric) and (stage is None or p.stage == stage))
+
+
+# Collapse warning: a critic whose parsed answers are at least this share one score (the documented failure is a
+# critic that answers "4" for everything) is flagged in summaries, reports and notebook 06. Below
+# COLLAPSE_MIN_PREDICTIONS parsed answers the check is not made (and the summary says so): 3 of 3 answers being 4
+# says nothing.
+COLLAPSE_SHARE = 0.8
+COLLAPSE_MIN_PREDICTIONS = 10

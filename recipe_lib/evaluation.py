@@ -5,7 +5,11 @@
 per critic (every number with a bootstrap interval), per-group breakdowns, a comparison table, confusion matrices,
 the threshold that best separates good from bad clips, and, on the synthetic suite, how often each kind of violation
 is caught (share of violating clips scored below the threshold) against the false-alarm rate on plausible clips. It
-writes ``evaluation_report.html`` and ``evaluation_results.json`` (every number in the page) into the output folder.
+also measures the calibration of p(1..5) and P(good) (:mod:`recipe_lib.calibration`) and flags a critic whose
+predictions collapse onto one score (:mod:`recipe_lib.collapse`). A critic given as a table of scores
+(``NAME=scores.csv``, :mod:`recipe_lib.outside_scores`) is joined to the clips and measured the same way, without a
+model. It writes ``evaluation_report.html`` and ``evaluation_results.json`` (every number in the page) into the output
+folder.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recipe_lib.calibration import ECE_BINS, Calibration, CriticCalibration, load_calibration, measure_calibration
+from recipe_lib.collapse import CollapseCheck, check_collapse
 from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
 from recipe_lib.inference.record import item_of
-from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, resolve_inputs, score_videos
 from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
+from recipe_lib.outside_scores import OutsideScoreResult, is_outside_table, load_outside_scores
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
 from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
@@ -36,8 +43,10 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 @dataclasses.dataclass
 class EvalConfig:
-    """What to evaluate. ``critics`` maps a short name (used in tables and folder names) to a model folder or hub id;
-    None means the profile's default (:meth:`recipe_lib.profiles.Profile.critics`)."""
+    """What to evaluate. ``critics`` maps a short name (used in tables and folder names) to a model folder or hub id,
+    or to a table of an outside critic's scores (``.csv``/``.parquet``/``.jsonl``); None means the profile's default
+    (:meth:`recipe_lib.profiles.Profile.critics`). ``calibrations`` maps a critic's name to a calibration file
+    applied to its p(1..5) before anything is measured."""
 
     critics: dict[str, str] | None = None
     eval_data: str | None = None  # dataset folder or table with labels; demo default: the synthetic eval split
@@ -65,6 +74,7 @@ class EvalConfig:
     tasks: tuple[str, ...] = ("pc",)
     caption_column: str = "caption"
     sa_column: str = "sa"
+    calibrations: dict[str, str] | None = None
 
 
 @dataclasses.dataclass
@@ -83,6 +93,30 @@ class EvalResult:
     task: str = "pc"  # the task of ``scores`` / ``metrics``
     task_scores: dict[str, dict[str, ScoreResult]] = dataclasses.field(default_factory=dict)  # critic -> task -> ...
     task_metrics: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # critic -> task/joint -> suite
+    calibration: dict[str, CriticCalibration] = dataclasses.field(default_factory=dict)  # measured, per critic
+    collapse: dict[str, CollapseCheck] = dataclasses.field(default_factory=dict)
+    applied_calibrations: dict[str, Calibration] = dataclasses.field(default_factory=dict)  # critic -> map applied
+
+    def warnings(self) -> list[str]:
+        """Collapse warnings and the clips an outside critic's table left out, one line each."""
+        lines = [m for name, c in self.collapse.items() if (m := c.message(name))]
+        for name, s in self.scores.items():
+            if isinstance(s, OutsideScoreResult):
+                lines += [f"{name}: {line}" for line in s.join_lines()]
+        return lines
+
+    def calibration_table(self) -> Any:
+        """One row per critic: label kind, clips with p(1..5), ECE of p(1..5) and of P(good) with intervals."""
+        import pandas as pd
+
+        table = pd.DataFrame({n: c.row() for n, c in self.calibration.items()}).T
+        table.index.name = "critic"
+        return table
+
+    def reliability_figure(self) -> Any:
+        from recipe_lib.calibration import reliability_figure
+
+        return reliability_figure(self.calibration)
 
     def display_table(self) -> Any:
         """The comparison table with each metric as "value [low, high]" (for reading, not computing)."""
@@ -126,6 +160,18 @@ class EvalResult:
             choice = self.thresholds.get(name)
             rec["best_threshold"] = choice.threshold if choice else None
             rec["best_threshold_f1"] = choice.f1 if choice else None
+            if name in self.calibration:
+                cal = self.calibration[name]
+                rec["ece"] = _none(cal.ece)
+                rec["ece_p_good"] = _none(cal.ece_good)
+                rec["calibration"] = cal.to_dict()
+            if name in self.collapse:
+                rec["collapse"] = self.collapse[name].to_dict()
+            if name in self.applied_calibrations:
+                rec["calibration_applied"] = self.applied_calibrations[name].summary()
+            score = self.scores.get(name)
+            if isinstance(score, OutsideScoreResult):
+                rec["source"] = score.summary()
             if len(self.detection):
                 d = self.detection[self.detection["critic"] == name]
                 viol = d[d["violation"] != "none"]
@@ -199,6 +245,19 @@ def _check_critics(critics: dict[str, str]) -> None:
             )
         if not model or not str(model).strip():
             raise ConfigError(f"critic '{name}' has no model path or hub id")
+
+
+def _load_calibrations(cfg: EvalConfig, critics: dict[str, str]) -> dict[str, Calibration]:
+    """The calibration files named per critic, read and checked before any clip is scored."""
+    out = {}
+    for name, path in (cfg.calibrations or {}).items():
+        if name not in critics:
+            raise ConfigError(
+                f"--calibration names critic '{name}', which is not evaluated",
+                hint=f"critics: {', '.join(critics)} (give NAME=FILE with a NAME from --critic)",
+            )
+        out[name] = load_calibration(path)
+    return out
 
 
 def detection_rates(
@@ -318,9 +377,28 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         *(["tasks.csv"] if len(tasks) > 1 else []),
     ]
     claim_outputs(out, names + ReportConfig(out_path=out / REPORT_NAME, thumbnails=cfg.thumbnails).output_names())
+    calibrations = _load_calibrations(cfg, critics)
+    outside = {name: table for name, table in critics.items() if is_outside_table(table)}
+    tables: dict[str, ScoreResult] = {}
+    if outside:  # joined before any model scores, so a bad table fails at once
+        items = resolve_inputs([eval_data], cfg.split, cfg.label_key)[0]
+        items = items[: cfg.limit] if cfg.limit is not None else items
+        tables = {n: load_outside_scores(n, table, items, out / "scores" / n) for n, table in outside.items()}
+    # An outside critic's table holds one score per clip: it stands in for the main task only.
     task_scores = {
-        name: _score_tasks(cfg, name, model, eval_data, tasks, out, progress) for name, model in critics.items()
+        name: {main_task: tables[name]}
+        if name in tables
+        else _score_tasks(cfg, name, model, eval_data, tasks, out, progress)
+        for name, model in critics.items()
     }
+    for name, calibration in calibrations.items():
+        main = task_scores[name][main_task]
+        if not any(r.get("probs") for r in main.rows):
+            raise DataError(
+                f"critic '{name}' has no p(1..5) to calibrate",
+                hint="calibration applies to expected-mode scores (or a table with p1..p5 columns)",
+            )
+        task_scores[name][main_task] = dataclasses.replace(main, rows=calibration.apply_rows(main.rows)[0])
     scores = {name: by_task[main_task] for name, by_task in task_scores.items()}
     label_key = cfg.label_key if main_task == "pc" else cfg.sa_column
     first = next(iter(scores.values()))
@@ -351,6 +429,10 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     table["majority_accuracy"] = [m.majority_accuracy for m in metrics.values()]
     table["best_threshold"] = [t.threshold if t else float("nan") for t in thresholds.values()]
     detection = detection_rates({n: s.rows for n, s in scores.items()}, cfg.threshold, **boot)
+    calibration = {
+        n: measure_calibration(s.rows, cfg.label_key, threshold=cfg.threshold, **boot) for n, s in scores.items()
+    }
+    collapse = {n: check_collapse(s.rows, cfg.label_key) for n, s in scores.items()}
 
     atomic_write_csv(out / "comparison.csv", table, index=True)
     atomic_write_csv(out / "detection_rates.csv", detection)
@@ -372,6 +454,9 @@ def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         task=main_task,
         task_scores=task_scores,
         task_metrics=task_metrics,
+        calibration=calibration,
+        collapse=collapse,
+        applied_calibrations=calibrations,
     )
     result.report = _write(result, cfg, eval_data)
     return result
@@ -514,6 +599,24 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
                 figure=result.detection_figure(),
             )
         )
+    cal_rows = []
+    for name, cal in result.calibration.items():
+        row = {"critic": name, **cal.row()}
+        if name in result.applied_calibrations:
+            row["note"] = f"calibrated ({result.applied_calibrations[name].describe()}); {row['note']}".rstrip("; ")
+        cal_rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    sections.append(
+        ReportSection(
+            title="Calibration",
+            text="Do the probabilities mean what they say? Left: clips binned by the largest of p(1..5) against the "
+            "share whose most likely digit is the label (graded labels only); right: clips binned by P(good) = "
+            f"p(digit >= {cfg.threshold:g}) against the share labelled good. ECE: the clip-weighted mean gap over "
+            f"{ECE_BINS} bins (0 = calibrated), with a {round(cfg.confidence * 100)} % bootstrap interval. A "
+            "miscalibrated critic is corrected with `plausibility calibrate` on a separate labelled calibration split.",
+            table=cal_rows,
+            figure=result.reliability_figure(),
+        )
+    )
     choice_rows = []
     for name, choice in result.thresholds.items():
         if choice is None:
@@ -561,7 +664,8 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
     report_cfg = ReportConfig(
         out_path=result.out_dir / REPORT_NAME,
         title="Critic evaluation: " + ", ".join(result.critics),
-        subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {Path(resolve_prompt(cfg)).stem}",
+        subtitle=f"{eval_data} · profile {cfg.profile} · mode {cfg.mode} · prompt {Path(resolve_prompt(cfg)).stem}"
+        + "".join(f" · {n} calibrated with {c.path}" for n, c in result.applied_calibrations.items()),
         threshold=cfg.threshold,
         label_key=cfg.label_key if result.task == "pc" else cfg.sa_column,
         thumbnails=cfg.thumbnails,
@@ -571,5 +675,6 @@ def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
         "tasks": {c: {t: s.to_dict() for t, s in suites.items()} for c, suites in result.task_metrics.items()},
         "threshold_curves": {n: (c.to_dict() if c else None) for n, c in result.thresholds.items()},
         "summary": result.summary(),
+        "warnings": result.warnings(),
     }
     return write_report(critics, report_cfg, sections, extra=extra)

@@ -34,6 +34,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from recipe_lib.collapse import check_collapse
 from recipe_lib.errors import RecipeError
 from recipe_lib.filtering import DECISIONS, decide
 from recipe_lib.inference.record import item_of
@@ -314,6 +315,7 @@ def build_report_data(
                 "groups": _records(critic.groups),
                 "skipped": [{"video": s["video"], "reason": s.get("reason", "skipped")} for s in critic.skipped],
                 "unparsed": unparsed,
+                "collapse": check_collapse(critic.rows, cfg.label_key).to_dict(),
             }
         )
     return {
@@ -350,6 +352,7 @@ tr.sample td{font-size:.85em}.thumb{display:block;max-width:260px;height:auto}
 font-weight:600}pre{white-space:pre-wrap;max-width:420px;max-height:240px;overflow:auto;background:#f7f7f7;
 padding:4px;margin:2px 0}.filters{position:sticky;top:0;background:#fff;padding:.4em 0;z-index:1;
 border-bottom:1px solid #eee}.filters label{margin-right:1em}.caption{max-width:300px}
+.warn{background:#fff4e0;border-left:4px solid #e08a00;padding:.4em .7em}
 </style></head>
 <body>
 <h1>{{ d.title }}</h1>
@@ -361,6 +364,8 @@ expected score, else the score, is at least this) · created {{ d.created }}</p>
 <table id="decisions"><tr><th>critic</th><th>model</th>{% for k in decisions %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for c in d.critics %}<tr><td>{{ c.name }}</td><td>{{ c.model }}</td>
 {% for k in decisions %}<td class="num">{{ c.decisions[k] }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% for c in d.critics %}{% if c.collapse.warning %}<p class="warn collapse">&#9888; {{ c.name }}:
+{{ c.collapse.warning }}</p>{% endif %}{% endfor %}
 
 {% if has_metrics %}
 <table id="metrics"><tr><th>metric</th>{% for c in d.critics %}<th>{{ c.name }}</th>{% endfor %}<th>meaning</th></tr>

@@ -10,6 +10,12 @@ one ``score_videos`` call per task into the same folder (one store; ``scores.csv
 the others) with one loaded critic. The keep/reject manifest reads ``keep_on`` (``pc``, ``sa`` or ``joint``: both at
 least the threshold); when pc and sa are both scored the per-clip joint goes to ``joint.csv`` and the joint metric into
 the summary and ``evaluation_results.json``; rule judgements are measured against the rule columns.
+
+With ``calibration`` (a file from ``plausibility calibrate``) p(1..5) are calibrated after scoring, and the expected
+score, the score and every output (``scores.csv``, predictions, manifest, report) are computed from the calibrated
+probabilities; ``results.sqlite`` keeps the critic's own, so the same store serves calibrated and uncalibrated runs.
+``summary.json`` records the calibration applied (file, method, parameters) and the collapse check
+(:mod:`recipe_lib.collapse`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from recipe_lib.collapse import check_collapse
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
 from recipe_lib.io import printable, writes_as
@@ -39,6 +46,7 @@ class ScoreStageConfig:
     keep_on: str | None = None  # pc, sa or joint; default: pc when scored, else sa
     sa_column: str = "sa"  # the sa label
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # task -> prompt (pc: score.prompt)
+    calibration: str | Path | None = None  # a calibration JSON applied to p(1..5) (plausibility calibrate)
 
 
 @dataclasses.dataclass
@@ -53,6 +61,10 @@ class ScoreStageResult:
     keep_on: str | None = "pc"
     joint: list[dict[str, Any]] | None = None  # per-clip joint records, when pc and sa are both scored
     joint_csv: Path | None = None
+    collapse: Any = None  # recipe_lib.collapse.CollapseCheck
+    calibration: Any = None  # recipe_lib.calibration.Calibration applied, or None
+    n_uncalibrated: int = 0  # rows without p(1..5) left as they were (unparsed)
+    calibration_warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +79,14 @@ class ScoreStageResult:
         if self.filtered is not None:
             c = self.filtered.counts
             basis = f" (keep on {self.keep_on})" if self.keep_on != "pc" else ""
+        if self.calibration is not None:
+            lines.append(
+                f"calibrated with {self.calibration.path} ({self.calibration.describe()}); "
+                f"{self.n_uncalibrated} clip(s) without p(1..5) left as scored"
+            )
+            lines += [f"  warning: {w}" for w in self.calibration_warnings]
+        if self.collapse is not None and self.collapse.collapsed:
+            lines.append(f"  warning: {self.collapse.message()}")
             lines.append(
                 f"at threshold {self.threshold:g}{basis}: keep {c['keep']}, reject {c['reject']}, "
                 f"unparsed {c['unparsed']}, skipped {c['skipped']}"
@@ -206,6 +226,7 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
     sc = cfg.score
     out = Path(sc.out_dir)
     tasks = parse_tasks(list(cfg.tasks))
+    calibration = _load_checked_calibration(cfg)  # a bad file fails before any clip is scored
     keep_on = check_keep_on(cfg.keep_on, tasks)
     labels = {"pc": cfg.label_column, "sa": cfg.sa_column}
     configs: dict[str, ScoreConfig] = {}
@@ -232,6 +253,18 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
         if tc.engine == "local" and len(configs) > 1:
             task_scorer = shared.for_prompt(load_prompt(tc.prompt))
         results[task] = score_videos(tc, progress=progress, scorer=task_scorer)
+    # A calibration file is fitted on physics scores: it applies to the pc task.
+    n_uncalibrated = 0
+    if calibration is not None and "pc" in results:
+        from recipe_lib.inference.scoring import results_frame
+
+        rows, n_uncalibrated = calibration.apply_rows(results["pc"].rows)
+        results["pc"] = dataclasses.replace(results["pc"], rows=rows)
+        atomic_write_csv(out / score_files("pc")[0], results_frame(rows, cfg.label_column))
+    collapse_task = "pc" if "pc" in results else tasks[0]
+    collapse = check_collapse(results[collapse_task].rows, labels.get(collapse_task, cfg.label_column))
+    warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
+    _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
 
     suites: dict[str, Any] = {}
     for task, result in results.items():
@@ -280,7 +313,8 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
             ReportConfig(
                 out_path=out / "report.html",
                 title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}{settings}",
+                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}{settings}"
+                + (f", calibrated with {calibration.path} ({calibration.describe()})" if calibration else ""),
                 threshold=cfg.threshold,
                 label_key=labels[shown],
                 workers=sc.workers,
@@ -303,6 +337,10 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
         keep_on=keep_on,
         joint=joint,
         joint_csv=joint_csv,
+        collapse=collapse,
+        calibration=calibration,
+        n_uncalibrated=n_uncalibrated,
+        calibration_warnings=warnings,
     )
 
 
@@ -332,3 +370,51 @@ def task_sections(suites: dict[str, Any], shown: str | None) -> list[Any]:
             table = [{"metric": k, "value": v} for k, v in suite.values.items()]
         sections.append(ReportSection(title=f"Task {task}", text=text, table=table))
     return sections
+
+
+def check_calibration_option(path: str | Path | None, mode: str) -> Any:
+    """The calibration file read and checked (None when not given); an error for generate mode, which has no
+    p(1..5)."""
+    if path is None:
+        return None
+    from recipe_lib.calibration import load_calibration
+    from recipe_lib.errors import ConfigError
+
+    if mode != "expected":
+        raise ConfigError(
+            "--calibration applies to p(1..5), which only expected mode gives",
+            hint="drop --mode generate, or drop --calibration",
+        )
+    return load_calibration(path)
+
+
+def _load_checked_calibration(cfg: ScoreStageConfig) -> Any:
+    return check_calibration_option(cfg.calibration, cfg.score.mode)
+
+
+def _calibration_warnings(calibration: Any, sc: ScoreConfig) -> list[str]:
+    """A calibration fitted for another critic, prompt or scoring is applied as asked, with a warning."""
+    fitted = calibration.fitted_on or {}
+    lines = []
+    for key, now in (("model", sc.model), ("prompt", Path(str(sc.prompt)).stem)):
+        then = fitted.get(key)
+        if then and str(then) != str(now) and Path(str(then)).stem != Path(str(now)).stem:
+            lines.append(f"{calibration.path} was fitted for {key} {then}, this run uses {now}")
+    return lines
+
+
+def _extend_summary(out: Path, calibration: Any, n_uncalibrated: int, collapse: Any, warnings: list[str]) -> None:
+    """Add the calibration applied and the collapse check to the scoring stage's ``summary.json``."""
+    import json
+
+    from recipe_lib.io import atomic_write_json
+
+    path = out / "summary.json"
+    summary = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    summary["calibration"] = (
+        {"applied": True, **calibration.summary(), "uncalibrated_rows": n_uncalibrated, "warnings": warnings}
+        if calibration is not None
+        else {"applied": False}
+    )
+    summary["collapse"] = collapse.to_dict()
+    atomic_write_json(path, summary)

@@ -173,6 +173,13 @@ def test_06_evaluation_notebook():
             assert 0 <= lo <= c[key] <= hi <= 1, (name, key)
         assert 0 <= c["detection_rate"] <= 1 and 0 <= c["false_alarm_rate"] <= 1
         assert c["best_threshold"] is None or 1 <= c["best_threshold"] <= 5
+        assert c["calibration"]["label_kind"] == "binary" and 0 <= c["ece_p_good"] <= 1, name
+        assert c["collapse"]["n"] == m["n_clips"]
+    # the untrained critic answers 4 for every clip: the notebook says so
+    assert m["critics"]["untrained"]["collapse"]["collapsed"]
+    assert any(w.startswith("untrained: collapse: >= 80 % of predictions are 4") for w in m["warnings"])
+    held_out = m["held_out_calibration"]
+    assert len(held_out) == 2 and all(h["good"]["n"] == m["n_clips"] // 2 for h in held_out.values())
     assert image_outputs(run.output) >= 3  # confusion matrices, detection rates, threshold curve
     assert run.html.exists()
     from pathlib import Path

@@ -22,7 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=MODEL",
-        help="a critic to evaluate: short name = local folder or hub id (repeatable)",
+        help="a critic to evaluate: short name = local folder or hub id, or a table of an outside critic's scores "
+        "(.csv/.parquet/.jsonl: a video column, a score and optionally p1..p5) (repeatable)",
+    )
+    p.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="apply a calibration file (from `plausibility calibrate`) to critic NAME's p(1..5) (repeatable)",
     )
     p.add_argument("--data", help="labelled dataset folder or table (demo default: the synthetic eval split)")
     p.add_argument("--out", type=Path, help="output folder (default: build/06_evaluation)")
@@ -56,16 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_critics(pairs: list[str]) -> dict[str, str] | None:
+def parse_critics(
+    pairs: list[str], option: str = "--critic", what: str = "MODEL", example: str = "sft=build/03_sft/checkpoints/final"
+) -> dict[str, str] | None:
     critics: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(
-                f"--critic {pair!r} is not NAME=MODEL", hint="e.g. --critic sft=build/03_sft/checkpoints/final"
-            )
+            raise ConfigError(f"{option} {pair!r} is not NAME={what}", hint=f"e.g. {option} {example}")
         name, model = (x.strip() for x in pair.split("=", 1))
         if name in critics:
-            raise ConfigError(f"critic name '{name}' is given twice")
+            raise ConfigError(f"critic name '{name}' is given twice to {option}")
         critics[name] = model
     return critics or None
 
@@ -73,6 +81,7 @@ def parse_critics(pairs: list[str]) -> dict[str, str] | None:
 def run(args: argparse.Namespace) -> int:
     from recipe_lib.commands._common import config_from_args
     from recipe_lib.evaluation import EvalConfig, evaluate_critics
+    from recipe_lib.outside_scores import OutsideScoreResult
     from recipe_lib.score_stage import scoring_lines, task_metric_line
     from recipe_lib.tasks import parse_tasks
 
@@ -81,16 +90,29 @@ def run(args: argparse.Namespace) -> int:
         args,
         renames={"eval_data": "data", "out_dir": "out", "label_key": "label_column", "n_boot": "resamples"},
         critics=parse_critics(args.critic),
+        calibrations=parse_critics(args.calibration, "--calibration", "FILE", "sft=runs/sft_calibration.json"),
         objective="precision" if args.target_precision is not None else "f1",
         thumbnails=not args.no_thumbnails,
         tasks=parse_tasks(args.task),
     )
     result = evaluate_critics(cfg)
     for name, by_task in result.task_scores.items():
+        s0 = by_task.get(result.task)
+        if isinstance(s0, OutsideScoreResult):
+            summary = s0.summary()
+            print(f"{name}: {summary['scored']} clips from the table {s0.table}, {summary['unparsed']} without a score")
+            for line in s0.join_lines():
+                print(f"  {line}")
+            continue
         for task, s in by_task.items():
             print("\n".join(scoring_lines(s, prefix=f"{name} [{task}]: ")))
     cols = ["n", "coverage", "accuracy", "within1", "mae", "pearson", "spearman", "qwk", "f1", "roc_auc"]
     print(result.table[cols].astype(float).round(3).to_string())
+    cal = result.calibration_table()[["labels", "n_with_probs", "ece_p1_5", "ece_p_good", "brier_p_good"]]
+    print("calibration (ECE: 0 = calibrated):")
+    print(cal.to_string(float_format=lambda v: f"{v:.3f}"))
+    for line in result.warnings():
+        print(f"warning: {line}")
     for name, note in result.threshold_notes.items():
         choice = result.thresholds[name]
         if choice is not None:

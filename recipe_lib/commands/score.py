@@ -119,6 +119,13 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
         help="what the keep/reject manifest reads: pc, sa, or joint (both at least the threshold); default: pc when "
         "scored, else sa",
     )
+    g.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="calibrate p(1..5) with this file from `plausibility calibrate` before deciding (expected mode)",
+    )
 
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
@@ -174,6 +181,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = {t: p for t, p in (("sa", args.sa_prompt), ("rule", args.rule_prompt)) if p}
     for prompt in prompts.values():
         load_prompt(prompt)  # a bad prompt file is reported before any model is built or loaded
+    from recipe_lib.score_stage import check_calibration_option
+
+    check_calibration_option(args.calibration, args.mode)  # before the critic is built or loaded
     stage = ScoreStageConfig(
         score=score_config(args),
         threshold=args.threshold,
@@ -184,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         keep_on=args.keep_on,
         sa_column=args.sa_column,
         prompts=prompts,
+        calibration=getattr(args, "calibration", None),
     )
     result = run_score_stage(stage)
     print("\n".join(result.summary_lines()))
