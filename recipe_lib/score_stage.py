@@ -76,9 +76,6 @@ class ScoreStageResult:
         lines: list[str] = []
         for task, result in results.items():
             lines += scoring_lines(result, prefix=f"[{task}] " if len(results) > 1 else "")
-        if self.filtered is not None:
-            c = self.filtered.counts
-            basis = f" (keep on {self.keep_on})" if self.keep_on != "pc" else ""
         if self.calibration is not None:
             lines.append(
                 f"calibrated with {self.calibration.path} ({self.calibration.describe()}); "
@@ -87,6 +84,9 @@ class ScoreStageResult:
             lines += [f"  warning: {w}" for w in self.calibration_warnings]
         if self.collapse is not None and self.collapse.collapsed:
             lines.append(f"  warning: {self.collapse.message()}")
+        if self.filtered is not None:
+            c = self.filtered.counts
+            basis = f" (keep on {self.keep_on})" if self.keep_on != "pc" else ""
             lines.append(
                 f"at threshold {self.threshold:g}{basis}: keep {c['keep']}, reject {c['reject']}, "
                 f"unparsed {c['unparsed']}, skipped {c['skipped']}"
