@@ -15,7 +15,7 @@
 #   bash benchmarks/gpu_session.sh bench       # vLLM rows and transformers rows, same workloads, same lease
 #   bash benchmarks/gpu_session.sh serve       # `vllm serve` + plausibility score --backend openai
 #   bash benchmarks/gpu_session.sh cosmos-install   # .cosmos into /tmp/site3, redis-server into /tmp/redis
-#   bash benchmarks/gpu_session.sh cosmos-demo      # SFT (and colocated GRPO) of the demo critic via cosmos-rl, sweep
+#   bash benchmarks/gpu_session.sh cosmos-demo      # SFT of the demo critic via cosmos-rl, sweep of its checkpoints
 #   bash benchmarks/gpu_session.sh cosmos-7b        # a few SFT steps of the 7B shape (seeded weights), sweep
 # Results go to $OUT (or build/gpu).
 set -uo pipefail
@@ -127,16 +127,6 @@ case "${1:?stage}" in
     find "$C/sft-demo" -maxdepth 4 | head -30
     log "sweep the cosmos-rl checkpoints"
     timeout 200 $PY -m recipe_lib.cli sweep "$C/sft-demo" --data "$EVAL" --device cuda --limit 64 --mode expected --fps 4 --max-pixels 12544 --max-frames 8 2>&1 | tail -15
-    log "render + launch GRPO (demo critic, 1 GPU colocated)"
-    $PY -m recipe_lib.cli cosmos render --kind grpo --gpus 1 --model "$W/build/models/tiny-critic" \
-      --dataset "$CONV/grpo/train" --output-dir "$C/grpo-demo" --out "$C/grpo-demo.toml" \
-      --set train.max_num_steps=4 --set train.ckpt.save_freq=2 --set train.ckpt.save_mode=sync \
-      --set custom.vision.fps=4 --set custom.vision.max_pixels=12544 --set custom.vision.total_pixels=401408 \
-      --set policy.model_max_length=4096 --set rollout.max_response_length=64 --set rollout.n_generation=4 \
-      --set rollout.gpu_memory_utilization=0.3 || exit 1
-    timeout 240 $PY -m recipe_lib.cli cosmos launch "$C/grpo-demo.toml" --run --log-dir "$C/logs-grpo-demo" \
-      > "$C/launch-grpo-demo.log" 2>&1; echo "launch rc=$?"
-    grep -iE "step|reward|error|Traceback" "$C/launch-grpo-demo.log" | tail -25
     kill $SMI
     echo "peak MiB: $(sort -n "$C/mem-demo.csv" | tail -1)"
     tar czf "$OUT/cosmos-demo.tgz" -C "$C" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' . ;;

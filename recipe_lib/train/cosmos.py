@@ -66,8 +66,9 @@ def parallelism_for(kind: str, n_gpus: int) -> dict[str, dict[str, Any]]:
 
     SFT: one policy replica sharded (FSDP) over every GPU. GRPO: half the GPUs shard the policy, the other half run
     one vLLM rollout replica with tensor parallel (the recipe's 4 + 4 on 8 GPUs; 2 + 2 on 4; 1 + 1 on 2, where the
-    policy's optimizer state is offloaded to CPU memory to fit one GPU). GRPO on **one** GPU uses cosmos-rl's
-    ``colocated`` mode: policy and rollout share the GPU and take turns (``mode`` is set by :func:`render_config`).
+    policy's optimizer state is offloaded to CPU memory to fit one GPU). GRPO on one GPU is refused: cosmos-rl
+    0.4.7's ``colocated`` mode fails in its vLLM rollout (``set_underlying_model`` is not implemented), as run on an
+    H200 on 2026-12-02 (``benchmarks/results/h200-2026-12-02/``).
     """
     _check_kind(kind)
     if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
@@ -75,14 +76,15 @@ def parallelism_for(kind: str, n_gpus: int) -> dict[str, dict[str, Any]]:
     if kind != "grpo":
         return {"policy": {"tp_size": 1, "cp_size": 1, "pp_size": 1, "dp_replicate_size": 1, "dp_shard_size": n_gpus}}
     if n_gpus == 1:
-        return {
-            "policy": {"tp_size": 1, "cp_size": 1, "pp_size": 1, "dp_replicate_size": 1, "dp_shard_size": 1},
-            "rollout": {"tp_size": 1, "pp_size": 1},
-        }
+        raise ConfigError(
+            "GRPO needs 2, 4 or 8 GPUs on one node, got 1",
+            hint="cosmos-rl 0.4.7 cannot share one GPU between policy and vLLM rollout: its colocated mode stops with "
+            "'set_underlying_model is not implemented yet' in the vLLM rollout (H200, 2026-12-02)",
+        )
     half = n_gpus // 2
     if n_gpus % 2 or half not in ROLLOUT_TP_CHOICES:
         raise ConfigError(
-            f"GRPO needs 1 (colocated), 2, 4 or 8 GPUs on one node, got {n_gpus}",
+            f"GRPO needs 2, 4 or 8 GPUs on one node, got {n_gpus}",
             hint="half the GPUs train the policy and half generate rollouts (vLLM tensor parallel 1, 2 or 4)",
         )
     return {
@@ -100,7 +102,7 @@ def gpus_needed(mapping: dict[str, Any]) -> int:
         return n * par.get("n_init_replicas", 1)
 
     total = size(mapping.get("policy", {}).get("parallelism", {}), 2)
-    if training_kind(mapping) == "grpo" and mapping.get("mode", "disaggregated") == "disaggregated":
+    if training_kind(mapping) == "grpo":
         total += size(mapping.get("rollout", {}).get("parallelism", {}), 2)
     return total
 
@@ -145,8 +147,6 @@ def render_config(
             cfg.setdefault("rollout", {}).setdefault("parallelism", {}).update(split["rollout"])
             # One GPU for the whole policy: shard nothing, keep parameters and optimizer state in CPU memory.
             cfg["train"]["fsdp_offload"] = split["policy"]["dp_shard_size"] == 1
-            if n_gpus == 1:  # policy and rollout take turns on the one GPU
-                cfg["mode"] = "colocated"
     if training_kind(cfg) == "grpo":
         # vLLM samples with rollout.sampling_config.temperature; the trainer rescales logits by
         # train.train_policy.temperature. They must agree or the importance ratios are off.

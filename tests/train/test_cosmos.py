@@ -93,8 +93,8 @@ def test_parallelism_split() -> None:
     for n, half in ((8, 4), (4, 2), (2, 1)):
         split = cosmos.parallelism_for("grpo", n)
         assert split["policy"]["dp_shard_size"] == half and split["rollout"]["tp_size"] == half
-    one = cosmos.parallelism_for("grpo", 1)  # colocated: policy and rollout share the GPU
-    assert one["policy"]["dp_shard_size"] == 1 and one["rollout"]["tp_size"] == 1
+    with pytest.raises(ConfigError, match="set_underlying_model"):  # cosmos-rl's colocated vLLM rollout, as run
+        cosmos.parallelism_for("grpo", 1)
     for bad in (0, -2, 3, 6, 16):
         with pytest.raises(ConfigError):
             cosmos.parallelism_for("grpo" if bad > 0 else "sft", bad)
@@ -138,7 +138,7 @@ def test_shipped_configs_validate(cosmos_config_cls, kind: str) -> None:  # noqa
 
 @pytest.mark.cosmos
 @pytest.mark.parametrize("kind", cosmos.KINDS)
-@pytest.mark.parametrize("gpus", [8, 4, 2, 1])
+@pytest.mark.parametrize("gpus", [8, 4, 2])
 def test_renders_validate(cosmos_config_cls, kind: str, gpus: int, tmp_path: Path) -> None:  # noqa: ANN001
     data = tmp_path / "conversations"
     data.mkdir()
@@ -151,11 +151,7 @@ def test_renders_validate(cosmos_config_cls, kind: str, gpus: int, tmp_path: Pat
     assert rendered["custom"]["dataset"]["path"] == str(data.resolve())
     assert cfg.validation.enable
     assert cfg.train.output_dir.startswith(str((tmp_path / "runs").resolve()))
-    if kind == "grpo" and gpus == 1:
-        assert cfg.mode == "colocated" and cfg.train.fsdp_offload
-        assert cfg.policy.parallelism.dp_shard_size == 1 and cfg.rollout.parallelism.tp_size == 1
-    elif kind == "grpo":
-        assert cfg.mode == "disaggregated"
+    if kind == "grpo":
         assert cfg.policy.parallelism.dp_shard_size == gpus // 2
         assert cfg.rollout.parallelism.tp_size == gpus // 2
         assert cfg.train.fsdp_offload == (gpus == 2)
@@ -467,7 +463,7 @@ def test_cli_render_and_launch(conversation_sets, tmp_path: Path) -> None:  # no
     proc = run_cli("cosmos", "render", "--kind", "grpo", "--gpus", "3", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-2:] == [
-        "error: GRPO needs 1 (colocated), 2, 4 or 8 GPUs on one node, got 3",
+        "error: GRPO needs 2, 4 or 8 GPUs on one node, got 3",
         "hint: half the GPUs train the policy and half generate rollouts (vLLM tensor parallel 1, 2 or 4)",
     ]
     proc = run_cli(
@@ -497,3 +493,34 @@ def test_launch_gives_cosmos_rl_a_python(tmp_path: Path, monkeypatch) -> None:  
     out = subprocess.run([str(shim / "python"), "-c", "print('ok')"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
     assert cosmos.launch_env(tmp_path / "logs")["PATH"] == str(shim)
+
+
+def test_cosmos_workers_read_videos_with_pyav(synth_clips) -> None:  # noqa: ANN001
+    """cosmos-rl's packer reads clips through qwen-vl-utils, whose last-resort reader is torchvision.io.read_video —
+    gone from the torchvision that CUDA machines have (it stopped the first cosmos-rl SFT run on an H200). The entry
+    scripts register a PyAV reader; the frames qwen-vl-utils then gets follow its own fps sampling."""
+    import torchvision.io
+    from qwen_vl_utils import process_vision_info, vision_process
+
+    from recipe_lib.train.cosmos_entry.common import use_pyav_video_reader
+    from recipe_lib.video import probe
+
+    clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
+    took_over = use_pyav_video_reader()
+    assert took_over == (not hasattr(torchvision.io, "read_video"))
+    if not took_over:
+        pytest.skip("this torchvision still has read_video: qwen-vl-utils reads videos itself")
+    assert vision_process.get_video_reader_backend() == "pyav"
+    info = probe(clip)
+    message = [
+        {
+            "role": "user",
+            "content": [{"type": "video", "video": str(clip), "fps": 4.0, "max_pixels": 12544, "min_pixels": 3136}],
+        }
+    ]
+    _, videos, kwargs = process_vision_info(message, return_video_kwargs=True)
+    (video,) = videos
+    expected = round(info.frames / info.fps * 4.0 / 2) * 2  # 4 fps over the clip, an even count (temporal patch 2)
+    assert video.shape[0] == max(expected, 4) and video.shape[1] == 3
+    assert video.shape[2] * video.shape[3] <= 12544 and video.dtype.is_floating_point
+    assert kwargs["fps"] == [pytest.approx(video.shape[0] / info.frames * info.fps)]

@@ -214,6 +214,45 @@ def plausibility_reward(
     return score + settings.format_weight * fmt, {"score_reward": score, "format_reward": fmt}
 
 
+def read_video_pyav(ele: Mapping[str, Any]) -> tuple[Any, dict[str, Any], float]:
+    """A qwen-vl-utils video reader on PyAV (:mod:`recipe_lib.video`): the frames qwen-vl-utils' own sampling picks
+    (``smart_nframes``: the message's ``fps`` / ``nframes`` and frame limits) as a uint8 ``(T, C, H, W)`` tensor, with
+    the metadata and sample fps its readers return. Only the frames kept are decoded."""
+    import numpy as np
+    from qwen_vl_utils.vision_process import smart_nframes
+
+    from recipe_lib.video import probe, read_frames
+
+    path = _local_video(str(ele["video"]))
+    info = probe(path)
+    nframes = smart_nframes(ele, total_frames=info.frames, video_fps=info.fps)
+    idx = [int(round(x)) for x in np.linspace(0, info.frames - 1, nframes)]
+    frames = torch.from_numpy(read_frames(path, idx)).permute(0, 3, 1, 2).contiguous()
+    meta = {
+        "fps": info.fps,
+        "frames_indices": torch.tensor(idx),
+        "total_num_frames": info.frames,
+        "video_backend": "pyav",
+    }
+    return frames, meta, nframes / max(info.frames, 1e-6) * info.fps
+
+
+def use_pyav_video_reader() -> bool:
+    """Make qwen-vl-utils read videos with :func:`read_video_pyav` where its default reader cannot work: it falls
+    back to ``torchvision.io.read_video``, which torchvision 0.26 (the CUDA machines' torch 2.11 set) no longer has,
+    and decord / torchcodec are not installed. Every cosmos-rl worker calls this before reading a clip; True when it
+    took over."""
+    import torchvision.io
+    from qwen_vl_utils import vision_process
+
+    if hasattr(torchvision.io, "read_video"):
+        return False
+    vision_process.VIDEO_READER_BACKENDS["pyav"] = read_video_pyav
+    vision_process.VIDEO_READER_BACKENDS["torchvision"] = read_video_pyav  # its fallback after any reader fails
+    vision_process.FORCE_QWENVL_VIDEO_READER = "pyav"
+    return True
+
+
 def main(kind: str, argv: list[str] | None = None) -> None:
     """Entry point run by cosmos-rl in the controller and in every worker (``--config`` is passed by the launcher)."""
     import argparse
@@ -225,6 +264,7 @@ def main(kind: str, argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=f"cosmos-rl {kind} entry for recipe_lib conversation datasets")
     parser.add_argument("--config", required=True, help="the TOML config cosmos-rl was started with")
     args, _ = parser.parse_known_args(argv)
+    use_pyav_video_reader()
     with open(args.config, encoding="utf-8") as fh:
         config = Config.from_dict(toml.load(fh))
 
