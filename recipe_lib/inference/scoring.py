@@ -321,6 +321,7 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     if cfg.batch_size < 1:
         raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
     prompt = load_prompt(cfg.prompt)
+    prompt.require(cfg.mode)  # the answer key the mode needs, before any clip is read or model loaded
     items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]
