@@ -409,6 +409,14 @@ def is_tiny_critic(folder: str | Path) -> bool:
     return isinstance(marker, dict) and marker.get("format") == FORMAT_VERSION
 
 
+def tiny_critic_family(folder: str | Path) -> str | None:
+    """The family (``qwen2.5-vl`` / ``qwen3-vl``) of a complete tiny critic folder, None when it is not one."""
+    if not is_tiny_critic(folder):
+        return None
+    marker = json.loads((Path(folder) / MARKER_FILE).read_text())
+    return str(marker.get("family", "qwen2.5-vl"))  # the Qwen2.5-VL demo critic's marker predates the key
+
+
 def _is_replaceable(folder: Path) -> bool:
     """A folder we may overwrite: missing, empty, or holding nothing but tiny critic files."""
     if not folder.exists():

@@ -178,6 +178,13 @@ def _build_model(tokenizer: Any, cfg: TinyQwen3Config) -> Any:
     return model
 
 
+def default_qwen3_dir() -> Path:
+    """Where ``plausibility tiny-model --family qwen3-vl`` writes by default: beside the demo critic."""
+    from recipe_lib.demo import demo_model_dir
+
+    return demo_model_dir().parent / "tiny-critic-qwen3-vl"
+
+
 def build_tiny_qwen3_critic(out_dir: str | Path, cfg: TinyQwen3Config | None = None) -> Path:
     """Build the tiny Qwen3-VL critic into ``out_dir`` (replacing an earlier tiny critic there); deterministic for a
     given ``cfg``, written atomically like :func:`recipe_lib.models.tiny.build_tiny_critic`."""
