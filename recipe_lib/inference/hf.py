@@ -142,7 +142,11 @@ class HFScorer:
         return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=encoded)
 
     def _inputs(self, batch: list[Prepared]) -> dict[str, Any]:
-        encoded = [p.encoded or encode_clip(self.processor, p.text, p.video, self.pixel_dtype) for p in batch]
+        def encode(p: Prepared) -> dict[str, Any]:
+            video = fit_to_factor(p.video, self.patch_factor)  # clips decoded for another grid (held-out scoring)
+            return encode_clip(self.processor, p.text, video, self.pixel_dtype)
+
+        encoded = [p.encoded or encode(p) for p in batch]
         on_cuda = self.model.device.type == "cuda"
         pin = self.speedups.pin_memory and on_cuda
         host = collate(encoded, self.processor.tokenizer.pad_token_id, pin_memory=pin)

@@ -89,6 +89,7 @@ def test_cli_names_the_missing_key(tiny_critic: Path, synth_clips, tmp_path: Pat
 
     prompt = _write(tmp_path, "")
     clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
-    done = run_cli("score", str(clip), "--model", str(tiny_critic), "--prompt", str(prompt), "--out", str(tmp_path / "o"))
+    out = tmp_path / "o"
+    done = run_cli("score", str(clip), "--model", str(tiny_critic), "--prompt", str(prompt), "--out", str(out))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[0] == "error: prompt p has no answer_prefix: expected mode needs it"
