@@ -1,4 +1,17 @@
-"""Prompt files (YAML with exactly ``system_prompt`` and ``user_prompt``) and chat messages built from them."""
+"""Prompt files and chat messages built from them.
+
+A prompt file is YAML with ``system_prompt`` and ``user_prompt`` (required) and two keys that say how the critic
+answers, so that no scoring code assumes one answer layout:
+
+``answer_prefix``  what the critic writes right before its score digit. ``expected`` mode appends it after the
+                   assistant turn opens and reads the next-token probabilities of 1-5 (``"<answer>\\n"`` for the
+                   Cosmos-Reason1 prompts; ``""`` for Cosmos-Reason2's, which answers with the digit first).
+``answer_format``  how a generated answer is parsed and how an SFT target is written: ``tagged``
+                   (``<answer>\\nN\\n</answer>``) or ``line`` (the digit alone on a line)
+                   (:mod:`recipe_lib.inference.parsing`).
+
+Both are optional in the file; a mode that needs a missing one stops with an error naming the key.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +27,13 @@ import yaml
 
 from recipe_lib.config import PROMPTS_DIR, VideoSettings
 from recipe_lib.errors import ConfigError
+from recipe_lib.inference.parsing import ANSWER_FORMATS
 
 PROMPT_KEYS = ("system_prompt", "user_prompt")
-ANSWER_PREFIX = "<answer>\n"
+ANSWER_KEYS = ("answer_prefix", "answer_format")
+ANSWER_PREFIX = "<answer>\n"  # the answer prefix of the tagged prompts (their files say so explicitly)
+# What the tagged prompts' digest was computed from before the answer keys existed: kept, so cached rows stay valid.
+_LEGACY_ANSWER = (ANSWER_PREFIX, "tagged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +41,8 @@ class PromptSpec:
     name: str
     system_prompt: str
     user_prompt: str
+    answer_prefix: str | None = None
+    answer_format: str | None = None
 
     @property
     def thinking(self) -> bool:
@@ -31,8 +50,47 @@ class PromptSpec:
         return "<think>" in self.system_prompt
 
     def digest(self) -> str:
-        """A short hash of the prompt text: part of every cached result's key."""
-        return hashlib.sha256(f"{self.system_prompt}\x00{self.user_prompt}".encode()).hexdigest()[:16]
+        """A short hash of the prompt text and its answer keys: part of every cached result's key (a prompt with the
+        tagged prompts' answer keys, or none, hashes its text alone, as before those keys existed)."""
+        text = f"{self.system_prompt}\x00{self.user_prompt}"
+        answer = (self.answer_prefix, self.answer_format)
+        if answer not in (_LEGACY_ANSWER, (None, None)):
+            text += f"\x00{self.answer_prefix!r}\x00{self.answer_format!r}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def expected_prefix(self) -> str:
+        """The ``answer_prefix`` (``expected`` mode needs it)."""
+        if self.answer_prefix is None:
+            raise ConfigError(
+                f"prompt {self.name} has no answer_prefix: expected mode needs it",
+                hint="add the text the critic writes before its score to the prompt file, e.g. "
+                '\'answer_prefix: "<answer>\\n"\' (or "" when it answers with the digit first)',
+            )
+        return self.answer_prefix
+
+    def parse_format(self, needed_by: str = "generate mode") -> str:
+        """The ``answer_format`` (generate mode and SFT targets need it)."""
+        if self.answer_format is None:
+            raise ConfigError(
+                f"prompt {self.name} has no answer_format: {needed_by} needs it",
+                hint=f"add 'answer_format: tagged' or 'answer_format: line' to the prompt file "
+                f"(known: {', '.join(ANSWER_FORMATS)})",
+            )
+        return self.answer_format
+
+    def require(self, mode: str) -> None:
+        """Raise the error of a key ``mode`` needs and the file lacks (before any model is loaded)."""
+        if mode == "expected":
+            self.expected_prefix()
+        elif mode == "generate":
+            self.parse_format()
+
+    def answer_text(self, score: int, thinking: str | None = None) -> str:
+        """The assistant text of an SFT target for ``score``, in this prompt's ``answer_format``."""
+        if self.parse_format("an SFT target") == "line":
+            body = str(int(score))
+            return f"<think>\n{thinking.strip()}\n</think>\n{body}" if thinking is not None else body
+        return format_answer(score, thinking)
 
 
 def resolve_prompt_path(prompt: str | Path) -> Path:
@@ -48,6 +106,7 @@ def resolve_prompt_path(prompt: str | Path) -> Path:
 
 
 YAML_HINT = "a prompt file is plain YAML text: 'system_prompt: |' and 'user_prompt: |' blocks, no !!tags"
+ALLOWED_KEYS = PROMPT_KEYS + ANSWER_KEYS
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -71,17 +130,32 @@ def load_prompt(prompt: str | Path = "video_reward") -> PromptSpec:
             hint=f"got {type(data).__name__}; write 'system_prompt: |' and 'user_prompt: |' blocks",
         )
     for key in data:
-        if key not in PROMPT_KEYS:
-            close = difflib.get_close_matches(str(key), PROMPT_KEYS, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(PROMPT_KEYS)}"
+        if key not in ALLOWED_KEYS:
+            close = difflib.get_close_matches(str(key), ALLOWED_KEYS, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(ALLOWED_KEYS)}"
             raise ConfigError(f"{path}: unknown key '{key}'", hint=hint)
     for key in PROMPT_KEYS:
         if key not in data:
             raise ConfigError(f"{path}: missing key '{key}'")
         if not isinstance(data[key], str) or not data[key].strip():
             raise ConfigError(f"{path}: '{key}' must be non-empty text")
+    prefix = data.get("answer_prefix")
+    if prefix is not None and not isinstance(prefix, str):
+        raise ConfigError(
+            f"{path}: 'answer_prefix' must be text, got {type(prefix).__name__}",
+            hint='quote it: answer_prefix: "<answer>\\n" (or "" when the critic answers with the digit first)',
+        )
+    answer_format = data.get("answer_format")
+    if answer_format is not None and answer_format not in ANSWER_FORMATS:
+        close = difflib.get_close_matches(str(answer_format), ANSWER_FORMATS, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"use one of: {', '.join(ANSWER_FORMATS)}"
+        raise ConfigError(f"{path}: unknown answer_format '{answer_format}'", hint=hint)
     return PromptSpec(
-        name=path.stem, system_prompt=data["system_prompt"].strip(), user_prompt=data["user_prompt"].strip()
+        name=path.stem,
+        system_prompt=data["system_prompt"].strip(),
+        user_prompt=data["user_prompt"].strip(),
+        answer_prefix=prefix,
+        answer_format=answer_format,
     )
 
 

@@ -28,8 +28,9 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 PATCH_FACTOR = 28  # patch 14 x spatial merge 2
 FRAME_FACTOR = 2  # temporal patch
 MIN_FRAMES = 4
-VIDEO_MIN_PIXELS = 128 * PATCH_FACTOR * PATCH_FACTOR  # qwen-vl-utils' per-frame defaults
-VIDEO_MAX_PIXELS = 768 * PATCH_FACTOR * PATCH_FACTOR
+VIDEO_MIN_TOKENS, VIDEO_MAX_TOKENS = 128, 768  # qwen-vl-utils' per-frame bounds, in merged tokens
+VIDEO_MIN_PIXELS = VIDEO_MIN_TOKENS * PATCH_FACTOR * PATCH_FACTOR
+VIDEO_MAX_PIXELS = VIDEO_MAX_TOKENS * PATCH_FACTOR * PATCH_FACTOR
 MAX_DIMENSION = 8192  # refuse absurd frame sizes before decoding (8K DCI is 8192 wide)
 MIN_DIMENSION = 14  # one vision patch: a smaller frame holds less than the critic's smallest unit of detail
 # Still-image demuxers FFmpeg also opens (a PNG or JPEG renamed .mp4 would otherwise read as a one-frame "video").
@@ -140,12 +141,16 @@ def sample_indices(total_frames: int, video_fps: float, fps: float, max_frames: 
     return [int(round(x)) for x in np.linspace(0, total_frames - 1, n)]
 
 
-def target_size(height: int, width: int, n_frames: int, settings: VideoSettings) -> tuple[int, int]:
-    """Resized (height, width), multiples of 28, within the per-frame and whole-clip pixel budgets."""
+def target_size(
+    height: int, width: int, n_frames: int, settings: VideoSettings, factor: int = PATCH_FACTOR
+) -> tuple[int, int]:
+    """Resized (height, width), multiples of ``factor`` (28 for Qwen2.5-VL, 32 for Qwen3-VL), within the per-frame
+    and whole-clip pixel budgets; the per-frame defaults are 128 to 768 tokens of ``factor`` x ``factor`` pixels, as
+    qwen-vl-utils sets them for either family."""
     from qwen_vl_utils.vision_process import smart_resize
 
-    min_pixels = settings.min_pixels if settings.min_pixels is not None else VIDEO_MIN_PIXELS
-    max_pixels = VIDEO_MAX_PIXELS
+    min_pixels = settings.min_pixels if settings.min_pixels is not None else VIDEO_MIN_TOKENS * factor * factor
+    max_pixels = VIDEO_MAX_TOKENS * factor * factor
     if settings.total_pixels is not None:
         max_pixels = max(min(max_pixels, settings.total_pixels / n_frames * FRAME_FACTOR), int(min_pixels * 1.05))
     if settings.max_pixels is not None:
@@ -153,7 +158,7 @@ def target_size(height: int, width: int, n_frames: int, settings: VideoSettings)
     min_pixels = min(min_pixels, max_pixels)  # an explicit per-frame cap wins over the default floor
     if max(height, width) / min(height, width) > 200:
         raise VideoError(f"frame aspect ratio {width}x{height} is too extreme (over 200:1)")
-    return smart_resize(height, width, factor=PATCH_FACTOR, min_pixels=int(min_pixels), max_pixels=int(max_pixels))
+    return smart_resize(height, width, factor=factor, min_pixels=int(min_pixels), max_pixels=int(max_pixels))
 
 
 def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: int = 16) -> np.ndarray:
@@ -206,15 +211,18 @@ def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: 
 
 @dataclasses.dataclass
 class ModelVideo:
-    """A clip ready for the processor: uint8 tensor (T, C, H, W) and the fps its frames represent."""
+    """A clip ready for the processor: uint8 tensor (T, C, H, W), the fps its frames represent and, when known, the
+    positions of the sampled frames in the clip (Qwen3-VL's processor writes timestamps from them)."""
 
     frames: object  # torch.Tensor
     sample_fps: float
     info: VideoInfo
+    indices: tuple[int, ...] | None = None
 
 
-def load_for_model(path: str | Path, settings: VideoSettings) -> ModelVideo:
-    """Sample and resize a clip the way Qwen2.5-VL expects (see module docstring)."""
+def load_for_model(path: str | Path, settings: VideoSettings, factor: int = PATCH_FACTOR) -> ModelVideo:
+    """Sample and resize a clip the way the critic expects (see module docstring); ``factor`` is the critic's pixels
+    per merged token along a side (28 for Qwen2.5-VL, 32 for Qwen3-VL: ``recipe_lib.models.family.patch_factor``)."""
     import torch
     from torchvision.transforms.v2 import functional as tvf
 
@@ -227,12 +235,28 @@ def load_for_model(path: str | Path, settings: VideoSettings) -> ModelVideo:
     indices = sample_indices(info.frames, info.fps, settings.fps, settings.max_frames)
     frames = read_frames(path, indices)
     video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
-    height, width = target_size(info.height, info.width, len(indices), settings)
+    height, width = target_size(info.height, info.width, len(indices), settings, factor)
     if (height, width) != (info.height, info.width):
         video = tvf.resize(video, [height, width], interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
     # The same rule as qwen-vl-utils: the sampled frames stand for the whole clip's duration.
     sample_fps = len(indices) / max(info.frames, 1) * info.fps if info.fps else settings.fps
-    return ModelVideo(frames=video, sample_fps=float(sample_fps), info=info)
+    return ModelVideo(frames=video, sample_fps=float(sample_fps), info=info, indices=tuple(indices))
+
+
+def fit_to_factor(video: ModelVideo, factor: int) -> ModelVideo:
+    """``video`` with each side rounded to the nearest multiple of ``factor`` (at least one), resized only when a
+    side is not one already: clips decoded for one critic family handed to the other (training decodes clips before
+    the model is known)."""
+    import torch
+    from torchvision.transforms.v2 import functional as tvf
+
+    frames: torch.Tensor = video.frames  # type: ignore[assignment]
+    height, width = int(frames.shape[-2]), int(frames.shape[-1])
+    if height % factor == 0 and width % factor == 0:
+        return video
+    size = [max(factor, round(height / factor) * factor), max(factor, round(width / factor) * factor)]
+    resized = tvf.resize(frames, size, interpolation=tvf.InterpolationMode.BICUBIC, antialias=True)
+    return dataclasses.replace(video, frames=resized)
 
 
 def visual_tokens(n_frames: int, height: int, width: int) -> int:

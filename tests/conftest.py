@@ -52,3 +52,13 @@ def model_outputs() -> dict[str, str]:
     if not MODEL_OUTPUTS.is_dir():
         pytest.skip(f"real model outputs not present at {MODEL_OUTPUTS} (a fresh clone lacks ../shared)")
     return {p.name: p.read_text() for p in sorted(MODEL_OUTPUTS.glob("*.txt"))}
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_critic(session_build_dir: Path) -> Path:
+    """The tiny Qwen3-VL critic (Cosmos-Reason2's family), built once per session."""
+    from recipe_lib.models.tiny import tiny_critic_family
+    from recipe_lib.models.tiny_qwen3 import build_tiny_qwen3_critic, default_qwen3_dir
+
+    folder = default_qwen3_dir()
+    return folder if tiny_critic_family(folder) == "qwen3-vl" else build_tiny_qwen3_critic(folder)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from recipe_lib.config import VideoSettings
 from recipe_lib.constants import LABEL_COLUMN
 from recipe_lib.errors import DataError
-from recipe_lib.prompts import PromptSpec, build_messages, format_answer, load_prompt
+from recipe_lib.prompts import PromptSpec, build_messages, load_prompt
 
 
 def conversation_for(
@@ -34,7 +34,7 @@ def conversation_for(
     use_caption: bool = False,
 ) -> list[dict[str, Any]]:
     label = int(row[label_column])
-    answer = format_answer(label) if kind == "sft" else None
+    answer = prompt.answer_text(label) if kind == "sft" else None  # in the prompt's answer_format
     caption = row.get("caption") if use_caption else None
     return build_messages(prompt, row["video_url"], video, caption=caption, answer=answer)
 

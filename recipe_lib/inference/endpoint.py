@@ -31,7 +31,7 @@ from typing import Any
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import SCORES, TOP_LOGPROBS, check_mode, generate_row, row_from_logprobs
-from recipe_lib.prompts import ANSWER_PREFIX, PromptSpec
+from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import ModelVideo, load_for_model
 
 SKIP = "skip_reason"  # a row holding only this key is recorded as a skip, not stored
@@ -62,7 +62,7 @@ def chat_messages(prompt: PromptSpec, mp4: bytes, caption: str | None, mode: str
         {"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": text}]},
     ]
     if mode == "expected":
-        messages.append({"role": "assistant", "content": ANSWER_PREFIX})
+        messages.append({"role": "assistant", "content": prompt.expected_prefix()})
     return messages
 
 
@@ -97,7 +97,7 @@ def request_body(cfg: Any, messages: list[dict[str, Any]], fps: float) -> dict[s
     return body
 
 
-def row_from_response(data: Any, mode: str) -> dict[str, Any]:
+def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> dict[str, Any]:
     """A result row from a chat completion's JSON; :class:`EndpointError` when it lacks what ``mode`` needs."""
     try:
         choices = data["choices"]
@@ -109,7 +109,7 @@ def row_from_response(data: Any, mode: str) -> dict[str, Any]:
                 if token in {str(d) for d in SCORES}:
                     logprobs[int(token)] = max(logprobs.get(int(token), float("-inf")), float(entry["logprob"]))
             return row_from_logprobs(logprobs, list(SCORES))
-        return generate_row([str(c["message"]["content"] or "") for c in choices])
+        return generate_row([str(c["message"]["content"] or "") for c in choices], answer_format)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointError(
             f"the endpoint's answer lacks {'the answer token log-probabilities' if mode == 'expected' else 'a message'}"
@@ -122,6 +122,7 @@ class EndpointScorer:
 
     def __init__(self, cfg: Any, prompt: PromptSpec) -> None:
         check_mode(cfg.mode)
+        prompt.require(cfg.mode)
         opts = cfg.endpoint
         if not opts.base_url:
             raise RecipeError(
@@ -206,7 +207,7 @@ class EndpointScorer:
     def _one(self, p: Prepared) -> dict[str, Any]:
         start = time.perf_counter()
         try:
-            row = row_from_response(self._post(p.encoded or {}), self.mode)
+            row = row_from_response(self._post(p.encoded or {}), self.mode, self.prompt.answer_format or "tagged")
         except EndpointError as exc:
             return {SKIP: f"endpoint request failed: {exc}"}
         row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(time.perf_counter() - start, 4)}

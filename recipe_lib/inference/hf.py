@@ -2,7 +2,8 @@
 
 ``generate``  sample the critic's answer ``trials`` times (seeded) and parse each; the clip's score is the most common
               parsed score, ``expected_score`` their mean.
-``expected``  one forward pass on the prompt followed by the answer prefix ``<answer>\\n``; the next-token
+``expected``  one forward pass on the prompt followed by the prompt file's answer prefix (``<answer>\\n``, or
+              nothing for a critic that answers with the digit first); the next-token
               distribution over the digits 1-5 gives p(1..5) (renormalised), the probability-weighted
               ``expected_score`` and the argmax ``score``. ``digit_mass`` is the unnormalised probability of any digit
               1-5, a check that the critic really is about to answer.
@@ -10,7 +11,8 @@
 All CPU work for a clip happens in :meth:`HFScorer.prepare` (decode, size, render the prompt, and run the processor:
 tokens and normalised patches), which scoring runs on worker threads one batch ahead; :meth:`HFScorer.score_batch`
 only collates, copies to the device and runs the model. The speed-ups in :mod:`recipe_lib.inference.accel` are
-chosen by ``speedups`` (default: everything that pays on the critic's device).
+chosen by ``speedups`` (default: everything that pays on the critic's device); they patch Qwen2.5-VL's modules, so a
+Qwen3-VL critic (Cosmos-Reason2) always runs transformers' stock path, whatever ``speedups`` asks for.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from recipe_lib.inference.requests import (
     expected_row,
     generate_row,
     render_prompt,
+    repeat_rows,
     to_device,
 )
+from recipe_lib.models.family import QWEN3_VL, family_of_processor, patch_factor
 from recipe_lib.prompts import PromptSpec
-from recipe_lib.video import ModelVideo, load_for_model
+from recipe_lib.video import ModelVideo, fit_to_factor, load_for_model
 
 __all__ = ["SCORES", "HFScorer", "Prepared", "digit_token_ids", "render_prompt"]
 
@@ -91,6 +95,7 @@ class HFScorer:
         speedups: Speedups | None = None,
     ) -> None:
         check_mode(mode)
+        prompt.require(mode)  # the prompt's answer_prefix (expected) or answer_format (generate)
         self.critic = critic
         self.model = critic.model
         self.processor = critic.processor
@@ -101,9 +106,12 @@ class HFScorer:
         self.mode = mode
         self.use_caption = use_caption
         self.speedups = speedups if speedups is not None else Speedups.for_device(str(critic.device))
+        self.family = family_of_processor(self.processor)
+        self.patch_factor = patch_factor(self.processor)
         self._core = qwen_core(self.model)
         if self._core is None:
-            # Not a Qwen2.5-VL model: keep only what needs transformers' public interface alone.
+            # Not a Qwen2.5-VL model (a Qwen3-VL critic, say): the accel patches target Qwen2.5-VL's modules, so only
+            # what needs transformers' public interface alone is kept.
             self.speedups = dataclasses.replace(
                 self.speedups, batched_vision_attention=False, padded_vision_mlp=False, reuse_prefix=False, decoder="hf"
             )
@@ -119,13 +127,14 @@ class HFScorer:
     def prepare(self, item: dict[str, Any]) -> Prepared:
         """CPU work for one clip (safe to run in a worker thread)."""
         start = time.perf_counter()
-        video = load_for_model(item["video_url"], self.video_settings)
+        video = load_for_model(item["video_url"], self.video_settings, self.patch_factor)
         return self.prepare_video(item, video, start)
 
     def prepare_video(self, item: dict[str, Any], video: ModelVideo, start: float | None = None) -> Prepared:
         """CPU work for a clip whose frames are already sampled and sized (``item['video_url']`` names it in the
         prompt); ``start`` is when its preparation began (for the recorded preprocess time)."""
         start = time.perf_counter() if start is None else start
+        video = fit_to_factor(video, self.patch_factor)  # frames sized for another family (a Ray decode task)
         text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
         encoded = encode_clip(self.processor, text, video, self.pixel_dtype)
         reserve = 1 if self.mode == "expected" else self.sampling.max_new_tokens
@@ -133,7 +142,11 @@ class HFScorer:
         return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=encoded)
 
     def _inputs(self, batch: list[Prepared]) -> dict[str, Any]:
-        encoded = [p.encoded or encode_clip(self.processor, p.text, p.video, self.pixel_dtype) for p in batch]
+        def encode(p: Prepared) -> dict[str, Any]:
+            video = fit_to_factor(p.video, self.patch_factor)  # clips decoded for another grid (held-out scoring)
+            return encode_clip(self.processor, p.text, video, self.pixel_dtype)
+
+        encoded = [p.encoded or encode(p) for p in batch]
         on_cuda = self.model.device.type == "cuda"
         pin = self.speedups.pin_memory and on_cuda
         host = collate(encoded, self.processor.tokenizer.pad_token_id, pin_memory=pin)
@@ -225,7 +238,8 @@ class HFScorer:
         if self.profile:
             self.last_timing["new_tokens"] = sum(lengths)
         texts = tok.batch_decode(new, skip_special_tokens=True)
-        return [generate_row(texts[i * s.trials : (i + 1) * s.trials]) for i in range(len(batch))]
+        fmt = self.prompt.parse_format()
+        return [generate_row(texts[i * s.trials : (i + 1) * s.trials], fmt) for i in range(len(batch))]
 
     def _hf_generate(self, inputs: dict[str, Any]) -> Any:
         s = self.sampling
@@ -240,6 +254,9 @@ class HFScorer:
             )
         else:
             kwargs.update(do_sample=False, repetition_penalty=s.repetition_penalty)
+        if self.family == QWEN3_VL and s.trials > 1:
+            inputs = repeat_rows(inputs, s.trials)  # see repeat_rows: Qwen3-VL cannot return several sequences
+            kwargs["num_return_sequences"] = 1
         tok = self.processor.tokenizer
         out = self.model.generate(**inputs, **kwargs, pad_token_id=tok.pad_token_id)
         return out[:, inputs["input_ids"].shape[1] :]

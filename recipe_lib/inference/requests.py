@@ -1,10 +1,12 @@
 """Request building shared by the scoring backends (transformers and vLLM), and batch planning.
 
 One clip becomes one request: the chat text (rubric, video placeholder, question, and for ``expected`` mode the
-answer prefix ``<answer>\\n``), the sampled and sized frames, and the fps they stand for. The transformers backend
-encodes a request with the model's processor (on a CPU worker thread, so the GPU never waits for it) and collates
-requests into a left-padded batch; the vLLM backend hands the same text and frames to its engine. Rows are built
-from model outputs by the same functions for both backends, so their results have the same shape.
+prompt file's ``answer_prefix``, e.g. ``<answer>\\n``), the sampled and sized frames, and where they lie in the clip
+(the fps they stand for; for Qwen3-VL critics the frame positions, from which its processor writes timestamps). The
+transformers backend encodes a request with the model's processor (on a CPU worker thread, so the GPU never waits
+for it) and collates requests into a left-padded batch; the vLLM backend hands the same text and frames to its
+engine. Rows are built from model outputs by the same functions for both backends, so their results have the same
+shape.
 
 Batches of clips with similar visual-token counts waste less work on padding: :func:`plan_batches` sorts by count
 and cuts batches under a token budget; :func:`estimate_visual_tokens` reads the count from a file's header.
@@ -22,7 +24,8 @@ from typing import Any
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.parsing import parse_answer
-from recipe_lib.prompts import ANSWER_PREFIX, PromptSpec, build_messages
+from recipe_lib.models.family import QWEN3_VL, family_of_processor
+from recipe_lib.prompts import PromptSpec, build_messages
 from recipe_lib.video import ModelVideo, visual_tokens
 
 SCORES = (1, 2, 3, 4, 5)
@@ -42,12 +45,13 @@ def render_prompt(
     caption: str | None,
     answer_prefix: bool,
 ) -> str:
-    """The chat text of one clip (the chat template applied to [system, user(video + question)])."""
+    """The chat text of one clip (the chat template applied to [system, user(video + question)]), followed by the
+    prompt's ``answer_prefix`` when ``answer_prefix`` is set (``expected`` mode)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     special = [*getattr(tokenizer, "all_special_tokens", ()), *getattr(tokenizer, "added_tokens_encoder", {})]
     messages = build_messages(prompt, video, video_settings, caption=caption, special_tokens=special)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text + ANSWER_PREFIX if answer_prefix else text
+    return text + prompt.expected_prefix() if answer_prefix else text
 
 
 def digit_token_ids(tokenizer: Any) -> list[int]:
@@ -93,19 +97,44 @@ def clip_text(
 # transformers: per-clip encoding and collation
 
 
-def processor_video_kwargs(videos: Sequence[ModelVideo]) -> dict[str, Any]:
-    """Keyword arguments for the processor's video part: the frames are already sampled and sized."""
+def video_metadata(video: ModelVideo) -> dict[str, Any]:
+    """Where the sampled frames lie in the clip, as Qwen3-VL's processor reads it (qwen-vl-utils' keys): the clip's
+    fps and frame count and the index of each sampled frame; without known indices, the frames stand evenly for the
+    clip at their sample fps."""
+    frames = int(video.frames.shape[0])  # type: ignore[attr-defined]
+    if video.indices is not None and len(video.indices) == frames and video.info.fps:
+        fps, indices, total = float(video.info.fps), [int(i) for i in video.indices], int(video.info.frames)
+    else:
+        fps, indices, total = float(video.sample_fps), list(range(frames)), frames
+    return {"fps": fps, "frames_indices": indices, "total_num_frames": total, "duration": total / fps}
+
+
+def processor_video_kwargs(videos: Sequence[ModelVideo], processor: Any = None) -> dict[str, Any]:
+    """Keyword arguments for the processor's video part: the frames are already sampled and sized, so the processor
+    neither resizes nor (Qwen3-VL) samples them again; Qwen2.5-VL takes their fps, Qwen3-VL where they lie in the
+    clip (``video_metadata``, for the timestamps in the prompt)."""
+    if processor is not None and family_of_processor(processor) == QWEN3_VL:
+        from transformers.video_utils import VideoMetadata
+
+        metadata = [VideoMetadata(**video_metadata(v)) for v in videos]
+        return {"video_metadata": metadata, "do_sample_frames": False, "do_resize": False}
     return {"fps": [float(v.sample_fps) for v in videos], "do_resize": False}
 
 
 def encode_clip(processor: Any, text: str, video: ModelVideo, pixel_dtype: Any = None) -> dict[str, Any]:
     """Tokens and patches of one clip (batch of one), as the processor makes them; ``pixel_dtype`` casts the patches
-    (to the vision tower's dtype, which the model would do on the device anyway)."""
+    (to the vision tower's dtype, which the model would do on the device anyway). Qwen2.5-VL's encoding also holds
+    ``second_per_grid_ts``; Qwen3-VL's has the timestamps in its tokens instead."""
     encoded = processor(
-        text=[text], videos=[video.frames], **processor_video_kwargs([video]), padding=False, return_tensors="pt"
+        text=[text],
+        videos=[video.frames],
+        **processor_video_kwargs([video], processor),
+        padding=False,
+        return_tensors="pt",
     )
     out = {k: encoded[k] for k in ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw")}
-    out["second_per_grid_ts"] = _as_tensor(encoded["second_per_grid_ts"])
+    if "second_per_grid_ts" in encoded:
+        out["second_per_grid_ts"] = _as_tensor(encoded["second_per_grid_ts"])
     if pixel_dtype is not None and out["pixel_values_videos"].dtype != pixel_dtype:
         out["pixel_values_videos"] = out["pixel_values_videos"].to(pixel_dtype)
     return out
@@ -165,13 +194,36 @@ def collate(encoded: Sequence[Mapping[str, Any]], pad_id: int, pin_memory: bool 
         pad = width - e["input_ids"].shape[1]
         ids.append(torch.nn.functional.pad(e["input_ids"], (pad, 0), value=pad_id))
         mask.append(torch.nn.functional.pad(e["attention_mask"], (pad, 0), value=0))
-    return {
-        "input_ids": _cat(ids, pin_memory),
-        "attention_mask": _cat(mask, pin_memory),
-        "pixel_values_videos": _cat([e["pixel_values_videos"] for e in encoded], pin_memory),
-        "video_grid_thw": _cat([e["video_grid_thw"] for e in encoded], pin_memory),
-        "second_per_grid_ts": _cat([e["second_per_grid_ts"] for e in encoded], pin_memory),
-    }
+    batch = {"input_ids": _cat(ids, pin_memory), "attention_mask": _cat(mask, pin_memory)}
+    for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+        if key in encoded[0]:
+            batch[key] = _cat([e[key] for e in encoded], pin_memory)
+    return batch
+
+
+def repeat_rows(batch: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """``batch`` with every row repeated ``n`` times in place (row-major: row 0 n times, then row 1 ...), each
+    clip's patches and grid with it — what ``generate(num_return_sequences=n)`` does internally.
+
+    Needed for Qwen3-VL critics: transformers 4.57's Qwen3-VL counts a video's ``<|vision_start|>`` tokens to split
+    the batch for ``num_return_sequences``, but its prompt holds one per timestamped pair of frames, so asking it for
+    several sequences fails; generating once over the repeated rows gives the same samples.
+    """
+    import torch
+
+    if n == 1:
+        return dict(batch)
+    out: dict[str, Any] = {}
+    for key in ("input_ids", "attention_mask", "video_grid_thw", "second_per_grid_ts"):
+        if key in batch:
+            out[key] = batch[key].repeat_interleave(n, dim=0)
+    if "pixel_values_videos" in batch:
+        sizes = batch["video_grid_thw"].prod(-1).tolist()
+        chunks = torch.split(batch["pixel_values_videos"], sizes)
+        out["pixel_values_videos"] = torch.cat([c for c in chunks for _ in range(n)])
+    for key, value in batch.items():
+        out.setdefault(key, value)
+    return out
 
 
 def to_device(batch: Mapping[str, Any], device: Any, non_blocking: bool = False) -> dict[str, Any]:
@@ -188,11 +240,22 @@ def clip_visual_tokens(video: ModelVideo) -> int:
 # vLLM: inputs and sampling parameters
 
 
-def vllm_input(text: str, video: ModelVideo) -> dict[str, Any]:
+def vllm_input(text: str, video: ModelVideo, family: str | None = None) -> dict[str, Any]:
     """One vLLM prompt: the chat text, the sized frames as ``multi_modal_data`` — uint8 ``(T, H, W, 3)``, the layout
-    vLLM's video parser takes, with heights and widths already multiples of 28 so its processor keeps them — and the
-    processor keywords (the fps the frames stand for, no resizing)."""
+    vLLM's video parser takes, with heights and widths already multiples of the critic's patch factor (28, or 32 for
+    Qwen3-VL) so its processor keeps them — and the processor keywords (no resizing).
+
+    Qwen2.5-VL (default): the keywords carry the fps the frames stand for. Qwen3-VL (``family="qwen3-vl"``): the
+    video is the pair (frames, metadata) that vLLM's Qwen3-VL processor takes for pre-sampled frames — the metadata
+    (:func:`video_metadata`) gives the frame positions its timestamps come from — and frame sampling is off.
+    """
     frames = video.frames.permute(0, 2, 3, 1).contiguous().numpy()  # type: ignore[attr-defined]
+    if family == QWEN3_VL:
+        return {
+            "prompt": text,
+            "multi_modal_data": {"video": (frames, video_metadata(video))},
+            "mm_processor_kwargs": {"do_sample_frames": False, "do_resize": False},
+        }
     return {
         "prompt": text,
         "multi_modal_data": {"video": frames},
@@ -269,12 +332,13 @@ def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -
     return expected_row([m / total for m in mass], total)
 
 
-def generate_row(texts: Sequence[str]) -> dict[str, Any]:
-    """The row of ``generate`` mode from a clip's sampled answers: the most common parsed score (ties: the rounded
-    mean of the parsed scores), their mean as ``expected_score``, every answer kept with its parse error."""
+def generate_row(texts: Sequence[str], answer_format: str = "tagged") -> dict[str, Any]:
+    """The row of ``generate`` mode from a clip's sampled answers, each parsed in ``answer_format`` (the prompt's):
+    the most common parsed score (ties: the rounded mean of the parsed scores), their mean as ``expected_score``,
+    every answer kept with its parse error."""
     trials = []
     for text in texts:
-        parsed = parse_answer(text)
+        parsed = parse_answer(text, answer_format=answer_format)
         trials.append({"text": text, "score": parsed.score, "error": parsed.error})
     scores = [t["score"] for t in trials if t["score"] is not None]
     if scores:

@@ -388,6 +388,7 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     task = parsed[0]
     prompt = load_prompt(cfg.prompt)
     tasks.check_task_prompt(task, prompt)
+    prompt.require(cfg.mode)  # the answer key the mode needs, before any clip is read or model loaded
     items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
     if cfg.limit is not None:
         items = items[: cfg.limit]

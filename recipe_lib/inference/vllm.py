@@ -7,7 +7,7 @@
 the same text and the same pixels.
 
 ``generate``  ``SamplingParams`` from the recipe's sampling settings (``n = trials`` answers per clip), each parsed.
-``expected``  one token after the ``<answer>\\n`` prefix with the log-probabilities of exactly the five digit tokens
+``expected``  one token after the prompt's answer prefix with the log-probabilities of exactly the five digit tokens
               (``SamplingParams(logprob_token_ids=...)``); p(1..5) are their probabilities renormalised and
               ``digit_mass`` their sum, as in the transformers backend.
 
@@ -36,6 +36,7 @@ from recipe_lib.inference.requests import (
     vllm_input,
     vllm_sampling_kwargs,
 )
+from recipe_lib.models.family import family_of_processor, patch_factor
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import load_for_model
 
@@ -61,6 +62,7 @@ class VLLMScorer:
         sampling_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_mode(cfg.mode)
+        prompt.require(cfg.mode)
         self.cfg = cfg
         self.prompt = prompt
         self.mode = cfg.mode
@@ -71,6 +73,9 @@ class VLLMScorer:
         self.engine_kwargs = dict(engine_kwargs or {})
         self.sampling_kwargs = dict(sampling_kwargs or {})  # e.g. ignore_eos for fixed-length benchmark rows
         self.processor = self._load_processor()
+        # Qwen2.5-VL or Qwen3-VL (Cosmos-Reason2): how frames are sized and handed to the engine.
+        self.family = family_of_processor(self.processor)
+        self.patch_factor = patch_factor(self.processor)
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if self.mode == "expected" else None
         self._llm: Any = None
 
@@ -117,13 +122,13 @@ class VLLMScorer:
     def prepare(self, item: dict[str, Any]) -> Prepared:
         """CPU work for one clip (safe to run in a worker thread)."""
         start = time.perf_counter()
-        video = load_for_model(item["video_url"], self.video_settings)
+        video = load_for_model(item["video_url"], self.video_settings, self.patch_factor)
         text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
         return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start)
 
     def requests(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         """The engine inputs of a batch (one per clip)."""
-        return [vllm_input(p.text, p.video) for p in batch]
+        return [vllm_input(p.text, p.video, self.family) for p in batch]
 
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         vllm = _import_vllm()
@@ -140,7 +145,7 @@ class VLLMScorer:
                 logprobs = {int(t): float(getattr(lp, "logprob", lp)) for t, lp in first.items()}
                 row = row_from_logprobs(logprobs, self.digit_ids or [])
             else:
-                row = generate_row([o.text for o in out.outputs])
+                row = generate_row([o.text for o in out.outputs], self.prompt.parse_format())
             row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}
             row["frames"] = int(p.video.frames.shape[0])
             row["frame_size"] = [int(p.video.frames.shape[2]), int(p.video.frames.shape[3])]

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recipe_lib.constants import DEMO_CRITIC_KEY
 from recipe_lib.errors import RecipeError
@@ -413,6 +413,14 @@ def is_tiny_critic(folder: str | Path) -> bool:
     return isinstance(marker, dict) and marker.get("format") == FORMAT_VERSION
 
 
+def tiny_critic_family(folder: str | Path) -> str | None:
+    """The family (``qwen2.5-vl`` / ``qwen3-vl``) of a complete tiny critic folder, None when it is not one."""
+    if not is_tiny_critic(folder):
+        return None
+    marker = json.loads((Path(folder) / MARKER_FILE).read_text())
+    return str(marker.get("family", "qwen2.5-vl"))  # the Qwen2.5-VL demo critic's marker predates the key
+
+
 def _is_replaceable(folder: Path) -> bool:
     """A folder we may overwrite: missing, empty, or holding nothing but tiny critic files."""
     if not folder.exists():
@@ -432,6 +440,19 @@ def build_tiny_critic(out_dir: str | Path, cfg: TinyCriticConfig | None = None) 
     """
     cfg = cfg or TinyCriticConfig()
     cfg.validate()
+    out_dir = claim_folder(out_dir)
+    tokenizer = _build_tokenizer(cfg)
+    processor = _build_processor(tokenizer, cfg)
+    model = _build_model(tokenizer, cfg)
+    marker = {
+        "description": "tiny randomly initialised Qwen2.5-VL critic for the demo profile",
+        "config": dataclasses.asdict(cfg),
+    }
+    return write_critic_folder(out_dir, model, processor, marker)
+
+
+def claim_folder(out_dir: str | Path) -> Path:
+    """The resolved ``out_dir``, refused when it holds anything but an earlier tiny critic (its parent is created)."""
     out_dir = Path(out_dir).expanduser().resolve()
     if not _is_replaceable(out_dir):
         raise RecipeError(
@@ -439,13 +460,15 @@ def build_tiny_critic(out_dir: str | Path, cfg: TinyCriticConfig | None = None) 
             hint="pass a new or empty folder with --out, or remove that folder first",
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
+
+def write_critic_folder(out_dir: Path, model: Any, processor: Any, marker: dict[str, Any]) -> Path:
+    """Save ``model`` and ``processor`` with the build marker (written last) into ``out_dir``, atomically: the folder
+    is assembled next to it and moved into place, replacing an earlier tiny critic there."""
     import transformers
 
-    tokenizer = _build_tokenizer(cfg)
-    processor = _build_processor(tokenizer, cfg)
-    model = _build_model(tokenizer, cfg)
-
+    tokenizer = processor.tokenizer
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes the folder private; the critic is an ordinary build output
@@ -453,8 +476,7 @@ def build_tiny_critic(out_dir: str | Path, cfg: TinyCriticConfig | None = None) 
         processor.save_pretrained(staging)
         marker = {
             "format": FORMAT_VERSION,
-            "description": "tiny randomly initialised Qwen2.5-VL critic for the demo profile",
-            "config": dataclasses.asdict(cfg),
+            **marker,
             "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": model.config.text_config.vocab_size,
             "tokenizer_length": len(tokenizer),

@@ -6,9 +6,13 @@ assistant?]. Its video part says how the clip is read (``fps``, ``total_pixels``
 
 Model inputs are built the way :mod:`recipe_lib.inference.hf` builds them at inference time: the prompt is the chat
 template of [system, user] with the generation prompt, clips are decoded and sized by
-:func:`recipe_lib.video.load_for_model` and passed as uint8 (T, C, H, W) tensors with their fps to the processor
-(``do_resize=False``). Rows are padded on the left, so every row *ends* with its answer: the trainers ask the model for
-the logits of the last K + 1 positions only (``logits_to_keep``) instead of the whole sequence.
+:func:`recipe_lib.video.load_for_model` and passed as uint8 (T, C, H, W) tensors to the processor
+(``do_resize=False``) with their fps — or, for a Qwen3-VL critic, their frame positions
+(:func:`recipe_lib.inference.requests.processor_video_kwargs`). Clips are decoded before the model is loaded, on
+Qwen2.5-VL's 28-pixel grid; for a Qwen3-VL critic the encoder resizes them to its 32-pixel grid
+(:func:`recipe_lib.video.fit_to_factor`). Rows are padded on the left, so every row *ends* with its answer: the
+trainers ask the model for the logits of the last K + 1 positions only (``logits_to_keep``) instead of the whole
+sequence.
 
 Answer-only labels: the target ids are the tokens of the assistant text followed by the end-of-turn marker the chat
 template puts after an assistant turn (``<|im_end|>``), appended to the prompt ids — the same tokens the critic would
@@ -28,7 +32,7 @@ from typing import Any
 
 from recipe_lib.config import VideoSettings
 from recipe_lib.errors import DataError, RecipeError, VideoError
-from recipe_lib.video import ModelVideo, load_for_model
+from recipe_lib.video import ModelVideo, fit_to_factor, load_for_model
 
 IGNORE_INDEX = -100
 VIDEO_KEYS = ("fps", "total_pixels", "max_pixels", "min_pixels")
@@ -264,7 +268,11 @@ class Encoder:
     """Turns samples (and their clips) into padded model inputs with a processor (see the module docstring)."""
 
     def __init__(self, processor: Any) -> None:
+        from recipe_lib.models.family import family_of_processor, patch_factor
+
         self.processor = processor
+        self.family = family_of_processor(processor)
+        self.patch_factor = patch_factor(processor)
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
         pad = self.tokenizer.pad_token_id
@@ -302,11 +310,13 @@ class Encoder:
 
     def encode_prompts(self, samples: list[Sample], clips: list[ModelVideo], answer_prefix: str = "") -> Any:
         """Left-padded prompt inputs (``BatchFeature``), as inference builds them."""
+        from recipe_lib.inference.requests import processor_video_kwargs
+
+        clips = [fit_to_factor(c, self.patch_factor) for c in clips]
         return self.processor(
             text=[self.prompt_text(s, answer_prefix) for s in samples],
             videos=[c.frames for c in clips],
-            fps=[c.sample_fps for c in clips],
-            do_resize=False,
+            **processor_video_kwargs(clips, self.processor),
             padding=True,
             return_tensors="pt",
         )

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.inference.requests import repeat_rows
+from recipe_lib.models.family import QWEN3_VL
 from recipe_lib.rewards import combined_reward
 from recipe_lib.train.batching import Encoder, Sample, to_device, token_logprobs
 from recipe_lib.train.config import GRPOConfig
@@ -159,6 +161,10 @@ def sample_completions(
 
     prompts = encoder.encode_prompts(samples, clips)
     inputs = to_device(dict(prompts), device, dtype)
+    returns = n
+    if encoder.family == QWEN3_VL and n > 1:
+        # transformers' Qwen3-VL cannot return several sequences per video prompt: repeat the rows instead.
+        inputs, returns = repeat_rows(inputs, n), 1
     end_id = encoder.end_ids[-1]
     # A vision placeholder inside a completion would be read as a slot for video features on the policy pass.
     vision = [t for t in VISION_TOKENS if t in encoder.tokenizer.get_vocab()]
@@ -171,7 +177,7 @@ def sample_completions(
             top_k=0,
             top_p=1.0,
             max_new_tokens=max_new_tokens,
-            num_return_sequences=n,
+            num_return_sequences=returns,
             eos_token_id=end_id,
             pad_token_id=encoder.pad_id,
             suppress_tokens=suppress,

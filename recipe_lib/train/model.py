@@ -25,7 +25,8 @@ class TrainModel:
     lora: bool
 
     def base(self) -> Any:
-        """The underlying ``Qwen2_5_VLForConditionalGeneration`` (the PEFT base model under LoRA)."""
+        """The underlying model — ``Qwen2_5_VLForConditionalGeneration`` or ``Qwen3VLForConditionalGeneration`` (the
+        PEFT base model under LoRA)."""
         return self.model.get_base_model() if self.lora else self.model
 
     def trainable_parameters(self) -> list[Any]:
@@ -35,7 +36,8 @@ class TrainModel:
 def load_train_model(
     model: str, local: Any, gradient_checkpointing: bool = False, resume_from: Path | None = None
 ) -> TrainModel:
-    """Load the critic to train (``recipe_lib.models.loading.load_critic``) and wrap it with LoRA when asked.
+    """Load the critic to train (``recipe_lib.models.loading.load_critic``; a Qwen2.5-VL or Qwen3-VL checkpoint) and
+    wrap it with LoRA when asked.
 
     ``resume_from``: a checkpoint of this run. Its weights are loaded the way any checkpoint loads
     (``from_pretrained``); under LoRA the base model comes from ``model`` and the adapters from the checkpoint.
@@ -83,7 +85,10 @@ def _load_adapter(peft_model: Any, path: Path, device: str) -> None:
 
 
 def apply_lora(model: Any, lora: Any) -> Any:
-    """Wrap ``model`` with LoRA adapters (peft) on ``lora.target_modules``; only the adapters train."""
+    """Wrap ``model`` with LoRA adapters (peft) on ``lora.target_modules``; only the adapters train. The usual names
+    (q_proj ... down_proj) are the language model's projections, which Qwen2.5-VL and Qwen3-VL share; peft adapts every
+    module of a listed name (Qwen2.5-VL's vision MLP is named gate/up/down_proj too; Qwen3-VL's vision tower uses
+    qkv, proj, linear_fc1 and linear_fc2)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:  # pragma: no cover - peft is a dependency
@@ -93,7 +98,8 @@ def apply_lora(model: Any, lora: Any) -> Any:
     if missing:
         raise ConfigError(
             f"local.lora.target_modules: the model has no module named {', '.join(missing)}",
-            hint="Qwen2.5-VL's language model uses q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+            hint="the language model of Qwen2.5-VL and Qwen3-VL uses q_proj, k_proj, v_proj, o_proj, gate_proj, "
+            "up_proj, down_proj",
         )
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
