@@ -33,10 +33,15 @@ def resource_dir(name: str) -> Path:
     return REPO_ROOT / name if SOURCE_CHECKOUT else PACKAGED_DATA / name
 
 
+def project_dir() -> Path:
+    """The folder runs work in: the repository root in a checkout, the working folder for an installed package (never
+    a folder inside site-packages)."""
+    return REPO_ROOT if SOURCE_CHECKOUT else Path.cwd()
+
+
 def default_build_dir() -> Path:
-    """``<repo>/build`` in a checkout; ``./build`` (under the working folder) for an installed package, never a folder
-    inside site-packages."""
-    return REPO_ROOT / "build" if SOURCE_CHECKOUT else Path.cwd() / "build"
+    """``<repo>/build`` in a checkout, ``./build`` for an installed package."""
+    return project_dir() / "build"
 
 
 PROMPTS_DIR = resource_dir("prompts")

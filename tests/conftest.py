@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from notebook_outputs import unclean_since
 from support import MODEL_OUTPUTS, SHARED_VIDEOS
 
 
@@ -22,6 +24,16 @@ def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # once a token exists in ~/.ray (a plain ray.init() writes one), and a half-enabled cluster refuses the driver.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     return path
+
+
+@pytest.fixture(autouse=True)
+def executed_notebooks_are_clean(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Every notebook a test executes (in process or through the CLI, into any build folder of the session) and every
+    page exported from one carries no stderr output: no library warning, no log line above the real output."""
+    since = time.time()
+    yield
+    problems = unclean_since(tmp_path_factory.getbasetemp(), since)
+    assert not problems, "stderr in executed notebooks:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")
