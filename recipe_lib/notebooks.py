@@ -97,13 +97,40 @@ def ensure_kernel() -> str:
 def kernel_config() -> Any:
     """traitlets configuration for the kernel manager of a headless run: CurveZMQ transport encryption when the kernel
     spec declares support (``auto``), on jupyter_client versions that offer it."""
-    from jupyter_client import KernelManager
     from traitlets.config import Config
 
     config = Config()
-    if KernelManager.class_traits().get("transport_encryption") is not None:
+    if _offers_transport_encryption():
         config.KernelManager.transport_encryption = "auto"
     return config
+
+
+def _offers_transport_encryption() -> bool:
+    from jupyter_client import KernelManager
+
+    return KernelManager.class_traits().get("transport_encryption") is not None
+
+
+def jupyter_command(
+    app: str = "jupyterlab", port: int | None = None, token: str | None = None, browser: bool = True
+) -> list[str]:
+    """The Jupyter server that ``make lab`` starts (``app="jupyterlab"``; the tests start ``"jupyter_server"``, what
+    JupyterLab runs on, with the same settings): on 127.0.0.1 only, rooted at the notebooks folder, kernels on
+    encrypted channels (:func:`kernel_config`), allowed to run as root (a container). The project's kernel is
+    registered first."""
+    ensure_kernel()
+    command = [sys.executable, "-m", app, "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]
+    if _offers_transport_encryption():
+        command.append("--KernelManager.transport_encryption=auto")
+    if port is not None:
+        command += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    if token is not None:
+        command.append(f"--IdentityProvider.token={token}")
+    if not browser:
+        command.append("--ServerApp.open_browser=False")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers run as root; Jupyter refuses to unless told
+        command.append("--ServerApp.allow_root=True")
+    return command
 
 
 def metrics_path(notebook: str) -> Path:
