@@ -11,6 +11,26 @@ import pytest
 from notebook_outputs import unclean_since
 from support import MODEL_OUTPUTS, SHARED_VIDEOS
 
+# Tests marked slow here rather than in their modules, one rule a line, so `make test-fast` (pytest -m "not slow")
+# stays within a few minutes on 2 CPU cores. They still run in `make test` and CI. A prefix is a folder, a module or
+# one test's node id.
+SLOW = {
+    "tests/reliability/": "each runs the real plausibility command in fresh interpreters, end to end",
+    "tests/inference/test_ray_engine.py": "starts real multi-node Ray clusters on 127.0.0.1",
+    "tests/inference/test_scoring.py::test_kill_midway_then_resume": "kills a scoring run and resumes it",
+    "tests/train/test_sft.py::test_sigkill_then_rerun_resumes_from_last_checkpoint": "kills a training run",
+    "tests/test_notebooks.py::test_0": "executes notebooks in a kernel",
+    "tests/test_notebooks.py::test_failing_notebook_reports_the_cell": "executes a notebook in a kernel",
+    "tests/test_docs_browser.py": "scores clips and opens the pages in headless Chromium",
+    "tests/test_clean_output.py::test_a_headless_run": "executes a notebook in a kernel",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.nodeid.startswith(prefix) for prefix in SLOW):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
