@@ -23,6 +23,14 @@ SLOW = {
     "tests/test_notebooks.py::test_failing_notebook_reports_the_cell": "executes a notebook in a kernel",
     "tests/test_docs_browser.py": "scores clips and opens the pages in headless Chromium",
     "tests/test_clean_output.py::test_a_headless_run": "executes a notebook in a kernel",
+    "tests/train/test_grpo.py::test_grpo_run": "its fixture trains a critic to answer (SFT, minutes on a CPU)",
+    "tests/train/test_grpo.py::test_grpo_needs_labels": "the same trained fixture",
+    "tests/train/test_sft.py::test_answer_format_is_learned": "an SFT run until the format is learned",
+    "tests/train/test_sweep.py::test_sweep_cli": "scores every checkpoint of a run through the real command, twice",
+    "tests/test_filtering.py::test_rank_command": "the real command end to end in a fresh interpreter",
+    "tests/test_filtering.py::test_score_command": "the real command end to end in a fresh interpreter",
+    "tests/test_evaluation.py::test_evaluate_command": "the real command end to end in a fresh interpreter",
+    "tests/inference/test_endpoint.py::test_cli_errors": "the real command end to end, against a dead endpoint",
 }
 
 
