@@ -32,7 +32,8 @@ demo: $(STAMP)
 test: $(LAB_STAMP)
 	$(PY) -m pytest -q
 
-# Everything but the tests marked slow (notebooks, training runs, Ray clusters, the wheel install): a few minutes.
+# Everything but the tests marked slow (notebooks, training runs, end-to-end commands, Ray clusters, the wheel
+# install; see SLOW in tests/conftest.py): under 3 minutes on 2 cores.
 test-fast: $(LAB_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
