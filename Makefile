@@ -6,6 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.installed-lab
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
 .PHONY: venv demo test test-fast lint lab docs bench bench-quick gpu-venv gpu-resolve clean
@@ -15,26 +16,34 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cosmos,ray]'
-	$(PY) -m ipykernel install --sys-prefix --name plausibility-recipes --display-name "Python (plausibility-recipes)" >/dev/null
+	$(VENV)/bin/plausibility notebooks kernel
 	touch $(STAMP)
+
+# JupyterLab is not a dependency of the library: `make lab` (and the tests, which start a Jupyter server) add it.
+$(LAB_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[lab]'
+	touch $(LAB_STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/plausibility demo
 
-test: $(STAMP)
+test: $(LAB_STAMP)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+# Everything but the tests marked slow (notebooks, training runs, end-to-end commands, Ray clusters, the wheel
+# install; see SLOW in tests/conftest.py): under 3 minutes on 2 cores.
+test-fast: $(LAB_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recipe_lib tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check recipe_lib tests benchmarks
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab on notebooks/ on 127.0.0.1, the project's kernel registered, kernels on encrypted channels.
+lab: $(LAB_STAMP)
+	$(VENV)/bin/plausibility notebooks lab
 
 docs: $(STAMP)
 	$(VENV)/bin/plausibility notebooks run

@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from recipe_lib.errors import ConfigError
+from recipe_lib.resources import CONFIGS_DIR as CONFIGS_DIR  # re-exported: the folders are located in resources
+from recipe_lib.resources import PROMPTS_DIR as PROMPTS_DIR
+from recipe_lib.resources import REPO_ROOT, default_build_dir
 
 T = TypeVar("T")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = REPO_ROOT / "prompts"
-CONFIGS_DIR = REPO_ROOT / "configs"
-
 
 def build_dir() -> Path:
-    """Where results land (``$PLAUSIBILITY_BUILD_DIR`` or ``<repo>/build``)."""
-    return Path(os.environ.get("PLAUSIBILITY_BUILD_DIR", REPO_ROOT / "build")).resolve()
+    """Where results land (``$PLAUSIBILITY_BUILD_DIR``, else ``<repo>/build``, or ``./build`` when installed)."""
+    return Path(os.environ.get("PLAUSIBILITY_BUILD_DIR", default_build_dir())).resolve()
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -3,7 +3,12 @@
 Executed notebooks land in ``build/notebooks/``, HTML exports in ``build/docs/``, and each notebook's last cell writes
 ``build/<notebook>/metrics.json`` through :func:`save_metrics`. The kernel is the project's own
 (``plausibility-recipes``, registered into the virtualenv on first use), named explicitly so a fresh machine needs no
-Jupyter set-up; the working folder is the repository root.
+Jupyter set-up; the working folder is the repository root (the current folder for an installed package).
+
+Clean output: the kernel's ZeroMQ channels are CurveZMQ-encrypted (the kernel spec declares support; without it
+ipykernel warns that it runs over TCP in plain text), and the kernel spec's environment (:data:`KERNEL_ENV`) silences
+two known import-time messages of dependencies, so neither the log nor an executed notebook carries them. Nothing
+else is filtered: any other warning or error still reaches the notebook's output.
 """
 
 from __future__ import annotations
@@ -12,18 +17,29 @@ import contextlib
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.config import REPO_ROOT, build_dir
+from recipe_lib.config import build_dir
 from recipe_lib.errors import RecipeError
+from recipe_lib.resources import NOTEBOOKS_DIR, project_dir
 
 KERNEL_NAME = "plausibility-recipes"
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+KERNEL_DISPLAY_NAME = "Python (plausibility-recipes)"
+
+# Written into the kernel spec, so papermill runs, `make lab` and any Jupyter server get them. Each silences one known
+# message a dependency prints when it is imported, by its exact start; neither says anything about the user's run:
+#   pynvml (pulled in by cosmos-rl) warns on import that it is deprecated in favour of nvidia-ml-py, which
+#     torch.cuda already uses;
+#   torchao (pulled in by cosmos-rl; transformers' torchao quantizer imports it whenever it is installed) registers
+#     Enum classes that torch 2.14's pytree warns about through the torch.utils._pytree logger (errors still show).
+KERNEL_ENV = {
+    "PYTHONWARNINGS": "ignore:The pynvml package is deprecated:FutureWarning",
+    "TORCH_LOGS": "-torch.utils._pytree",
+}
 
 # Headless runs: no widget progress bars (they export as junk), no dataset bars; keep inline figures (an inherited
 # MPLBACKEND=Agg would silently drop every figure from the executed notebook).
@@ -55,31 +71,66 @@ def find_notebook(name: str) -> Path:
     raise RecipeError(f"no notebook named '{name}'", hint=f"notebooks: {known}")
 
 
-def ensure_kernel() -> str:
-    """Register the project's kernel (this interpreter) into the virtualenv if it is not there yet."""
+def kernel_spec_path() -> Path | None:
+    """The folder of the registered ``plausibility-recipes`` kernel spec (None when there is none)."""
     from jupyter_client.kernelspec import KernelSpecManager
 
-    specs = KernelSpecManager().find_kernel_specs()
-    if KERNEL_NAME in specs:
-        argv = json.loads((Path(specs[KERNEL_NAME]) / "kernel.json").read_text()).get("argv", [""])
-        if Path(argv[0]).exists():
+    found = KernelSpecManager().find_kernel_specs().get(KERNEL_NAME)
+    return Path(found) if found else None
+
+
+def ensure_kernel() -> str:
+    """Register the project's kernel (this interpreter, with :data:`KERNEL_ENV`) into the virtualenv unless a spec
+    with a working interpreter and that environment is there already."""
+    found = kernel_spec_path()
+    if found is not None:
+        spec = json.loads((found / "kernel.json").read_text())
+        argv = spec.get("argv") or [""]
+        if Path(argv[0]).exists() and all(spec.get("env", {}).get(k) == v for k, v in KERNEL_ENV.items()):
             return KERNEL_NAME
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ipykernel",
-            "install",
-            "--sys-prefix",
-            "--name",
-            KERNEL_NAME,
-            "--display-name",
-            "Python (plausibility-recipes)",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME, prefix=sys.prefix, env=dict(KERNEL_ENV))
     return KERNEL_NAME
+
+
+def kernel_config() -> Any:
+    """traitlets configuration for the kernel manager of a headless run: CurveZMQ transport encryption when the kernel
+    spec declares support (``auto``), on jupyter_client versions that offer it."""
+    from traitlets.config import Config
+
+    config = Config()
+    if _offers_transport_encryption():
+        config.KernelManager.transport_encryption = "auto"
+    return config
+
+
+def _offers_transport_encryption() -> bool:
+    from jupyter_client import KernelManager
+
+    return KernelManager.class_traits().get("transport_encryption") is not None
+
+
+def jupyter_command(
+    app: str = "jupyterlab", port: int | None = None, token: str | None = None, browser: bool = True
+) -> list[str]:
+    """The Jupyter server that ``make lab`` starts (``app="jupyterlab"``; the tests start ``"jupyter_server"``, what
+    JupyterLab runs on, with the same settings): on 127.0.0.1 only, rooted at the notebooks folder, kernels on
+    encrypted channels (:func:`kernel_config`), allowed to run as root (a container). The project's kernel is
+    registered first."""
+    ensure_kernel()
+    command = [sys.executable, "-m", app, "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={NOTEBOOKS_DIR}"]
+    if _offers_transport_encryption():
+        command.append("--KernelManager.transport_encryption=auto")
+    if port is not None:
+        command += [f"--ServerApp.port={port}", "--ServerApp.port_retries=0"]
+    if token is not None:
+        command.append(f"--IdentityProvider.token={token}")
+    if not browser:
+        command.append("--ServerApp.open_browser=False")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers run as root; Jupyter refuses to unless told
+        command.append("--ServerApp.allow_root=True")
+    return command
 
 
 def metrics_path(notebook: str) -> Path:
@@ -150,11 +201,12 @@ def run_notebook(
                 str(output),
                 parameters=parameters or {},
                 kernel_name=kernel,
-                cwd=str(REPO_ROOT),
+                cwd=str(project_dir()),
                 execution_timeout=timeout,
                 start_timeout=120,
                 progress_bar=False,
                 log_output=False,
+                config=kernel_config(),
             )
         except pm.PapermillExecutionError as exc:
             raise RecipeError(

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from notebook_outputs import unclean_since
 from support import MODEL_OUTPUTS, SHARED_VIDEOS
+
+# Tests marked slow here rather than in their modules, one rule a line, so `make test-fast` (pytest -m "not slow")
+# stays within a few minutes on 2 CPU cores. They still run in `make test` and CI. A prefix is a folder, a module or
+# one test's node id.
+SLOW = {
+    "tests/reliability/": "each runs the real plausibility command in fresh interpreters, end to end",
+    "tests/inference/test_ray_engine.py": "starts real multi-node Ray clusters on 127.0.0.1",
+    "tests/inference/test_scoring.py::test_kill_midway_then_resume": "kills a scoring run and resumes it",
+    "tests/train/test_sft.py::test_sigkill_then_rerun_resumes_from_last_checkpoint": "kills a training run",
+    "tests/test_notebooks.py::test_0": "executes notebooks in a kernel",
+    "tests/test_notebooks.py::test_failing_notebook_reports_the_cell": "executes a notebook in a kernel",
+    "tests/test_docs_browser.py": "scores clips and opens the pages in headless Chromium",
+    "tests/test_clean_output.py::test_a_headless_run": "executes a notebook in a kernel",
+    "tests/train/test_grpo.py::test_grpo_run": "its fixture trains a critic to answer (SFT, minutes on a CPU)",
+    "tests/train/test_grpo.py::test_grpo_needs_labels": "the same trained fixture",
+    "tests/train/test_sft.py::test_answer_format_is_learned": "an SFT run until the format is learned",
+    "tests/train/test_sweep.py::test_sweep_cli": "scores every checkpoint of a run through the real command, twice",
+    "tests/test_filtering.py::test_rank_command": "the real command end to end in a fresh interpreter",
+    "tests/test_filtering.py::test_score_command": "the real command end to end in a fresh interpreter",
+    "tests/test_evaluation.py::test_evaluate_command": "the real command end to end in a fresh interpreter",
+    "tests/inference/test_endpoint.py::test_cli_errors": "the real command end to end, against a dead endpoint",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.nodeid.startswith(prefix) for prefix in SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,6 +52,16 @@ def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # once a token exists in ~/.ray (a plain ray.init() writes one), and a half-enabled cluster refuses the driver.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     return path
+
+
+@pytest.fixture(autouse=True)
+def executed_notebooks_are_clean(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """Every notebook a test executes (in process or through the CLI, into any build folder of the session) and every
+    page exported from one carries no stderr output: no library warning, no log line above the real output."""
+    since = time.time()
+    yield
+    problems = unclean_since(tmp_path_factory.getbasetemp(), since)
+    assert not problems, "stderr in executed notebooks:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")

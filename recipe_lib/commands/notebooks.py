@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_p.set_defaults(func=run)
     list_p = nsub.add_parser("list", help="list the notebooks")
     list_p.set_defaults(func=list_notebooks)
+    kernel_p = nsub.add_parser("kernel", help="register the project's Jupyter kernel (plausibility-recipes)")
+    kernel_p.set_defaults(func=kernel)
+    lab_p = nsub.add_parser("lab", help="JupyterLab on the notebooks, on 127.0.0.1 (needs the lab extra)")
+    lab_p.add_argument("--port", type=int, default=None, help="port (default: Jupyter's, 8888 or the next free one)")
+    lab_p.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
+    lab_p.set_defaults(func=lab)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
@@ -49,3 +55,26 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_html:
         print(f"index: {write_index()}")
     return 0
+
+
+def kernel(args: argparse.Namespace) -> int:
+    from recipe_lib.notebooks import ensure_kernel, kernel_spec_path
+
+    name = ensure_kernel()
+    print(f"kernel {name}: {kernel_spec_path()}")
+    return 0
+
+
+def lab(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+
+    from recipe_lib.errors import RecipeError
+    from recipe_lib.notebooks import jupyter_command
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        hint = "run 'make lab', or pip install 'plausibility-recipes[lab]'"
+        raise RecipeError("JupyterLab is not installed", hint=hint)
+    command = jupyter_command("jupyterlab", port=args.port, browser=not args.no_browser)
+    os.execv(command[0], command)  # JupyterLab takes over this process (Ctrl-C stops it)
+    return 0  # pragma: no cover - execv does not return
