@@ -91,6 +91,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"redis-server: {pre.redis_server or 'not found'}")
     print(f"cosmos-rl: {pre.cosmos_rl or 'not found'}")
     print(f"vllm: {'installed' if pre.vllm else 'not installed'}" + ("" if args.kind == "grpo" else " (GRPO only)"))
+    print(f"flash-attn: {'installed' if pre.flash_attn else 'not installed'}")
     if pre.ok:
         print(f"ready to launch {args.kind}")
         return 0

@@ -290,6 +290,7 @@ class Prerequisites:
     redis_server: str | None
     cosmos_rl: str | None
     vllm: bool
+    flash_attn: bool
     missing: list[str]
 
     @property
@@ -320,6 +321,7 @@ def check_prerequisites(kind: str = "sft", n_gpus: int | None = None) -> Prerequ
     redis = shutil.which("redis-server")
     script = cosmos_rl_script()
     vllm = importlib.util.find_spec("vllm") is not None
+    flash_attn = any(importlib.util.find_spec(m) is not None for m in ("flash_attn", "flash_attn_3"))
     missing: list[str] = []
     if gpus == 0:
         missing.append("CUDA GPUs (none visible to torch)")
@@ -329,9 +331,16 @@ def check_prerequisites(kind: str = "sft", n_gpus: int | None = None) -> Prerequ
         missing.append("redis-server on PATH (e.g. apt-get install redis-server or conda install redis)")
     if script is None:
         missing.append("the cosmos-rl command (pip install -e '.[cosmos]')")
+    if not flash_attn:
+        missing.append(
+            "flash-attn (cosmos-rl's Qwen2.5-VL policy runs flash_attn kernels in its attention and vision rotary "
+            "embedding: pip install flash-attn --no-build-isolation, built against this torch and CUDA)"
+        )
     if kind == "grpo" and not vllm:
         missing.append("vllm for GRPO rollouts (pip install vllm, version matching cosmos-rl 0.4.7)")
-    return Prerequisites(gpus=gpus, redis_server=redis, cosmos_rl=script, vllm=vllm, missing=missing)
+    return Prerequisites(
+        gpus=gpus, redis_server=redis, cosmos_rl=script, vllm=vllm, flash_attn=flash_attn, missing=missing
+    )
 
 
 @dataclasses.dataclass
