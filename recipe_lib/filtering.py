@@ -145,12 +145,19 @@ def write_filter_outputs(
     frame = pd.DataFrame(records)
     if frame.empty:
         frame = pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return _write_decisions(frame, records, MANIFEST_COLUMNS, out, threshold)
+
+
+def _write_decisions(
+    frame: Any, records: list[dict[str, Any]], manifest_columns: list[str], out: Path, threshold: float
+) -> FilterResult:
+    """predictions.csv (``frame``), predictions.jsonl (``records``) and manifest.csv (``manifest_columns``)."""
     jsonl = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records)
     counts = {d: sum(1 for r in records if r["decision"] == d) for d in DECISIONS}
     return FilterResult(
         predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
         predictions_jsonl=atomic_write_text(out / "predictions.jsonl", jsonl),
-        manifest_csv=_atomic_csv(frame[MANIFEST_COLUMNS], out / "manifest.csv"),
+        manifest_csv=_atomic_csv(frame[manifest_columns], out / "manifest.csv"),
         threshold=float(threshold),
         counts=counts,
         records=records,
@@ -624,13 +631,4 @@ def write_joint_filter_outputs(
             )
     columns = [*MANIFEST_COLUMNS, *JOINT_COLUMNS]
     frame = pd.DataFrame(rows, columns=[*columns, "caption"])
-    jsonl = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in rows)
-    counts = {d: sum(1 for r in rows if r["decision"] == d) for d in DECISIONS}
-    return FilterResult(
-        predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
-        predictions_jsonl=atomic_write_text(out / "predictions.jsonl", jsonl),
-        manifest_csv=_atomic_csv(frame[columns], out / "manifest.csv"),
-        threshold=float(threshold),
-        counts=counts,
-        records=rows,
-    )
+    return _write_decisions(frame, rows, columns, out, threshold)

@@ -572,6 +572,23 @@ class JointSuite:
         return rec
 
 
+def _resampled(n: int, n_boot: int, seed: int, keys: Any, stats: Any) -> dict[str, np.ndarray]:
+    """``stats(idx)`` (a dict of per-resample arrays) over ``n_boot`` bootstrap resamples of ``n`` rows, drawn in blocks
+    of at most ~2 M indices; empty arrays when there is nothing to resample."""
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    if n and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        block = max(1, min(n_boot, 2_000_000 // max(n, 1)))
+        done = 0
+        while done < n_boot:
+            b = min(block, n_boot - done)
+            res = stats(rng.integers(0, n, size=(b, n)))
+            for k in keys:
+                samples[k].append(res[k])
+            done += b
+    return {k: np.concatenate(v) if v else np.array([]) for k, v in samples.items()}
+
+
 def _joint_stats(pred: np.ndarray, lab: np.ndarray) -> dict[str, np.ndarray]:
     """Joint metrics batched over a leading axis (``pred``: 1 joint, 0 not, -1 unparsed; ``lab``: -1 unlabelled)."""
     n = pred.shape[-1]
@@ -637,20 +654,8 @@ def joint_suite(
     for p, y in zip(pred, lab):
         if y >= 0:
             confusion[y, 2 if p < 0 else p] += 1
-    samples: dict[str, list[np.ndarray]] = {k: [] for k in JOINT_METRICS}
     n = len(records)
-    if n and n_boot > 0:
-        rng = np.random.default_rng(seed)
-        block = max(1, min(n_boot, 2_000_000 // max(n, 1)))
-        done = 0
-        while done < n_boot:
-            b = min(block, n_boot - done)
-            idx = rng.integers(0, n, size=(b, n))
-            res = _joint_stats(pred[idx], lab[idx])
-            for k in JOINT_METRICS:
-                samples[k].append(res[k])
-            done += b
-    merged = {k: np.concatenate(v) if v else np.array([]) for k, v in samples.items()}
+    merged = _resampled(n, n_boot, seed, JOINT_METRICS, lambda idx: _joint_stats(pred[idx], lab[idx]))
     return JointSuite(
         n=n,
         n_parsed=int((pred >= 0).sum()),
@@ -769,21 +774,14 @@ def rule_suite(
     table = np.bincount(codes, minlength=12).reshape(3, 4)
     point = _rule_stats(table)
     values = {k: float(point[k]) for k in RULE_METRICS}
-    samples: dict[str, list[np.ndarray]] = {k: [] for k in RULE_METRICS}
     n = len(labels)
-    if n and n_boot > 0:
-        rng = np.random.default_rng(seed)
-        block = max(1, min(n_boot, 2_000_000 // max(n, 1)))
-        done = 0
-        while done < n_boot:
-            b = min(block, n_boot - done)
-            idx = rng.integers(0, n, size=(b, n))
-            flat = (codes[idx] + 12 * np.arange(b)[:, None]).ravel()
-            res = _rule_stats(np.bincount(flat, minlength=12 * b).reshape(b, 3, 4))
-            for k in RULE_METRICS:
-                samples[k].append(res[k])
-            done += b
-    merged = {k: np.concatenate(v) if v else np.array([]) for k, v in samples.items()}
+
+    def resampled_tables(idx: np.ndarray) -> dict[str, np.ndarray]:
+        b = idx.shape[0]
+        flat = (codes[idx] + 12 * np.arange(b)[:, None]).ravel()
+        return _rule_stats(np.bincount(flat, minlength=12 * b).reshape(b, 3, 4))
+
+    merged = _resampled(n, n_boot, seed, RULE_METRICS, resampled_tables)
     label_counts = {c: int(table[k].sum()) for k, c in enumerate(RULE_CLASSES)}
     judged = {c: int(table[:, k].sum()) for k, c in enumerate(RULE_CLASSES)}
     judged["unparsed"] = int(table[:, 3].sum())
