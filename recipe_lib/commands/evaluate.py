@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         s0 = by_task.get(result.task)
         if isinstance(s0, OutsideScoreResult):
             summary = s0.summary()
-            print(f"{name}: {summary['scored']} clips from the table {s0.table}, {summary['unparsed']} without a score")
+            counts = f"{summary['unparsed']} unparsed, {summary['skipped']} skipped"
+            print(f"{name}: scored {summary['scored']} clips, {counts}")
+            print(f"  from the table {s0.table}: {len(s0.rows)} clips joined")
             for line in s0.join_lines():
                 print(f"  {line}")
             continue
