@@ -260,7 +260,8 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
 
         rows, n_uncalibrated = calibration.apply_rows(results["pc"].rows)
         results["pc"] = dataclasses.replace(results["pc"], rows=rows)
-        atomic_write_csv(out / score_files("pc")[0], results_frame(rows, cfg.label_column))
+        scores_csv = next(name for name in score_files("pc") if name.endswith(".csv"))
+        atomic_write_csv(out / scores_csv, results_frame(rows, cfg.label_column))  # calibrated like the rest
     collapse_task = "pc" if "pc" in results else tasks[0]
     collapse = check_collapse(results[collapse_task].rows, labels.get(collapse_task, cfg.label_column))
     warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
