@@ -34,7 +34,8 @@ def test_notebook_killed_mid_scoring_reruns_to_the_same_metrics(notebook_build, 
     results = root / "02_zero_shot" / "scores" / "results.sqlite"
     metrics = root / "02_zero_shot" / "metrics.json"
 
-    proc = start_cli("notebooks", "run", "02", "--no-html", env=env)
+    # pc only (the notebook's demo default also scores sa): one result per clip to count
+    proc = start_cli("notebooks", "run", "02", "--no-html", "-p", "tasks=pc", env=env)
     wait_until(proc, lambda: store_count(results) >= 8, timeout=300, poll=0.005)
     kernels = kill_tree(proc)  # the CLI and its kernel, as an OOM kill or a lost machine would
     assert kernels, "the notebook ran in a kernel process started by the command"
@@ -42,7 +43,7 @@ def test_notebook_killed_mid_scoring_reruns_to_the_same_metrics(notebook_build, 
     assert 8 <= len(landed) < n, "killed while the kernel was scoring"
     assert not metrics.exists(), "a killed run leaves no metrics to be mistaken for a finished one"
 
-    done = run_cli("notebooks", "run", "02", "--no-html", env=env)
+    done = run_cli("notebooks", "run", "02", "--no-html", "-p", "tasks=pc", env=env)
     assert done.returncode == 0, done.stderr
     m = json.loads(metrics.read_text())
     assert (m["scored"], m["from_cache"], m["scored_this_run"]) == (n, len(landed), n - len(landed))
