@@ -157,10 +157,11 @@ class SharedCritic:
     def base(self) -> Any:
         with self._lock:
             if self.loaded is None:
-                from recipe_lib.inference.scoring import _make_scorer
+                from recipe_lib.inference.scoring import _make_scorer, resolve_settings
                 from recipe_lib.prompts import load_prompt
 
-                self.loaded = _make_scorer(self.cfg, load_prompt(self.cfg.prompt))
+                cfg, _ = resolve_settings(self.cfg)  # the critic's video/sampling settings where none were given
+                self.loaded = _make_scorer(cfg, load_prompt(cfg.prompt))
             return self.loaded
 
     def for_prompt(self, prompt: Any) -> TaskScorer:

@@ -224,6 +224,7 @@ def test_any_prompt_file_by_path(tiny_critic, synth_clips, tmp_path):
     prompt.write_text(
         'system_prompt: "You judge motion in clips."\n'
         "user_prompt: |\n  Rate how well this clip follows physics, 1 to 5, as <answer>N</answer>.\n"
+        'answer_prefix: "<answer>\\n"\nanswer_format: tagged\n'
     )
     clips = _clips(synth_clips, 1)
     r = run_cli("score", *clips, "--prompt", str(prompt), "--out", str(tmp_path / "s"), "--no-report")

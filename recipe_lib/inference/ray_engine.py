@@ -24,6 +24,7 @@ import os
 import pickle
 import socket
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
@@ -157,6 +158,21 @@ class ScoreClips:
         return {"key": batch["key"], "row": rows, "skip": skips, "item": batch["item"]}
 
 
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Ray Data's own log lines (its progress-bar notice, "execution finished") off while we score: progress is our
+    bar, and a notebook cell must not show them as stderr. Errors still show."""
+    loggers = [logging.getLogger(name) for name in ("ray.data", "ray.data._internal.execution.streaming_executor")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def score_with_ray(
     cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, progress: bool
 ) -> int:
@@ -164,7 +180,7 @@ def score_with_ray(
     from tqdm.auto import tqdm
 
     n_now = 0
-    with _connected(cfg) as ray:
+    with _connected(cfg) as ray, _quiet_ray_data():
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False

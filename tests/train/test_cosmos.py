@@ -314,10 +314,9 @@ def test_grpo_dataset_and_reward_through_cosmos(conversation_sets, tiny_critic, 
     assert plausibility_reward(before, "2", **kwargs)[0] == pytest.approx(0.25 + 0.5)
     critic = model_outputs["cosmos_reason1_video_critic_generation_0.txt"]
     assert plausibility_reward(critic, ds.get_reference_answer(0), **kwargs)[0] == 0.0
-    # Without a [custom.reward] table: the recipe's dense reward, no format term.
-    assert plausibility_reward(before, "2")[0] == 0.0
-    assert plausibility_reward(before, "4")[0] == 0.5
-    assert plausibility_reward(completion, "4")[0] == 0.0
+    assert plausibility_reward(before, "2")[0] == 1.0  # no [custom.reward]: the default, dense (0 here) + 1.0 x format
+    assert plausibility_reward(before, "4")[0] == 1.5
+    assert plausibility_reward(completion, "4")[0] == 1.0
 
 
 def test_dataset_errors(conversation_sets, tmp_path: Path) -> None:  # noqa: ANN001

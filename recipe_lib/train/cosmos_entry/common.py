@@ -250,6 +250,9 @@ def use_pyav_video_reader() -> bool:
     vision_process.VIDEO_READER_BACKENDS["pyav"] = read_video_pyav
     vision_process.VIDEO_READER_BACKENDS["torchvision"] = read_video_pyav  # its fallback after any reader fails
     vision_process.FORCE_QWENVL_VIDEO_READER = "pyav"
+    cached = getattr(vision_process.get_video_reader_backend, "cache_clear", None)
+    if cached is not None:  # qwen-vl-utils remembers the backend it chose first
+        cached()
     return True
 
 
