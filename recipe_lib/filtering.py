@@ -50,6 +50,20 @@ def decide(row: dict[str, Any], threshold: float) -> tuple[str, float | None, st
     return "reject", value, source, f"{source} {value:.3f} < {threshold:g}"
 
 
+def skipped_record(skip: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """The keep/reject row of a clip that was not scored (its reason kept)."""
+    return {
+        "video": skip["video"],
+        "decision": "skipped",
+        "value": None,
+        "value_source": None,
+        "score": None,
+        "expected_score": None,
+        "threshold": threshold,
+        "reason": skip.get("reason", "skipped"),
+    }
+
+
 def prediction_records(
     rows: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]], threshold: float, label_key: str = "pc"
 ) -> list[dict[str, Any]]:
@@ -87,19 +101,7 @@ def prediction_records(
             "video_sha256": r.get("video_sha256"),
         }
         records.append(rec)
-    for s in skipped:
-        records.append(
-            {
-                "video": s["video"],
-                "decision": "skipped",
-                "value": None,
-                "value_source": None,
-                "score": None,
-                "expected_score": None,
-                "threshold": threshold,
-                "reason": s.get("reason", "skipped"),
-            }
-        )
+    records += [skipped_record(s, threshold) for s in skipped]
     return records
 
 
@@ -617,18 +619,7 @@ def write_joint_filter_outputs(
     for s in skipped:
         if s["video"] not in listed:
             listed.add(s["video"])
-            rows.append(
-                {
-                    "video": s["video"],
-                    "decision": "skipped",
-                    "value": None,
-                    "value_source": None,
-                    "score": None,
-                    "expected_score": None,
-                    "threshold": threshold,
-                    "reason": s.get("reason", "skipped"),
-                }
-            )
+            rows.append(skipped_record(s, threshold))
     columns = [*MANIFEST_COLUMNS, *JOINT_COLUMNS]
     frame = pd.DataFrame(rows, columns=[*columns, "caption"])
     return _write_decisions(frame, rows, columns, out, threshold)

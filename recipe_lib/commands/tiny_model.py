@@ -69,19 +69,17 @@ def run(args: argparse.Namespace) -> int:
     if args.family == QWEN3_VL:
         from recipe_lib.models.tiny_qwen3 import TinyQwen3Config, build_tiny_qwen3_critic, default_qwen3_dir
 
-        out = Path(args.out).expanduser().resolve() if args.out is not None else default_qwen3_dir()
-        if tiny_critic_family(out) == args.family and not args.force:
-            print(f"tiny critic already built at {out} (use --force to rebuild)")
-        else:
-            build_tiny_qwen3_critic(out, TinyQwen3Config(seed=args.seed))
-            print(f"saved tiny Qwen3-VL critic to {out}")
+        default, label = default_qwen3_dir, "tiny Qwen3-VL critic"
+        build = lambda folder: build_tiny_qwen3_critic(folder, TinyQwen3Config(seed=args.seed))  # noqa: E731
     else:
-        out = Path(args.out).expanduser().resolve() if args.out is not None else demo_model_dir()
-        if tiny_critic_family(out) == args.family and not args.force:
-            print(f"tiny critic already built at {out} (use --force to rebuild)")
-        else:
-            build_tiny_critic(out, TinyCriticConfig(seed=args.seed))
-            print(f"saved tiny critic to {out}")
+        default, label = demo_model_dir, "tiny critic"
+        build = lambda folder: build_tiny_critic(folder, TinyCriticConfig(seed=args.seed))  # noqa: E731
+    out = Path(args.out).expanduser().resolve() if args.out is not None else default()
+    if tiny_critic_family(out) == args.family and not args.force:
+        print(f"tiny critic already built at {out} (use --force to rebuild)")
+    else:
+        build(out)
+        print(f"saved {label} to {out}")
     print(f"parameters: {count_parameters(out):,}")
     print(f"size on disk: {folder_size(out) / 1e6:.1f} MB")
     return 0
