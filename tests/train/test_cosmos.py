@@ -241,6 +241,10 @@ def packer_for(cosmos_config_cls):  # noqa: ANN001, ANN201
     from cosmos_rl.dispatcher.data.packer.qwen2_5_vlm_data_packer import Qwen2_5_VLM_DataPacker
     from cosmos_rl.utils.util import setup_tokenizer
 
+    from recipe_lib.train.cosmos_entry.common import use_pyav_video_reader
+
+    use_pyav_video_reader()  # as every cosmos-rl worker started from our entry scripts does before reading a clip
+
     def make(config):  # noqa: ANN001, ANN202
         packer = Qwen2_5_VLM_DataPacker()
         packer.setup(config, tokenizer=setup_tokenizer(config.policy.model_name_or_path))
