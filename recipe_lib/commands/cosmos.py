@@ -79,7 +79,7 @@ def run_render(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     _quiet_cosmos()
     from recipe_lib.config import load_toml
-    from recipe_lib.train.cosmos import check_prerequisites, gpus_needed, validate_config_file
+    from recipe_lib.train.cosmos import SDPA_NOTE, check_prerequisites, gpus_needed, validate_config_file
 
     gpus = args.gpus
     if args.config is not None:
@@ -91,7 +91,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"redis-server: {pre.redis_server or 'not found'}")
     print(f"cosmos-rl: {pre.cosmos_rl or 'not found'}")
     print(f"vllm: {'installed' if pre.vllm else 'not installed'}" + ("" if args.kind == "grpo" else " (GRPO only)"))
-    print(f"flash-attn: {'installed' if pre.flash_attn else 'not installed'}")
+    print(f"flash-attn: {'installed' if pre.flash_attn else 'not installed (' + SDPA_NOTE + ')'}")
     if pre.ok:
         print(f"ready to launch {args.kind}")
         return 0

@@ -282,9 +282,13 @@ def write_config(out_path: str | Path, kind: str, **overrides: Any) -> Path:
 # prerequisites and launch
 
 
+# Without flash-attn our entry scripts give cosmos-rl's attention calls torch SDPA (cosmos_entry/sdpa_attention.py).
+SDPA_NOTE = "our entry scripts run cosmos-rl's attention on torch SDPA instead; flash-attn is faster where it builds"
+
+
 @dataclasses.dataclass
 class Prerequisites:
-    """What this machine has for a cosmos-rl launch; ``missing`` says what stops one."""
+    """What this machine has for a cosmos-rl launch; ``missing`` says what stops one (flash-attn is optional)."""
 
     gpus: int
     redis_server: str | None
@@ -331,11 +335,6 @@ def check_prerequisites(kind: str = "sft", n_gpus: int | None = None) -> Prerequ
         missing.append("redis-server on PATH (e.g. apt-get install redis-server or conda install redis)")
     if script is None:
         missing.append("the cosmos-rl command (pip install -e '.[cosmos]')")
-    if not flash_attn:
-        missing.append(
-            "flash-attn (cosmos-rl's Qwen2.5-VL policy runs flash_attn kernels in its attention and vision rotary "
-            "embedding: pip install flash-attn --no-build-isolation, built against this torch and CUDA)"
-        )
     if kind == "grpo" and not vllm:
         missing.append("vllm for GRPO rollouts (pip install vllm, version matching cosmos-rl 0.4.7)")
     return Prerequisites(

@@ -29,6 +29,7 @@ from recipe_lib.data.conversations import load_conversations
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.rewards import format_reward, reference_score, score_reward
 from recipe_lib.train.config import DatasetPath, RewardConfig, VisionConfig
+from recipe_lib.train.cosmos_entry import sdpa_attention
 
 VIDEO_KEYS = ("fps", "total_pixels", "max_pixels", "min_pixels")
 
@@ -268,6 +269,8 @@ def main(kind: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="the TOML config cosmos-rl was started with")
     args, _ = parser.parse_known_args(argv)
     use_pyav_video_reader()
+    if sdpa_attention.install():
+        print("flash-attn is not installed: cosmos-rl's attention runs on torch SDPA", file=sys.stderr)
     with open(args.config, encoding="utf-8") as fh:
         config = Config.from_dict(toml.load(fh))
 
