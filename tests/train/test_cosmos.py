@@ -437,6 +437,10 @@ def test_entry_script_runs_as_cosmos_rl_runs_it(conversation_sets, tiny_critic, 
     assert ran.returncode != 0
     assert "Invalid role: None" in ran.stderr  # reached cosmos_rl.launcher.worker_entry.main
     assert "error:" not in ran.stderr  # the dataset, its labels and clips passed the checks
+    from recipe_lib.train.cosmos_entry.sdpa_attention import flash_attn_installed
+
+    stand_in = "flash-attn is not installed: cosmos-rl's attention runs on torch SDPA"
+    assert (stand_in in ran.stdout) == (not flash_attn_installed())  # installed before cosmos-rl builds the model
 
 
 def test_cli_check_lists_what_is_missing() -> None:

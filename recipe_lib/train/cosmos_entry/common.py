@@ -269,8 +269,6 @@ def main(kind: str, argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="the TOML config cosmos-rl was started with")
     args, _ = parser.parse_known_args(argv)
     use_pyav_video_reader()
-    if sdpa_attention.install():
-        print("flash-attn is not installed: cosmos-rl's attention runs on torch SDPA", file=sys.stderr)
     with open(args.config, encoding="utf-8") as fh:
         config = Config.from_dict(toml.load(fh))
 
@@ -292,6 +290,8 @@ def main(kind: str, argv: list[str] | None = None) -> None:
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    if sdpa_attention.install():  # before cosmos-rl builds its model (its layers take the functions then)
+        print("flash-attn is not installed: cosmos-rl's attention runs on torch SDPA", flush=True)
     if kind == "grpo":
         launch_worker(
             dataset=train_set,
