@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.installed-lab
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
-.PHONY: venv demo test test-fast lint lab docs bench bench-quick gpu-venv gpu-resolve clean
+.PHONY: venv demo test test-all test-fast lint lab docs bench bench-quick gpu-venv gpu-resolve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
@@ -29,13 +29,21 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/plausibility demo
 
-test: $(LAB_STAMP)
-	$(PY) -m pytest -q
+# Tests run on 2 processes (pytest-xdist; one file per process at a time, so a file's fixtures are made once).
+# make test       the CI gate: everything but the longest end-to-end runs (LONG in tests/conftest.py); < 15 min
+# make test-all   everything, LONG included
+# make test-fast  without the tests marked slow (notebooks, training runs, end-to-end commands, Ray clusters,
+#                 the wheel install; SLOW in tests/conftest.py)
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
-# Everything but the tests marked slow (notebooks, training runs, end-to-end commands, Ray clusters, the wheel
-# install; see SLOW in tests/conftest.py): under 3 minutes on 2 cores.
+test: $(LAB_STAMP)
+	$(PYTEST) -m "not long"
+
+test-all: $(LAB_STAMP)
+	$(PYTEST)
+
 test-fast: $(LAB_STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check recipe_lib tests benchmarks notebooks
