@@ -50,8 +50,15 @@ LONG = {
 }
 
 
+# Tests that start Ray clusters run after the others, one at a time (`-m cluster` in the Makefile): a Ray node's
+# agents must register within a timeout, which two busy test processes on 2 cores can make them miss.
+CLUSTER = ("tests/inference/test_ray_engine.py", "tests/test_notebooks.py::test_07_at_scale")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.nodeid.startswith(CLUSTER):
+            item.add_marker(pytest.mark.cluster)
         if any(item.nodeid.startswith(prefix) for prefix in LONG):
             item.add_marker(pytest.mark.long)
             item.add_marker(pytest.mark.slow)
