@@ -33,6 +33,7 @@ from typing import Any, Literal
 from recipe_lib.config import VideoSettings, build_dir
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.data.custom import TeamData
+from recipe_lib.data.saving import save_dataset
 from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.io import atomic_write_json
 
@@ -147,8 +148,8 @@ def ensure_demo_data(cfg: DemoDataConfig | None = None) -> DemoData:
     from recipe_lib.data.splits import stratified_split
 
     train, evaluation = stratified_split(ds, eval_size=cfg.eval_fraction, seed=cfg.seed, label_column="pc")
-    train.save_to_disk(str(train_dir))
-    evaluation.save_to_disk(str(eval_dir))
+    save_dataset(train, train_dir)
+    save_dataset(evaluation, eval_dir)
     atomic_write_json(marker, _fingerprint(cfg))
     return DemoData(root, synth.dataset_dir, train_dir, eval_dir, train.num_rows, evaluation.num_rows)
 
@@ -167,7 +168,7 @@ def demo_eval_split(label_mode: LabelMode = "binary") -> Path:
     stamp = target / "source.txt"
     source = f"{data.eval_dir}\n{(data.root / 'demo_data.json').read_text()}"  # the split's path and how it was made
     if not (stamp.exists() and stamp.read_text() == source):
-        binary_labels(datasets.load_from_disk(str(data.eval_dir))).save_to_disk(str(target))
+        save_dataset(binary_labels(datasets.load_from_disk(str(data.eval_dir))), target)
         stamp.write_text(source)
     return target
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recipe_lib.data.saving import save_dataset
 from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.io import claim_outputs, writes_as
 
@@ -169,14 +170,8 @@ def _save_dataset(dataset_dir: Path, records: list[dict[str, Any]]) -> None:
     tmp = dataset_dir.with_name(f".{dataset_dir.name}.{os.getpid()}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    bars_were_off = datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        columns = {c: [r[c] for r in records] for c in RECORD_COLUMNS}
-        datasets.Dataset.from_dict(columns, features=_features()).save_to_disk(str(tmp))
-    finally:
-        if not bars_were_off:
-            datasets.enable_progress_bars()
+    columns = {c: [r[c] for r in records] for c in RECORD_COLUMNS}
+    save_dataset(datasets.Dataset.from_dict(columns, features=_features()), tmp)
     if dataset_dir.exists():
         shutil.rmtree(dataset_dir)
     os.replace(tmp, dataset_dir)
