@@ -18,6 +18,7 @@ every node can read.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -204,7 +205,9 @@ def score_with_ray(
         )
         ds = ds.map_batches(
             ScoreClips,
-            fn_constructor_kwargs={"cfg": cfg, "prompt": plan.prompt},
+            # The actors need the settings, not the input list (which can be ~100k paths): the constructor's
+            # arguments stay small and inline instead of travelling through the object store.
+            fn_constructor_kwargs={"cfg": dataclasses.replace(cfg, inputs=[]), "prompt": plan.prompt},
             batch_size=cfg.batch_size,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
             num_cpus=actor_cpus,
