@@ -47,6 +47,14 @@ LONG = {
     "tests/test_notebooks.py::test_07_at_scale": "notebook 07 starts Ray clusters in its kernel",
     "tests/reliability/test_gauntlet_notebooks.py": "a notebook killed mid-scoring, then run twice more",
     "tests/test_bench.py": "the scoring benchmark, quick mode",
+    "tests/data/test_custom.py::test_notebook_05": "notebook 05 trains on the demo sheet (the workflow's steps are "
+    "tested one by one in the gate)",
+    "tests/train/test_grpo.py::test_grpo_run": "its fixture trains a critic to answer first (SFT, minutes); notebook "
+    "04 runs GRPO in the gate",
+    "tests/train/test_grpo.py::test_grpo_needs_labels": "the same trained fixture",
+    "tests/test_docs_browser.py::test_docs_site_after_notebook_06": "executes notebook 06 again, then a browser",
+    "tests/reliability/test_gauntlet_score.py::test_kill_before_first_batch": "three kills and resumes of one run "
+    "(the gate kills and resumes scoring in tests/inference/test_scoring.py)",
 }
 
 
