@@ -67,10 +67,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.startswith(CLUSTER):
             item.add_marker(pytest.mark.cluster)
-        if any(item.nodeid.startswith(prefix) for prefix in LONG):
+        if item.nodeid.startswith(tuple(LONG)):
             item.add_marker(pytest.mark.long)
             item.add_marker(pytest.mark.slow)
-        elif any(item.nodeid.startswith(prefix) for prefix in SLOW):
+        elif item.nodeid.startswith(tuple(SLOW)):
             item.add_marker(pytest.mark.slow)
 
 

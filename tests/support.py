@@ -15,17 +15,15 @@ SHARED_VIDEOS = SHARED / "videos" / "videophy2"
 MODEL_OUTPUTS = SHARED / "model_outputs"
 
 
-def run_cli(
-    *args: str, timeout: int = 600, env: dict | None = None, fresh: bool = False
-) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``plausibility ARGS`` in a new process, as a user would; the result of :func:`subprocess.run`.
 
-    The process is forked from a server that has the heavy libraries imported (:mod:`cli_process`), unless ``fresh``
-    or ``env`` changes a variable libraries read at import time: then it is a new ``python -m recipe_lib.cli``."""
+    The process is forked from a server that has the heavy libraries imported (:mod:`cli_process`), unless ``env``
+    changes a variable libraries read at import time: then it is a new ``python -m recipe_lib.cli``."""
     from cli_process import needs_new_interpreter, run_forked
 
     full_env = {**os.environ, **(env or {})}
-    if not fresh and not needs_new_interpreter(full_env):
+    if not needs_new_interpreter(full_env):
         return run_forked(list(args), full_env, REPO, timeout)
     return subprocess.run(
         [sys.executable, "-m", "recipe_lib.cli", *args],

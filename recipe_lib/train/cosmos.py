@@ -325,7 +325,9 @@ def check_prerequisites(kind: str = "sft", n_gpus: int | None = None) -> Prerequ
     redis = shutil.which("redis-server")
     script = cosmos_rl_script()
     vllm = importlib.util.find_spec("vllm") is not None
-    flash_attn = any(importlib.util.find_spec(m) is not None for m in ("flash_attn", "flash_attn_3"))
+    from recipe_lib.train.cosmos_entry.sdpa_attention import flash_attn_installed
+
+    flash_attn = flash_attn_installed()
     missing: list[str] = []
     if gpus == 0:
         missing.append("CUDA GPUs (none visible to torch)")

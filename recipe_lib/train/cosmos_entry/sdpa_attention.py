@@ -144,5 +144,4 @@ def install(force: bool = False) -> bool:
     meta.flash_attn_func = flash_attn_func
     meta.flash_attn_varlen_func = flash_attn_varlen_func
     meta.apply_rotary_emb = apply_rotary_emb
-    meta.sdpa_stand_in = True
     return True
