@@ -72,11 +72,12 @@ def test_checkpoints_trained_from_the_demo_critic_keep_the_key(critics, tmp_path
 
 
 def test_critic_settings_are_the_demo_or_the_recipe(critics):
+    from recipe_lib.demo import DEMO_READ_SIZE
     from recipe_lib.profiles import critic_settings
 
     demo = critic_settings(critics["copy"])
     assert demo.kind == "demo"
-    assert (demo.video.fps, demo.video.max_frames, demo.video.max_pixels) == (4.0, 8, 112 * 112)
+    assert (demo.video.fps, demo.video.max_frames, demo.video.max_pixels) == (4.0, 8, DEMO_READ_SIZE**2)
     assert demo.sampling.max_new_tokens == 16
     for model in (critics["other"], "nvidia/Cosmos-Reason1-7B"):
         recipe = critic_settings(model)

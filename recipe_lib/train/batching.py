@@ -265,12 +265,23 @@ class ClipCache:
 
 
 class Encoder:
-    """Turns samples (and their clips) into padded model inputs with a processor (see the module docstring)."""
+    """Turns samples (and their clips) into padded model inputs with a processor (see the module docstring).
 
-    def __init__(self, processor: Any) -> None:
+    Each prompt is encoded on its own (:func:`recipe_lib.inference.requests.encode_clip`, the inference path) and the
+    batch is collated from those (:func:`recipe_lib.inference.requests.collate`: the layout the processor returns for
+    a list). The encodings of the first ``memo_bytes`` worth of prompts are kept, keyed by clip, its sampling and the
+    prompt text, so a training run encodes each of them once rather than at every step that draws it (GRPO draws every
+    prompt twice a step, for sampling and for the policy pass).
+    """
+
+    def __init__(self, processor: Any, memo_bytes: int = 0) -> None:
         from recipe_lib.models.family import family_of_processor, patch_factor
 
         self.processor = processor
+        self.memo_bytes = memo_bytes
+        self.memo_used = 0
+        self.encoded = 0  # prompts run through the processor (memo misses)
+        self._memo: dict[Any, dict[str, Any]] = {}
         self.family = family_of_processor(processor)
         self.patch_factor = patch_factor(processor)
         self.tokenizer = processor.tokenizer
@@ -310,16 +321,27 @@ class Encoder:
 
     def encode_prompts(self, samples: list[Sample], clips: list[ModelVideo], answer_prefix: str = "") -> Any:
         """Left-padded prompt inputs (``BatchFeature``), as inference builds them."""
-        from recipe_lib.inference.requests import processor_video_kwargs
+        from recipe_lib.inference.requests import collate
 
-        clips = [fit_to_factor(c, self.patch_factor) for c in clips]
-        return self.processor(
-            text=[self.prompt_text(s, answer_prefix) for s in samples],
-            videos=[c.frames for c in clips],
-            **processor_video_kwargs(clips, self.processor),
-            padding=True,
-            return_tensors="pt",
-        )
+        if len(samples) != len(clips):
+            raise ValueError(f"{len(samples)} samples but {len(clips)} clips")
+        return collate([self._encode_one(s, c, answer_prefix) for s, c in zip(samples, clips)], self.pad_id)
+
+    def _encode_one(self, sample: Sample, clip: ModelVideo, answer_prefix: str) -> dict[str, Any]:
+        from recipe_lib.inference.requests import encode_clip
+
+        text = self.prompt_text(sample, answer_prefix)
+        key = (sample.key, text)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        encoded = encode_clip(self.processor, text, fit_to_factor(clip, self.patch_factor))
+        self.encoded += 1
+        size = sum(v.numel() * v.element_size() for v in encoded.values())
+        if self.memo_used + size <= self.memo_bytes:
+            self._memo[key] = encoded
+            self.memo_used += size
+        return encoded
 
     def append(self, prompts: Any, continuations: list[list[int]]) -> tuple[dict[str, Any], Any, Any]:
         """Prompt inputs with ``continuations[i]`` appended to row i, re-padded on the left.

@@ -17,7 +17,9 @@ One step
    0 for every completion of a group whose rewards are all equal — such a group carries no signal; the share of
    groups that do is logged as ``signal_fraction``.
 5. ``mu_iterations`` passes over the rollouts, one optimizer step each (micro-batches of ``mini_batch`` completions,
-   gradient accumulation). The per-token loss is the clipped surrogate
+   gradient accumulation). With one pass the policy being updated is the one that sampled, so ``pi_old`` is the
+   policy's own log-probabilities detached (ratio 1, gradient ``A * grad log pi``) and no separate forward pass is
+   spent on it; with more, ``pi_old`` is computed once before the first update. The per-token loss is the clipped surrogate
    ``-min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)`` with ``ratio = pi / pi_old`` (pi_old: the
    policy that sampled the completions) plus ``kl_beta`` x the k3 estimate of KL(pi || pi_ref) to the frozen starting
    model, ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, never negative, low variance: Schulman's k3, as in
@@ -296,8 +298,10 @@ class GRPO:
             sub_targets, sub_mask = _trim(targets[j : j + mini], mask[j : j + mini])
             sub_inputs = _trim_inputs(sub_inputs)
             dev_inputs = to_device(sub_inputs, tm.device, ctx.dtype)
-            with torch.no_grad(), eval_mode(tm.model):
-                old = token_logprobs(tm.model, dev_inputs, sub_targets, temperature=temperature)
+            old = None  # one pass: the policy that sampled is the one being updated, pi_old = pi (see step 5)
+            if policy.mu_iterations > 1:
+                with torch.no_grad(), eval_mode(tm.model):
+                    old = token_logprobs(tm.model, dev_inputs, sub_targets, temperature=temperature)
             ref = self._ref_logprobs(ctx, dev_inputs, sub_targets)
             chunks.append((dev_inputs, sub_targets, sub_mask, old, ref, flat_adv[j : j + mini]))
         stats = {"kl_sum": 0.0, "kl_tokens": 0.0, "clipped": 0.0, "tokens": 0.0, "loss": 0.0}
@@ -307,7 +311,7 @@ class GRPO:
                 logp = token_logprobs(tm.model, dev_inputs, sub_targets, temperature=temperature)
                 loss, s = grpo_loss(
                     logp,
-                    old,
+                    logp.detach() if old is None else old,
                     ref,
                     adv.to(logp.device),
                     sub_mask.to(logp.device),

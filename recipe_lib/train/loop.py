@@ -32,6 +32,8 @@ from recipe_lib.train.optim import build_optimizer, build_scheduler
 from recipe_lib.train.run_folder import EVALS, HISTORY, SKIPPED, RunFolder, run_settings
 
 DEFAULT_CLIP_CACHE_BYTES = 2 << 30
+# Processor outputs kept by the encoder (float32 patches: ~1.2 MB a demo clip, ~4x its decoded frames).
+DEFAULT_ENCODING_MEMO_BYTES = 2 << 30
 
 
 @dataclasses.dataclass
@@ -247,7 +249,8 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total * algo.optimizer_steps_per_step(cfg), cfg.train)
     start = restore_trainer_state(resume_from, optimizer, scheduler, run)
-    ctx = TrainContext(cfg, tm, Encoder(tm.processor), cache, run, optimizer, scheduler, start, total)
+    encoder = Encoder(tm.processor, memo_bytes=DEFAULT_ENCODING_MEMO_BYTES)
+    ctx = TrainContext(cfg, tm, encoder, cache, run, optimizer, scheduler, start, total)
     algo.setup(ctx, resumed=resume_from is not None)
     logger = Logger(run, cfg.local.tensorboard_dir, start)
 

@@ -98,6 +98,45 @@ def test_answer_only_labels(tiny_critic, sft_data):
     assert inputs["attention_mask"].sum(-1).tolist() == [int((row != enc.pad_id).sum()) for row in inputs["input_ids"]]
 
 
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl"])
+def test_memoised_encodings_equal_the_processors_own_batch(family, request, sft_data):
+    """Prompts encoded one by one (and kept) collate to exactly the tensors the processor makes for the list; a
+    second encoding of the same samples is served from the memo, a full memo encodes anew and keeps nothing."""
+    import torch
+
+    from recipe_lib.inference.requests import processor_video_kwargs
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.batching import ClipCache, Encoder, load_samples
+    from recipe_lib.video import fit_to_factor
+
+    folder = request.getfixturevalue("tiny_critic" if family == "qwen2.5-vl" else "tiny_qwen3_critic")
+    processor = load_critic(folder, device="cpu").processor
+    samples, _ = load_samples(sft_data)
+    kept, clips, _ = ClipCache().fetch(samples[:5])
+    kept, clips = kept[:4] + [kept[0]], clips[:4] + [clips[0]]  # a repeated prompt, as GRPO's groups have
+    enc = Encoder(processor, memo_bytes=1 << 30)
+    assert enc.family == family
+    sized = [fit_to_factor(c, enc.patch_factor) for c in clips]
+    reference = processor(
+        text=[enc.prompt_text(s) for s in kept],
+        videos=[c.frames for c in sized],
+        **processor_video_kwargs(sized, processor),
+        padding=True,
+        return_tensors="pt",
+    )
+    for _ in range(2):
+        batch = enc.encode_prompts(kept, clips)
+        assert set(batch) == set(reference.keys())
+        for key, value in batch.items():
+            assert torch.equal(value, torch.as_tensor(reference[key], dtype=value.dtype)), key
+    assert enc.encoded == 4, "four distinct prompts, each through the processor once"
+    assert len(enc._memo) == 4 and enc.memo_used > 0
+    unkept = Encoder(processor, memo_bytes=0)
+    unkept.encode_prompts(kept, clips)
+    unkept.encode_prompts(kept, clips)
+    assert unkept.encoded == 10 and unkept.memo_used == 0 and not unkept._memo
+
+
 def test_loss_uses_only_answer_positions(tiny_critic, sft_data):
     """The logits kept (last K + 1) give the same answer log-likelihood as a full forward pass."""
     import torch
