@@ -19,13 +19,13 @@ One step
 5. ``mu_iterations`` passes over the rollouts, one optimizer step each (micro-batches of ``mini_batch`` completions,
    gradient accumulation). With one pass the policy being updated is the one that sampled, so ``pi_old`` is the
    policy's own log-probabilities detached (ratio 1, gradient ``A * grad log pi``) and no separate forward pass is
-   spent on it; with more, ``pi_old`` is computed once before the first update. The per-token loss is the clipped surrogate
-   ``-min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)`` with ``ratio = pi / pi_old`` (pi_old: the
-   policy that sampled the completions) plus ``kl_beta`` x the k3 estimate of KL(pi || pi_ref) to the frozen starting
-   model, ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, never negative, low variance: Schulman's k3, as in
-   DeepSeekMath's GRPO). Token losses are averaged over all completion tokens of the step, so long and short
-   completions weigh the same per token. Log-probabilities use logits divided by the sampling temperature, as the
-   rollouts were drawn from that distribution.
+   spent on it; with more, ``pi_old`` is computed once before the first update. The per-token loss is the clipped
+   surrogate ``-min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A)`` with ``ratio = pi / pi_old``
+   (pi_old: the policy that sampled the completions) plus ``kl_beta`` x the k3 estimate of KL(pi || pi_ref) to the
+   frozen starting model, ``exp(ref - logp) - (ref - logp) - 1`` (unbiased, never negative, low variance: Schulman's
+   k3, as in DeepSeekMath's GRPO). Token losses are averaged over all completion tokens of the step, so long and
+   short completions weigh the same per token. Log-probabilities use logits divided by the sampling temperature, as
+   the rollouts were drawn from that distribution.
 
 Logged per step (``history.jsonl``, TensorBoard): mean / std reward, ``signal_fraction``, ``kl`` (of the policy that
 sampled the step), ``clip_fraction`` (share of completion tokens whose ratio was clipped), completion length, the
