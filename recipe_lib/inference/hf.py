@@ -30,6 +30,7 @@ from recipe_lib.inference.accel import (
     StaticDecoder,
     batched_vision_attention,
     generated_lengths,
+    linear_patch_embed,
     padded_vision_mlp,
     qwen_core,
 )
@@ -162,6 +163,7 @@ class HFScorer:
             torch.inference_mode(),
             batched_vision_attention(self.model, sp.batched_vision_attention),
             padded_vision_mlp(self.model, sp.padded_vision_mlp),
+            linear_patch_embed(self.model, sp.linear_patch_embed),
         ):
             inputs = self._inputs(batch)
             collated = time.perf_counter()

@@ -32,8 +32,6 @@ from recipe_lib.train.optim import build_optimizer, build_scheduler
 from recipe_lib.train.run_folder import EVALS, HISTORY, SKIPPED, RunFolder, run_settings
 
 DEFAULT_CLIP_CACHE_BYTES = 2 << 30
-# Processor outputs kept by the encoder (float32 patches: ~1.2 MB a demo clip, ~4x its decoded frames).
-DEFAULT_ENCODING_MEMO_BYTES = 2 << 30
 
 
 @dataclasses.dataclass
@@ -249,7 +247,7 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total * algo.optimizer_steps_per_step(cfg), cfg.train)
     start = restore_trainer_state(resume_from, optimizer, scheduler, run)
-    encoder = Encoder(tm.processor, memo_bytes=DEFAULT_ENCODING_MEMO_BYTES)
+    encoder = Encoder(tm.processor, memo_bytes=cfg.local.encoding_memo_mib << 20)
     ctx = TrainContext(cfg, tm, encoder, cache, run, optimizer, scheduler, start, total)
     algo.setup(ctx, resumed=resume_from is not None)
     logger = Logger(run, cfg.local.tensorboard_dir, start)

@@ -71,6 +71,60 @@ def test_batched_vision_attention_matches_stock(critic, impl):
     assert _relative(fast, reference) < 1e-5
 
 
+class _Wrapped(torch.nn.Module):
+    """A module around the convolution, as an adapter library puts one (``weight`` reaches the wrapped layer's)."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x)
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl"])
+def test_linear_patch_embed_matches_the_convolution(family, request):
+    """The patch embedding as a matrix product: the same output and the same weight (and bias) gradients as the
+    Conv3d, for both critic families; the context manager puts the model back, and a replaced ``proj`` (an adapter,
+    say) falls back to the stock path."""
+    from recipe_lib.models.loading import load_critic
+
+    folder = request.getfixturevalue("tiny_critic" if family == "qwen2.5-vl" else "tiny_qwen3_critic")
+    model = load_critic(folder, device="cpu", dtype="float32").model
+    embed = model.model.visual.patch_embed
+    width = embed.proj.weight[0].numel()
+    pixels = torch.randn(96, width, generator=torch.Generator().manual_seed(3))
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        embed.zero_grad(set_to_none=True)
+        out = embed(pixels)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        return out.detach(), [p.grad.clone() for p in embed.proj.parameters()]
+
+    reference, ref_grads = run()
+    with accel.linear_patch_embed(model, True):
+        assert accel.linear_patch_embed_enabled(model)
+        fast, grads = run()
+    assert not accel.linear_patch_embed_enabled(model)
+    assert fast.shape == reference.shape == (96, embed.embed_dim)
+    assert _relative(fast, reference) < 1e-5
+    assert len(grads) == len(ref_grads) == (1 if family == "qwen2.5-vl" else 2)  # Qwen3-VL's conv has a bias
+    assert all(_relative(g, r) < 1e-5 for g, r in zip(grads, ref_grads))
+    assert accel.enable_linear_patch_embed(model) == 1
+    original = embed.proj
+    embed.proj = _Wrapped(original)
+    try:
+        with torch.no_grad():
+            assert _relative(embed(pixels), reference) < 1e-6
+    finally:
+        embed.proj = original
+        accel.disable_linear_patch_embed(model)
+
+
 def test_padded_vision_mlp_matches_stock(critic):
     model = critic.model
     grids = torch.tensor(GRIDS[:2])

@@ -137,6 +137,48 @@ def test_memoised_encodings_equal_the_processors_own_batch(family, request, sft_
     assert unkept.encoded == 10 and unkept.memo_used == 0 and not unkept._memo
 
 
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen3-vl"])
+def test_training_speedups_give_the_stock_loss_and_gradients(family, request, sft_data):
+    """The patches training turns on (recipe_lib.train.model.training_speedups) compute the same answer log-likelihood
+    and the same gradient for every parameter, on clips whose attention windows come in several sizes."""
+    import torch
+
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.train.batching import Encoder, load_samples, token_logprobs
+    from recipe_lib.train.model import training_speedups
+    from recipe_lib.video import ModelVideo, VideoInfo
+
+    folder = request.getfixturevalue("tiny_critic" if family == "qwen2.5-vl" else "tiny_qwen3_critic")
+    samples, _ = load_samples(sft_data)
+    g = torch.Generator().manual_seed(5)
+    sizes = [(8, 84, 140), (4, 112, 112), (8, 56, 196)]
+    clips = [
+        ModelVideo(
+            torch.randint(0, 256, (t, 3, h, w), dtype=torch.uint8, generator=g),
+            4.0,
+            VideoInfo(f"/clips/{i}.mp4", t, 4.0, t / 4, w, h, "synthetic"),
+        )
+        for i, (t, h, w) in enumerate(sizes)
+    ]
+    results = []
+    for patched in (False, True):
+        critic = load_critic(folder, device="cpu", dtype="float32")
+        model = critic.model.train()
+        if patched:
+            counts = training_speedups(model)
+            assert counts["linear_patch_embed"] == 1
+            assert counts["batched_vision_attention"] == (2 if family == "qwen2.5-vl" else 0)
+        inputs, targets, mask = Encoder(critic.processor).encode_sft(samples[:3], clips)
+        loss = -token_logprobs(model, inputs, targets).sum() / mask.sum()
+        loss.backward()
+        results.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (stock_loss, stock), (fast_loss, fast) = results
+    assert abs(fast_loss - stock_loss) < 1e-5 * abs(stock_loss)
+    assert set(fast) == set(stock) and any("visual" in n for n in stock)
+    for name, grad in stock.items():
+        assert torch.allclose(fast[name], grad, rtol=1e-4, atol=1e-6), name
+
+
 def test_loss_uses_only_answer_positions(tiny_critic, sft_data):
     """The logits kept (last K + 1) give the same answer log-likelihood as a full forward pass."""
     import torch

@@ -27,6 +27,8 @@ class Speedups:
     ``decoder``  ``hf`` (transformers' ``generate``), ``static`` (preallocated cache, device-side sampling) or
                  ``graph`` (``static`` with each decode step replayed as a CUDA graph; CUDA only).
     ``pin_memory``  stage the batch in page-locked memory and copy it to the GPU without blocking.
+    ``linear_patch_embed``  the vision tower's patch embedding (a patch-sized ``Conv3d``) as one matrix product;
+                 measured on CPUs only, so only :meth:`for_device` on a CPU turns it on.
     """
 
     batched_vision_attention: bool = True
@@ -34,6 +36,7 @@ class Speedups:
     pin_memory: bool = False
     padded_vision_mlp: bool = False
     reuse_prefix: bool = False
+    linear_patch_embed: bool = False
 
     def __post_init__(self) -> None:
         if self.decoder not in ("hf", "static", "graph"):
@@ -50,10 +53,11 @@ class Speedups:
 
     @classmethod
     def for_device(cls, device: str) -> Speedups:
-        """Everything that pays on ``device``: on CUDA all of it; on CPU the batched vision attention only."""
+        """Everything that pays on ``device``: on CUDA all of it (but the linear patch embedding, not measured
+        there); on CPU the batched vision attention and the linear patch embedding."""
         if str(device).startswith("cuda"):
             return cls.all("graph")
-        return cls(batched_vision_attention=True, decoder="hf")
+        return cls(batched_vision_attention=True, decoder="hf", linear_patch_embed=True)
 
 
 def qwen_core(model: Any) -> Any:

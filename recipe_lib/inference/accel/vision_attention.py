@@ -13,6 +13,7 @@ import types
 from typing import Any
 
 from recipe_lib.errors import RecipeError
+from recipe_lib.inference.accel.toggle import toggled
 
 # --------------------------------------------------------------------------------------------------------------------
 # Batched vision attention
@@ -182,22 +183,15 @@ def batched_vision_attention_enabled(model: Any) -> bool:
     return any("forward" in m.__dict__ for m in _vision_attention_modules(model, required=False))
 
 
-@contextlib.contextmanager
-def batched_vision_attention(model: Any, enabled: bool = True) -> Any:
+def batched_vision_attention(model: Any, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
     """Run a block with the batched vision attention on (or off), then put the model back as it was.
 
     A model without Qwen2.5-VL vision attention is left alone when ``enabled`` is False and refused when True.
     """
-    before = batched_vision_attention_enabled(model)
-    if enabled and not before:
-        enable_batched_vision_attention(model)
-    elif not enabled and before:
-        disable_batched_vision_attention(model)
-    try:
-        yield model
-    finally:
-        now = batched_vision_attention_enabled(model)
-        if before and not now:
-            enable_batched_vision_attention(model)
-        elif now and not before:
-            disable_batched_vision_attention(model)
+    return toggled(
+        model,
+        enabled,
+        batched_vision_attention_enabled,
+        enable_batched_vision_attention,
+        disable_batched_vision_attention,
+    )

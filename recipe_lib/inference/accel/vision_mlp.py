@@ -9,6 +9,7 @@ import contextlib
 import types
 from typing import Any
 
+from recipe_lib.inference.accel.toggle import toggled
 from recipe_lib.inference.accel.vision_attention import _vision_modules
 
 
@@ -62,19 +63,12 @@ def disable_padded_vision_mlp(model: Any) -> int:
     return restored
 
 
-@contextlib.contextmanager
-def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> Any:
+def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> contextlib.AbstractContextManager[Any]:
     """Run a block with the padded vision MLP on (or off), then put the model back as it was."""
-    before = any("forward" in m.__dict__ for m in _vision_mlps(model))
-    if enabled and not before:
-        enable_padded_vision_mlp(model, multiple)
-    elif not enabled and before:
-        disable_padded_vision_mlp(model)
-    try:
-        yield model
-    finally:
-        now = any("forward" in m.__dict__ for m in _vision_mlps(model))
-        if before and not now:
-            enable_padded_vision_mlp(model, multiple)
-        elif now and not before:
-            disable_padded_vision_mlp(model)
+    return toggled(
+        model,
+        enabled,
+        lambda m: any("forward" in mlp.__dict__ for mlp in _vision_mlps(m)),
+        lambda m: enable_padded_vision_mlp(m, multiple),
+        disable_padded_vision_mlp,
+    )
