@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.installed-lab
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
-.PHONY: venv demo test test-all test-fast lint lab docs bench bench-quick gpu-venv gpu-resolve clean
+.PHONY: venv demo test test-all test-fast lint lab docs bench bench-quick bench-training gpu-venv gpu-resolve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
@@ -69,6 +69,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py --quick
+
+bench-training: $(STAMP)
+	$(PY) benchmarks/bench_training.py
 
 # GPU machines (CUDA 13 driver): torch 2.11.0 + vLLM 0.22.1 + transformers 4.57.6 (constraints-gpu.txt).
 GPU_PLATFORMS := $(foreach n,$(shell seq 17 39),--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64

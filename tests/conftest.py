@@ -35,12 +35,10 @@ SLOW = {
 
 
 # The longest end-to-end runs, left out of `make test` (the CI gate, under 15 minutes on 2 cores) and run by
-# `make test-all`. Each repeats at full length what a shorter test of the gate covers: the demo notebooks 03/04 run
-# in the gate with a few steps (test_sweep.py::test_notebook_03_runs_short / _04_), Ray scoring once on a real
-# two-node cluster, kill-and-resume in every other engine and stage.
+# `make test-all`. Each repeats at full length what a shorter test of the gate covers: Ray scoring runs once on a
+# real two-node cluster in the gate, kill-and-resume in every other engine and stage. (The demo notebooks 03/04 run
+# in the gate at full length: test_sweep.py.)
 LONG = {
-    "tests/train/test_sweep.py::test_notebook_03_sft_learns": "the demo's full SFT run (300 steps) and its sweep",
-    "tests/train/test_sweep.py::test_notebook_04_grpo_raises_reward": "the demo's full GRPO run and its sweep",
     "tests/inference/test_ray_engine.py::test_worker_killed": "a Ray run with its actors killed, then a local run",
     "tests/inference/test_ray_engine.py::test_driver_killed": "a Ray run killed, rerun, then a local run",
     "tests/train/test_sft.py::test_penetration_is_learned": "an SFT run until one violation is learned",

@@ -95,52 +95,19 @@ def test_sweep_cli(short_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_03_runs_short():
-    """Notebook 03 end to end with 40 steps (the gate's version of test_notebook_03_sft_learns): trains, checkpoints,
-    sweeps the start and the final checkpoint, draws its figures."""
-    from test_notebooks import image_outputs
-
-    from recipe_lib.notebooks import run_notebook
-
-    run = run_notebook("03_sft", {"max_steps": 40}, html=False)
-    m = run.metrics
-    assert m["profile"] == "demo" and m["steps"] == 40
-    assert m["checkpoints"] == ["start", "final"] and m["untrained_accuracy"] == 0.0
-    assert m["sft_coverage"] == 1.0 and m["loss_last"] < m["loss_first"]
-    assert (Path(m["final_dir"]) / "trainer_state.json").exists()
-    assert image_outputs(run.output) >= 3
-
-
-@pytest.mark.slow
-def test_notebook_04_runs_short():
-    """Notebook 04 end to end with 8 GRPO steps from notebook 03's checkpoint (the gate's version of
-    test_notebook_04_grpo_raises_reward)."""
-    from test_notebooks import image_outputs
-
-    from recipe_lib.notebooks import run_notebook
-    from recipe_lib.train.stages import sft_out_dir
-
-    if not (sft_out_dir() / "checkpoints" / "final" / "trainer_state.json").is_file():  # else 04 trains 300 SFT steps
-        run_notebook("03_sft", {"max_steps": 40}, html=False)
-    run = run_notebook("04_rl_grpo", {"max_steps": 8}, html=False)
-    m = run.metrics
-    assert m["profile"] == "demo" and m["steps"] == 8
-    assert 0.0 <= m["signal_fraction"] <= 1.0 and m["start_model"].endswith("checkpoints/final")
-    assert m["start_accuracy"] is not None and m["grpo_accuracy"] is not None  # both ends swept
-    assert image_outputs(run.output) >= 2
-
-
-@pytest.mark.slow
 def test_notebook_03_sft_learns():
+    """Notebook 03 as the demo runs it: 300 steps, checkpoints every 50, a sweep of them all, and the critic clearly
+    above the majority class (0.83 against 0.51 on 2 cores, 2026-12-02)."""
     from test_notebooks import image_outputs
 
     from recipe_lib.notebooks import run_notebook
 
-    run = run_notebook("03_sft")
+    run = run_notebook("03_sft", html=False)
     m = run.metrics
-    assert m["profile"] == "demo" and m["steps"] >= 100
-    assert m["sft_accuracy"] >= m["majority_accuracy"] + 0.05, m
-    assert m["sft_accuracy"] >= m["untrained_accuracy"] + 0.05, m
+    assert m["profile"] == "demo" and m["steps"] == 300
+    assert m["checkpoints"] == ["start", *(f"step_{s:06d}" for s in range(50, 300, 50)), "final"]
+    assert m["untrained_accuracy"] == 0.0 and m["loss_last"] < m["loss_first"]
+    assert m["sft_accuracy"] >= m["majority_accuracy"] + 0.15, m
     assert m["sft_coverage"] == 1.0
     assert (Path(m["final_dir"]) / "trainer_state.json").exists()
     assert image_outputs(run.output) >= 3
@@ -148,15 +115,18 @@ def test_notebook_03_sft_learns():
 
 @pytest.mark.slow
 def test_notebook_04_grpo_raises_reward():
+    """Notebook 04 as the demo runs it, from notebook 03's checkpoint (the test above; run alone, the notebook trains
+    it first): 100 GRPO steps raise the mean reward by more than its standard error, and both ends are swept."""
     from test_notebooks import image_outputs
 
     from recipe_lib.notebooks import run_notebook
 
-    run = run_notebook("04_rl_grpo")
+    run = run_notebook("04_rl_grpo", html=False)
     m = run.metrics
-    assert m["profile"] == "demo" and m["steps"] >= 50
-    assert m["reward_last"] > m["reward_first"] + 0.02, m
+    assert m["profile"] == "demo" and m["steps"] == 100 and m["start_model"].endswith("checkpoints/final")
+    assert m["reward_last"] > m["reward_first"] + 2 * m["reward_gain_se"], m
     assert 0.1 <= m["signal_fraction"] <= 1.0
+    assert m["start_accuracy"] is not None and m["grpo_accuracy"] is not None
     assert image_outputs(run.output) >= 2
 
 

@@ -12,10 +12,9 @@ with its backward pass (2-core machine, 2026-12-02), so training and CPU scoring
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Any
 
-from recipe_lib.inference.accel.toggle import toggled
+from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
 
 # transformers' patch embedding classes (Qwen2.5-VL, Qwen3-VL): their forward is view -> Conv3d -> view.
 PATCH_EMBED_CLASSES = ("Qwen2_5_VisionPatchEmbed", "Qwen3VLVisionPatchEmbed")
@@ -51,20 +50,12 @@ def _patch_embeds(model: Any) -> list[Any]:
 
 def enable_linear_patch_embed(model: Any) -> int:
     """Run every patch embedding of ``model`` as a matrix product (in place); returns how many were patched."""
-    modules = [m for m in _patch_embeds(model) if _is_patchwise_conv(m.proj)]
-    for module in modules:
-        module.forward = types.MethodType(_linear_forward, module)
-    return len(modules)
+    return bind_forward([m for m in _patch_embeds(model) if _is_patchwise_conv(m.proj)], _linear_forward)
 
 
 def disable_linear_patch_embed(model: Any) -> int:
     """Undo :func:`enable_linear_patch_embed`; returns how many were restored."""
-    restored = 0
-    for module in _patch_embeds(model):
-        if "forward" in module.__dict__:
-            del module.forward
-            restored += 1
-    return restored
+    return unbind_forward(_patch_embeds(model))
 
 
 def linear_patch_embed_enabled(model: Any) -> bool:

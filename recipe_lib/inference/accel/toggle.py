@@ -6,6 +6,7 @@ Part of :mod:`recipe_lib.inference.accel` (see its docstring).
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,3 +33,24 @@ def toggled(
             enable(model)
         elif now and not before:
             disable(model)
+
+
+def bind_forward(modules: list[Any], forward: Callable[..., Any]) -> int:
+    """Make ``forward`` the instance's own forward of each module (the class's stays as it is); returns how many."""
+    for module in modules:
+        module.forward = types.MethodType(forward, module)
+    return len(modules)
+
+
+def unbind_forward(modules: list[Any], *attributes: str) -> int:
+    """Undo :func:`bind_forward` (and drop the named attributes a patch set beside it); returns how many modules had
+    a forward of their own."""
+    restored = 0
+    for module in modules:
+        if "forward" in module.__dict__:
+            del module.forward
+            for name in attributes:
+                if name in module.__dict__:
+                    delattr(module, name)
+            restored += 1
+    return restored

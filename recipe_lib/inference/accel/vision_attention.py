@@ -9,11 +9,10 @@ import collections
 import contextlib
 import dataclasses
 import inspect
-import types
 from typing import Any
 
 from recipe_lib.errors import RecipeError
-from recipe_lib.inference.accel.toggle import toggled
+from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
 
 # --------------------------------------------------------------------------------------------------------------------
 # Batched vision attention
@@ -164,19 +163,12 @@ def enable_batched_vision_attention(model: Any) -> int:
     plans = _PlanCache()
     for module in modules:
         module._recipe_plans = plans
-        module.forward = types.MethodType(_grouped_forward, module)
-    return len(modules)
+    return bind_forward(modules, _grouped_forward)
 
 
 def disable_batched_vision_attention(model: Any) -> int:
     """Undo :func:`enable_batched_vision_attention`; returns how many blocks were restored."""
-    restored = 0
-    for module in _vision_attention_modules(model):
-        if "forward" in module.__dict__:
-            del module.forward
-            del module._recipe_plans
-            restored += 1
-    return restored
+    return unbind_forward(_vision_attention_modules(model), "_recipe_plans")
 
 
 def batched_vision_attention_enabled(model: Any) -> bool:

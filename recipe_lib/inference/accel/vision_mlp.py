@@ -6,10 +6,9 @@ Part of :mod:`recipe_lib.inference.accel` (see its docstring).
 from __future__ import annotations
 
 import contextlib
-import types
 from typing import Any
 
-from recipe_lib.inference.accel.toggle import toggled
+from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
 from recipe_lib.inference.accel.vision_attention import _vision_modules
 
 
@@ -43,24 +42,14 @@ def _vision_mlps(model: Any) -> list[Any]:
 
 def enable_padded_vision_mlp(model: Any, multiple: int = 128) -> int:
     """Patch the vision MLPs whose hidden size is not a multiple of ``multiple``; returns how many were patched."""
-    patched = 0
-    for mlp in _vision_mlps(model):
-        n = mlp.gate_proj.out_features
-        if n % multiple:
-            mlp._recipe_pad_to = -(-n // multiple) * multiple
-            mlp.forward = types.MethodType(_padded_mlp_forward, mlp)
-            patched += 1
-    return patched
+    chosen = [mlp for mlp in _vision_mlps(model) if mlp.gate_proj.out_features % multiple]
+    for mlp in chosen:
+        mlp._recipe_pad_to = -(-mlp.gate_proj.out_features // multiple) * multiple
+    return bind_forward(chosen, _padded_mlp_forward)
 
 
 def disable_padded_vision_mlp(model: Any) -> int:
-    restored = 0
-    for mlp in _vision_mlps(model):
-        if "forward" in mlp.__dict__:
-            del mlp.forward
-            del mlp._recipe_pad_to
-            restored += 1
-    return restored
+    return unbind_forward(_vision_mlps(model), "_recipe_pad_to")
 
 
 def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> contextlib.AbstractContextManager[Any]:
