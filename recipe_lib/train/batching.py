@@ -270,8 +270,8 @@ class Encoder:
     Each prompt is encoded on its own (:func:`recipe_lib.inference.requests.encode_clip`, the inference path) and the
     batch is collated from those (:func:`recipe_lib.inference.requests.collate`: the layout the processor returns for
     a list). The encodings of the first ``memo_bytes`` worth of prompts are kept, keyed by clip, its sampling and the
-    prompt text, so a training run encodes each of them once rather than at every step that draws it (GRPO draws every
-    prompt twice a step, for sampling and for the policy pass).
+    prompt text, so a training run encodes each of them once rather than at every step that draws it (GRPO needs a
+    step's prompts n + 1 times: once to sample the group, n times for the policy pass over its n completions).
     """
 
     def __init__(self, processor: Any, memo_bytes: int = 0) -> None:
@@ -320,7 +320,7 @@ class Encoder:
         return self.tokenizer.encode(answer, add_special_tokens=False) + list(self.end_ids)
 
     def encode_prompts(self, samples: list[Sample], clips: list[ModelVideo], answer_prefix: str = "") -> Any:
-        """Left-padded prompt inputs (``BatchFeature``), as inference builds them."""
+        """Left-padded prompt inputs (a dict of tensors in the processor's layout), as inference builds them."""
         from recipe_lib.inference.requests import collate
 
         if len(samples) != len(clips):
