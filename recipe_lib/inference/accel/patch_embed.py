@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
+from recipe_lib.inference.accel.toggle import bind_forward, has_own_forward, toggled, unbind_forward
 
 # transformers' patch embedding classes (Qwen2.5-VL, Qwen3-VL): their forward is view -> Conv3d -> view.
 PATCH_EMBED_CLASSES = ("Qwen2_5_VisionPatchEmbed", "Qwen3VLVisionPatchEmbed")
@@ -59,7 +59,7 @@ def disable_linear_patch_embed(model: Any) -> int:
 
 
 def linear_patch_embed_enabled(model: Any) -> bool:
-    return any("forward" in m.__dict__ for m in _patch_embeds(model))
+    return any(has_own_forward(m) for m in _patch_embeds(model))
 
 
 def linear_patch_embed(model: Any, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:

@@ -47,10 +47,15 @@ def unbind_forward(modules: list[Any], *attributes: str) -> int:
     a forward of their own."""
     restored = 0
     for module in modules:
-        if "forward" in module.__dict__:
+        if has_own_forward(module):
             del module.forward
             for name in attributes:
                 if name in module.__dict__:
                     delattr(module, name)
             restored += 1
     return restored
+
+
+def has_own_forward(module: Any) -> bool:
+    """Whether :func:`bind_forward` gave ``module`` a forward of its own."""
+    return "forward" in module.__dict__

@@ -12,7 +12,7 @@ import inspect
 from typing import Any
 
 from recipe_lib.errors import RecipeError
-from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
+from recipe_lib.inference.accel.toggle import bind_forward, has_own_forward, toggled, unbind_forward
 
 # --------------------------------------------------------------------------------------------------------------------
 # Batched vision attention
@@ -172,7 +172,7 @@ def disable_batched_vision_attention(model: Any) -> int:
 
 
 def batched_vision_attention_enabled(model: Any) -> bool:
-    return any("forward" in m.__dict__ for m in _vision_attention_modules(model, required=False))
+    return any(has_own_forward(m) for m in _vision_attention_modules(model, required=False))
 
 
 def batched_vision_attention(model: Any, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from recipe_lib.inference.accel.toggle import bind_forward, toggled, unbind_forward
+from recipe_lib.inference.accel.toggle import bind_forward, has_own_forward, toggled, unbind_forward
 from recipe_lib.inference.accel.vision_attention import _vision_modules
 
 
@@ -57,7 +57,7 @@ def padded_vision_mlp(model: Any, enabled: bool = True, multiple: int = 128) -> 
     return toggled(
         model,
         enabled,
-        lambda m: any("forward" in mlp.__dict__ for mlp in _vision_mlps(m)),
+        lambda m: any(has_own_forward(mlp) for mlp in _vision_mlps(m)),
         lambda m: enable_padded_vision_mlp(m, multiple),
         disable_padded_vision_mlp,
     )
