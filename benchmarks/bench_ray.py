@@ -30,8 +30,9 @@ def main() -> None:
     import ray
 
     from recipe_lib.data.synthetic import SynthConfig, generate_clips
-    from recipe_lib.demo import demo_model_dir, ensure_demo_critic
-    from recipe_lib.inference.scoring import ScoreConfig, score_videos
+    from recipe_lib.inference.score_config import ScoreConfig
+    from recipe_lib.inference.scoring import score_videos
+    from recipe_lib.models.tiny import demo_model_dir, ensure_demo_critic
     from recipe_lib.profiles import get_profile
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))

@@ -633,8 +633,8 @@ class BenchConfig:
 
 
 def load_model(cfg: BenchConfig) -> tuple[Any, dict[str, Any]]:
-    from recipe_lib.demo import ensure_demo_critic
     from recipe_lib.models.loading import load_critic
+    from recipe_lib.models.tiny import ensure_demo_critic
 
     if cfg.arch:
         if not cfg.random_weights:

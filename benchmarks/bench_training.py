@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from recipe_lib.config import build_dir
-    from recipe_lib.demo import ensure_demo_critic, prepare_demo_conversations
+    from recipe_lib.demo import prepare_demo_conversations
+    from recipe_lib.models.tiny import ensure_demo_critic
 
     sft_steps = args.sft_steps or (12 if args.quick else 30)
     grpo_steps = args.grpo_steps or (6 if args.quick else 12)

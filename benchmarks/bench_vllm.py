@@ -30,7 +30,7 @@ from bench_scoring import MODES, synthetic_video, workloads  # noqa: E402
 from recipe_lib.config import SamplingSettings  # noqa: E402
 from recipe_lib.inference.hf import Prepared  # noqa: E402
 from recipe_lib.inference.requests import clip_text  # noqa: E402
-from recipe_lib.inference.scoring import ScoreConfig, VLLMOptions  # noqa: E402
+from recipe_lib.inference.score_config import ScoreConfig, VLLMOptions  # noqa: E402
 from recipe_lib.prompts import load_prompt  # noqa: E402
 
 ROWS = ("2k/expected", "7.8k/expected", "2k/generate", "2k/thinking", "7.8k/generate")

@@ -81,3 +81,7 @@ def published(metric: str | None = None, stage: str | None = None) -> tuple[Publ
 # says nothing.
 COLLAPSE_SHARE = 0.8
 COLLAPSE_MIN_PREDICTIONS = 10
+
+# How an answer holds its score: "tagged" (<answer>N</answer>, the recipe's) or "line" (the score alone on the
+# last line).
+ANSWER_FORMATS = ("tagged", "line")

@@ -1,7 +1,7 @@
 """The embedded demo, in one place: everything the ``demo`` profile runs on a fresh CPU machine with no hub access.
 
 * the **demo critic**: a real Qwen2.5-VL of 0.8 M parameters built from a config with a locally trained tokenizer
-  (:func:`ensure_demo_critic`, :mod:`recipe_lib.models.tiny`);
+  (:func:`recipe_lib.models.tiny.ensure_demo_critic`);
 * the **demo clips**: synthetic known-truth physics clips rendered once and split into ``train`` / ``eval``
   (:func:`ensure_demo_data`). They use the ``contrast`` render style (black background, grey floor, white objects): a
   tiny critic trained from scratch on a CPU learns from these far more readily than from the ``varied`` style, which is
@@ -57,24 +57,6 @@ def demo_video() -> VideoSettings:
     against 0.25 s), so the demo reads its clips at half their size.
     """
     return VideoSettings(fps=4.0, total_pixels=None, max_pixels=DEMO_READ_SIZE**2, min_pixels=28 * 28, max_frames=8)
-
-
-def demo_model_dir() -> Path:
-    return build_dir() / "models" / "tiny-critic"
-
-
-def ensure_demo_critic(path: str | os.PathLike[str] | None = None, cfg: Any = None) -> Path:
-    """Return the demo critic folder, building it first when it is missing or incomplete.
-
-    ``path`` defaults to :func:`demo_model_dir` (``build/models/tiny-critic``). A complete folder is kept as it is,
-    whatever config built it; use ``plausibility tiny-model --force`` to rebuild.
-    """
-    from recipe_lib.models.tiny import build_tiny_critic, is_tiny_critic
-
-    folder = Path(path or demo_model_dir()).expanduser().resolve()
-    if is_tiny_critic(folder):
-        return folder
-    return build_tiny_critic(folder, cfg)
 
 
 def binary_labels(ds: Any, threshold: float = DEFAULT_THRESHOLD, column: str = LABEL_COLUMN) -> Any:
@@ -184,6 +166,8 @@ def demo_eval_split(label_mode: LabelMode = "binary") -> Path:
 def default_demo_critics() -> dict[str, str]:
     """The demo's critics: the untrained tiny critic (built if missing) and, when notebooks 03/04 have run, their
     fine-tuned checkpoints (``build/03_sft/checkpoints/final``, ``build/04_rl_grpo/checkpoints/final``)."""
+    from recipe_lib.models.tiny import ensure_demo_critic
+
     critics = {"untrained": str(ensure_demo_critic())}
     for name, rel in (("sft", SFT_CHECKPOINT), ("grpo", GRPO_CHECKPOINT)):
         path = build_dir() / rel

@@ -92,10 +92,11 @@ def get_profile(name: str) -> Profile:
     """The ``demo`` or ``full`` profile."""
     if name == "demo":
         from recipe_lib import demo
+        from recipe_lib.models.tiny import demo_model_dir, ensure_demo_critic
 
         return Profile(
             name="demo",
-            model=str(demo.demo_model_dir()),
+            model=str(demo_model_dir()),
             device="cpu",
             dtype="float32",
             video=demo.demo_video(),
@@ -104,7 +105,7 @@ def get_profile(name: str) -> Profile:
             prompt=demo.DEMO_PROMPT,
             label_mode="binary",
             trains_in_process=True,
-            demo_model=demo.ensure_demo_critic,
+            demo_model=ensure_demo_critic,
             demo_eval=demo.demo_eval_split,
             demo_critics=demo.default_demo_critics,
         )

@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from recipe_lib.config import PROMPTS_DIR, VideoSettings
+from recipe_lib.constants import ANSWER_FORMATS
 from recipe_lib.errors import ConfigError
-from recipe_lib.inference.parsing import ANSWER_FORMATS
 
 PROMPT_KEYS = ("system_prompt", "user_prompt")
 ANSWER_KEYS = ("answer_prefix", "answer_format")

@@ -15,7 +15,8 @@ VideoPhy-2 labels each generated clip three ways, and so can the critic:
           label (VideoPhy-2 AutoEval codes these 0 violated / 1 followed / 2 cannot tell; :data:`AUTOEVAL_CODES`).
 
 ``joint`` is not a task but a metric (VideoPhy-2's leaderboard number): a clip counts when its SA and its PC are both
-at least 4. It is computed whenever ``pc`` and ``sa`` are both scored (:func:`recipe_lib.metrics.joint_suite`).
+at least 4. It is computed whenever ``pc`` and ``sa`` are both scored
+(:func:`recipe_lib.evaluation.metrics.joint_suite`).
 
 Rules, options and keys
 -----------------------

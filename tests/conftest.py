@@ -98,7 +98,7 @@ def executed_notebooks_are_clean(tmp_path_factory: pytest.TempPathFactory):  # n
 
 @pytest.fixture(scope="session")
 def tiny_critic(session_build_dir: Path) -> Path:
-    from recipe_lib.demo import demo_model_dir, ensure_demo_critic
+    from recipe_lib.models.tiny import demo_model_dir, ensure_demo_critic
 
     return ensure_demo_critic(demo_model_dir())
 

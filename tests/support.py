@@ -54,7 +54,7 @@ def store_count(path) -> int:  # noqa: ANN001
 
 def demo_score_config(tiny_critic: Path | str, inputs: list, out: Path, **kw: object):  # noqa: ANN201
     """A scoring config for the tiny critic on CPU with the demo profile's video and sampling settings."""
-    from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.inference.score_config import ScoreConfig
     from recipe_lib.profiles import get_profile
 
     demo = get_profile("demo")

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from recipe_lib.calibration import (
+from recipe_lib.constants import COLLAPSE_SHARE
+from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.evaluation.calibration import (
     Calibration,
     expected_calibration_error,
     fit_calibration,
@@ -23,9 +25,7 @@ from recipe_lib.calibration import (
     reliability_figure,
     temperature_scale,
 )
-from recipe_lib.collapse import check_collapse
-from recipe_lib.constants import COLLAPSE_SHARE
-from recipe_lib.errors import ConfigError, DataError
+from recipe_lib.evaluation.collapse import check_collapse
 from support import run_cli
 
 
@@ -272,10 +272,10 @@ def test_calibrate_refuses_too_few_clips_and_generate_mode(tiny_critic, synth_cl
 
 
 def test_evaluate_measures_and_applies_calibration(calibration_file, tiny_critic, cal_clips, tmp_path):
-    from recipe_lib.evaluation import EvalConfig, evaluate_critics
+    from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
 
     path, _, folder = calibration_file
-    result = evaluate_critics(
+    result = run_evaluate(
         EvalConfig(
             critics={"tiny": str(tiny_critic), "tiny-cal": str(tiny_critic)},
             calibrations={"tiny-cal": str(path)},

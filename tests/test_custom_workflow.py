@@ -4,10 +4,10 @@ import importlib.util
 
 import pytest
 
-from recipe_lib.custom_workflow import CustomTrainConfig, train_and_evaluate
 from recipe_lib.errors import ConfigError
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
+from recipe_lib.stages.custom_data import CustomTrainConfig, run_custom_data
 
 
 def test_training_prompt_per_profile():
@@ -17,13 +17,13 @@ def test_training_prompt_per_profile():
 
 def test_unknown_profile(tmp_path):
     with pytest.raises(ConfigError, match="unknown profile"):
-        train_and_evaluate(CustomTrainConfig(tmp_path, tmp_path, tmp_path, profile="huge"))
+        run_custom_data(CustomTrainConfig(tmp_path, tmp_path, tmp_path, profile="huge"))
 
 
 @pytest.mark.cosmos
 @pytest.mark.skipif(importlib.util.find_spec("cosmos_rl") is None, reason="cosmos-rl (the cosmos extra) not installed")
 def test_full_profile_renders_custom_sft(tmp_path):
-    result = train_and_evaluate(CustomTrainConfig(
+    result = run_custom_data(CustomTrainConfig(
         train_conversations=tmp_path / "train", eval_conversations=tmp_path / "eval", eval_data=tmp_path / "split",
         profile="full", n_gpus=4, out_dir=tmp_path / "out",
     ))  # fmt: skip

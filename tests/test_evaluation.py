@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from recipe_lib.demo import default_demo_critics
 from recipe_lib.errors import ConfigError, DataError
-from recipe_lib.evaluation import EvalConfig, detection_rates, evaluate_critics
-from recipe_lib.filtering import decision_value
+from recipe_lib.evaluation.filtering import decision_value
+from recipe_lib.stages.evaluate import EvalConfig, detection_rates, run_evaluate
 from support import run_cli
 
 
@@ -26,7 +26,7 @@ def evaluated(tiny_critic, synth_clips, tmp_path_factory):
         out_dir=out,
         n_boot=200,
     )
-    return evaluate_critics(cfg, progress=False)
+    return run_evaluate(cfg, progress=False)
 
 
 def test_metrics_table_and_files(evaluated, synth_clips):
@@ -89,7 +89,7 @@ def test_figures(evaluated):
 
 
 def test_rerun_uses_the_cache(evaluated, tiny_critic, synth_clips):
-    again = evaluate_critics(
+    again = run_evaluate(
         EvalConfig(
             critics={"tiny": str(tiny_critic)},
             eval_data=str(synth_clips.dataset_dir),
@@ -116,15 +116,15 @@ def test_default_demo_critics_only_existing_folders(tiny_critic, tmp_path, monke
 
 def test_user_mistakes(tiny_critic, synth_clips, tmp_path):
     with pytest.raises(ConfigError, match="not usable as a short name"):
-        evaluate_critics(EvalConfig(critics={"a/b": str(tiny_critic)}, eval_data=str(synth_clips.dataset_dir)))
+        run_evaluate(EvalConfig(critics={"a/b": str(tiny_critic)}, eval_data=str(synth_clips.dataset_dir)))
     with pytest.raises(ConfigError, match="no model"):
-        evaluate_critics(EvalConfig(critics={"a": " "}, eval_data=str(synth_clips.dataset_dir)))
+        run_evaluate(EvalConfig(critics={"a": " "}, eval_data=str(synth_clips.dataset_dir)))
     loose = tmp_path / "loose"
     loose.mkdir()
     for clip in sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[:2]:
         shutil.copy(clip, loose / clip.name)
     with pytest.raises(DataError, match="has a label in column 'pc'"):
-        evaluate_critics(
+        run_evaluate(
             EvalConfig(critics={"tiny": str(tiny_critic)}, eval_data=str(loose), out_dir=tmp_path / "o"),
             progress=False,
         )

@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.filtering import (
+from recipe_lib.evaluation.filtering import (
     choose_threshold,
     choose_threshold_from_rows,
     decide,

@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from recipe_lib.errors import DataError
-from recipe_lib.metrics import (
+from recipe_lib.evaluation.metrics import (
     METRICS,
     confusion_matrix,
     core_metrics,

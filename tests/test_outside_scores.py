@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from recipe_lib.errors import DataError
-from recipe_lib.evaluation import EvalConfig, evaluate_critics
-from recipe_lib.inference.scoring import resolve_items
-from recipe_lib.metrics import evaluate_predictions
-from recipe_lib.outside_scores import OutsideScoreResult, is_outside_table, load_outside_scores
+from recipe_lib.evaluation.metrics import evaluate_predictions
+from recipe_lib.evaluation.outside_scores import OutsideScoreResult, is_outside_table, load_outside_scores
+from recipe_lib.inference.plan import resolve_items
+from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
 from support import SHARED_VIDEOS, run_cli
 
 
@@ -121,7 +121,7 @@ def test_a_name_shared_by_two_clips_is_ambiguous(items, tmp_path):
 def test_evaluate_measures_an_outside_critic_like_ours(items, synth_clips, tmp_path):
     path = tmp_path / "ext.csv"
     _odd_table(items).to_csv(path, index=False)
-    result = evaluate_critics(
+    result = run_evaluate(
         EvalConfig(
             critics={"ext": str(path)},
             eval_data=str(synth_clips.dataset_dir),

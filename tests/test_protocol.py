@@ -122,7 +122,8 @@ def test_score_follows_the_critic_not_the_profile(critics, synth_clips, tmp_path
 def test_the_settings_reach_the_model(critics, synth_clips, tmp_path):
     """The clips really are sampled differently: 8 frames for the demo critic, every frame (the recipe's fps 16 is
     above the clips' 8 fps) for any other critic."""
-    from recipe_lib.inference.scoring import ScoreConfig, score_videos
+    from recipe_lib.inference.score_config import ScoreConfig
+    from recipe_lib.inference.scoring import score_videos
 
     clips = _clips(synth_clips, 1)
     frames = {}
@@ -138,7 +139,8 @@ def test_the_settings_reach_the_model(critics, synth_clips, tmp_path):
 def test_caller_settings_and_overrides(critics, synth_clips, tmp_path):
     from recipe_lib.config import VideoSettings
     from recipe_lib.errors import ConfigError
-    from recipe_lib.inference.scoring import ScoreConfig, resolve_settings
+    from recipe_lib.inference.plan import resolve_settings
+    from recipe_lib.inference.score_config import ScoreConfig
 
     cfg = ScoreConfig(
         inputs=[],
@@ -157,9 +159,9 @@ def test_caller_settings_and_overrides(critics, synth_clips, tmp_path):
 
 
 def test_evaluation_records_each_critics_settings_and_the_published_figures(critics, synth_clips, tmp_path):
-    from recipe_lib.evaluation import EvalConfig, evaluate_critics
+    from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
 
-    result = evaluate_critics(
+    result = run_evaluate(
         EvalConfig(
             critics={"demo": str(critics["copy"]), "other": str(critics["other"])},
             eval_data=str(synth_clips.dataset_dir),

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from recipe_lib.inference.scoring import ScoreConfig, score_videos
-from recipe_lib.metrics import METRICS, suite_from_rows
+from recipe_lib.evaluation.metrics import METRICS, suite_from_rows
+from recipe_lib.evaluation.report import CriticScores, ReportConfig, ReportSection, write_report
+from recipe_lib.inference.score_config import ScoreConfig
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.profiles import get_profile
-from recipe_lib.report import CriticScores, ReportConfig, ReportSection, write_report
 
 PAYLOAD = "<script>alert(1)</script>"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe_lib.report import CriticScores, ReportConfig, write_report
+from recipe_lib.evaluation.report import CriticScores, ReportConfig, write_report
 
 
 def _rows(clips: list[Path], n: int) -> tuple[list[dict], list[dict]]:

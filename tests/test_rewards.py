@@ -7,7 +7,7 @@ import re
 import pytest
 
 from recipe_lib.errors import ConfigError, DataError
-from recipe_lib.rewards import (
+from recipe_lib.train.rewards import (
     REWARDS,
     SCORE_REWARDS,
     combined_reward,

@@ -10,7 +10,7 @@ import pytest
 
 from recipe_lib import tasks as T
 from recipe_lib.errors import ConfigError, DataError
-from recipe_lib.metrics import joint_suite, rule_suite
+from recipe_lib.evaluation.metrics import joint_suite, rule_suite
 from recipe_lib.prompts import load_prompt
 
 # -- names and options --------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def _row(video, task, score, expected, **item):
 
 
 def test_keep_on_joint_decides_per_clip(tmp_path):
-    from recipe_lib.filtering import joint_records, write_joint_filter_outputs
+    from recipe_lib.evaluation.filtering import joint_records, write_joint_filter_outputs
 
     pc = [_row("a", "pc", 5, 4.6, pc=5, sa=5), _row("b", "pc", 5, 4.4, pc=5, sa=1), _row("c", "pc", None, None)]
     pc.append(_row("d", "pc", 4, 4.1))
@@ -226,7 +226,7 @@ def test_sa_caption_reaches_the_rendered_prompt(tiny_critic, synth_clips):
 
 
 def _stage(tiny_critic, inputs, out, **kw):
-    from recipe_lib.score_stage import ScoreStageConfig
+    from recipe_lib.stages.score import ScoreStageConfig
     from support import demo_score_config
 
     score = demo_score_config(tiny_critic, inputs, out, prompt="video_reward_compact", caption_column="sa_caption")
@@ -235,11 +235,11 @@ def _stage(tiny_critic, inputs, out, **kw):
 
 def test_score_stage_pc_sa_rule_keyed_apart_and_resumable(tiny_critic, synth_clips, tmp_path):
     from recipe_lib.inference.store import read_store
-    from recipe_lib.score_stage import run_score_stage
+    from recipe_lib.stages.score import run_score
 
     out = tmp_path / "run"
     cfg = _stage(tiny_critic, [synth_clips.dataset_dir], out, tasks=("pc", "sa", "rule"), keep_on="joint")
-    first = run_score_stage(cfg, progress=False)
+    first = run_score(cfg, progress=False)
     n = synth_clips.n_clips
     assert [len(first.by_task[t].rows) for t in ("pc", "sa")] == [n, n]
     rule_rows = first.by_task["rule"].rows
@@ -257,9 +257,9 @@ def test_score_stage_pc_sa_rule_keyed_apart_and_resumable(tiny_critic, synth_cli
         assert (out / name).is_file(), name
     assert any(line.startswith("[joint] joint (sa and pc >= 4)") for line in first.summary_lines())
 
-    again = run_score_stage(cfg, progress=False)
+    again = run_score(cfg, progress=False)
     assert all(r.n_scored_now == 0 and r.n_cached == len(r.rows) for r in again.by_task.values())
-    sa_only = run_score_stage(_stage(tiny_critic, [synth_clips.dataset_dir], out, tasks=("sa",)), progress=False)
+    sa_only = run_score(_stage(tiny_critic, [synth_clips.dataset_dir], out, tasks=("sa",)), progress=False)
     assert sa_only.by_task["sa"].n_cached == n and sa_only.keep_on == "sa"
     pc_row = next(r for r in first.by_task["pc"].rows)
     sa_row = next(r for r in sa_rows if r["video"] == pc_row["video"])
@@ -267,12 +267,12 @@ def test_score_stage_pc_sa_rule_keyed_apart_and_resumable(tiny_critic, synth_cli
 
 
 def test_sa_on_loose_files_fails_before_any_scoring(tiny_critic, synth_clips, tmp_path):
-    from recipe_lib.score_stage import run_score_stage
+    from recipe_lib.stages.score import run_score
 
     clip = sorted((synth_clips.out_dir / "videos").glob("*.mp4"))[0]
     cfg = _stage(tiny_critic, [clip], tmp_path / "loose", tasks=("pc", "sa"))
     with pytest.raises(DataError, match="no input has a column 'sa_caption'"):
-        run_score_stage(cfg, progress=False)
+        run_score(cfg, progress=False)
     assert not (tmp_path / "loose" / "results.sqlite").exists()
 
 
@@ -305,8 +305,8 @@ def _videophy2_like(synth_clips, tmp_path):
 
 
 def test_videophy2_like_data_through_score_and_evaluate(tiny_critic, synth_clips, tmp_path):
-    from recipe_lib.evaluation import EvalConfig, evaluate_critics
-    from recipe_lib.score_stage import ScoreStageConfig, run_score_stage
+    from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
+    from recipe_lib.stages.score import ScoreStageConfig, run_score
     from support import demo_score_config
 
     prepared = _videophy2_like(synth_clips, tmp_path)
@@ -314,7 +314,7 @@ def test_videophy2_like_data_through_score_and_evaluate(tiny_critic, synth_clips
     assert "labels_cleared" in json.loads(prepared.report_path.read_text())
     out = tmp_path / "score"
     score = demo_score_config(tiny_critic, [prepared.out_dir], out, prompt="video_reward_compact")
-    result = run_score_stage(ScoreStageConfig(score=score, report=True, tasks=("pc", "sa", "rule")), progress=False)
+    result = run_score(ScoreStageConfig(score=score, report=True, tasks=("pc", "sa", "rule")), progress=False)
     sa = result.by_task["sa"]
     assert len(sa.rows) == 5
     assert [s["reason"] for s in sa.skipped] == ["no caption in column 'caption' (task sa needs one)"]
@@ -328,7 +328,7 @@ def test_videophy2_like_data_through_score_and_evaluate(tiny_critic, synth_clips
     data = json.loads((out / "evaluation_results.json").read_text())
     assert set(data["tasks"]) == {"sa", "rule", "joint"}
 
-    evaluated = evaluate_critics(
+    evaluated = run_evaluate(
         EvalConfig(
             critics={"tiny": str(tiny_critic)},
             eval_data=str(prepared.out_dir),
@@ -392,7 +392,7 @@ def test_real_videophy2_rows_give_sa_and_rule_requests(shared_videos, tmp_path):
         VideoPhy2Config(source=str(path), out_dir=tmp_path / "vp2", videos_dir=SHARED_VIDEOS, progress=False)
     )
     assert prepared.n_kept >= 10 and sum(prepared.sa_counts.values()) == len(sa)
-    from recipe_lib.inference.scoring import resolve_items
+    from recipe_lib.inference.plan import resolve_items
 
     items = resolve_items([str(prepared.out_dir)])
     sa_items, sa_skips = T.prepare_items("sa", items)

@@ -11,7 +11,7 @@ from recipe_lib.commands.score import add_scoring_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from recipe_lib.calibration import CALIBRATION_METHODS
+    from recipe_lib.evaluation.calibration import CALIBRATION_METHODS
 
     p = sub.add_parser(
         "calibrate",
@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipe_lib.calibrate_stage import CalibrateConfig, run_calibration
     from recipe_lib.commands.score import score_config
     from recipe_lib.config import build_dir
+    from recipe_lib.stages.calibrate import CalibrateConfig, run_calibrate
 
     scoring = copy.copy(args)
     scoring.videos = list(args.data)
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         label_column=args.label_column,
         threshold=args.threshold,
     )
-    result = run_calibration(cfg)
+    result = run_calibrate(cfg)
     print("\n".join(result.summary_lines()))
     return 0

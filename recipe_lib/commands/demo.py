@@ -16,7 +16,8 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from recipe_lib.config import build_dir
-    from recipe_lib.demo import demo_model_dir, ensure_demo_critic, ensure_demo_data
+    from recipe_lib.demo import ensure_demo_data
+    from recipe_lib.models.tiny import demo_model_dir, ensure_demo_critic
     from recipe_lib.notebooks import list_notebooks, run_notebook, write_index
 
     start = time.perf_counter()

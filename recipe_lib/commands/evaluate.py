@@ -80,9 +80,9 @@ def parse_critics(
 
 def run(args: argparse.Namespace) -> int:
     from recipe_lib.commands._common import config_from_args
-    from recipe_lib.evaluation import EvalConfig, evaluate_critics
-    from recipe_lib.outside_scores import OutsideScoreResult
-    from recipe_lib.score_stage import scoring_lines, task_metric_line
+    from recipe_lib.evaluation.outside_scores import OutsideScoreResult
+    from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
+    from recipe_lib.stages.score import scoring_lines, task_metric_line
     from recipe_lib.tasks import parse_tasks
 
     cfg = config_from_args(
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         thumbnails=not args.no_thumbnails,
         tasks=parse_tasks(args.task),
     )
-    result = evaluate_critics(cfg)
+    result = run_evaluate(cfg)
     for name, by_task in result.task_scores.items():
         s0 = by_task.get(result.task)
         if isinstance(s0, OutsideScoreResult):

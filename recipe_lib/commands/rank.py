@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipe_lib.filtering import compile_group_pattern, rank_rollouts
+    from recipe_lib.evaluation.filtering import compile_group_pattern, rank_rollouts
     from recipe_lib.inference.scoring import score_videos
 
     if args.group_pattern is not None:

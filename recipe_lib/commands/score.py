@@ -18,10 +18,10 @@ from recipe_lib.commands._common import (
     sampling_flags,
     video_flags,
 )
-from recipe_lib.inference.scoring import EndpointOptions, VLLMOptions
+from recipe_lib.inference.score_config import EndpointOptions, VLLMOptions
 
 if TYPE_CHECKING:
-    from recipe_lib.inference.scoring import ScoreConfig, ScoreResult
+    from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,7 +130,7 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
     """The scoring stage's config from the shared arguments (used by score and rank)."""
-    from recipe_lib.inference.scoring import ScoreConfig, default_workers
+    from recipe_lib.inference.score_config import ScoreConfig, default_workers
     from recipe_lib.profiles import get_profile
     from recipe_lib.prompts import load_prompt
 
@@ -168,20 +168,20 @@ def score_config(args: argparse.Namespace) -> ScoreConfig:
 
 
 def print_summary(result: ScoreResult) -> None:
-    from recipe_lib.score_stage import scoring_lines
+    from recipe_lib.stages.score import scoring_lines
 
     print("\n".join(scoring_lines(result)))
 
 
 def run(args: argparse.Namespace) -> int:
     from recipe_lib.prompts import load_prompt
-    from recipe_lib.score_stage import ScoreStageConfig, run_score_stage
+    from recipe_lib.stages.score import ScoreStageConfig, run_score
     from recipe_lib.tasks import parse_tasks
 
     prompts = {t: p for t, p in (("sa", args.sa_prompt), ("rule", args.rule_prompt)) if p}
     for prompt in prompts.values():
         load_prompt(prompt)  # a bad prompt file is reported before any model is built or loaded
-    from recipe_lib.score_stage import check_calibration_option
+    from recipe_lib.stages.score import check_calibration_option
 
     check_calibration_option(args.calibration, args.mode)  # before the critic is built or loaded
     stage = ScoreStageConfig(
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         prompts=prompts,
         calibration=getattr(args, "calibration", None),
     )
-    result = run_score_stage(stage)
+    result = run_score(stage)
     print("\n".join(result.summary_lines()))
     if not result.ok:
         print("error: nothing was scored; see the skipped clips above", file=sys.stderr)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recipe_lib.demo import demo_model_dir
 from recipe_lib.models.family import FAMILIES, QWEN3_VL
+from recipe_lib.models.tiny import demo_model_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

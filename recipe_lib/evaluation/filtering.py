@@ -459,7 +459,7 @@ def choose_threshold_from_rows(
     label_key: str = "pc",
 ) -> ThresholdChoice:
     """:func:`choose_threshold` over labelled scored rows, reading each row's decision value."""
-    from recipe_lib.metrics import labelled_rows
+    from recipe_lib.evaluation.metrics import labelled_rows
 
     rows = labelled_rows(rows, label_key)
     values = [decision_value(r)[0] if r.get("score") is not None else None for r in rows]

@@ -36,7 +36,7 @@ from recipe_lib.constants import SCORE_MAX, SCORE_MIN
 from recipe_lib.data.tables import load_rows
 from recipe_lib.errors import DataError
 from recipe_lib.inference.record import ScoredClip
-from recipe_lib.inference.scoring import ScoreResult
+from recipe_lib.inference.score_config import ScoreResult
 
 OUTSIDE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 VIDEO_COLUMNS = ("video", "video_url", "videopath", "video_path", "path", "video_id", "id", "filename", "file", "name")

@@ -34,12 +34,12 @@ from typing import Any
 
 from jinja2 import Environment
 
-from recipe_lib.collapse import check_collapse
 from recipe_lib.errors import RecipeError
-from recipe_lib.filtering import DECISIONS, decide
+from recipe_lib.evaluation.collapse import check_collapse
+from recipe_lib.evaluation.filtering import DECISIONS, decide
+from recipe_lib.evaluation.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
 from recipe_lib.inference.record import item_of
 from recipe_lib.io import atomic_write_json, atomic_write_text, claim_outputs
-from recipe_lib.metrics import CONFUSION_COLUMNS, METRICS, SCORE_VALUES, MetricSuite
 
 SUMMARY_METRICS = ("accuracy", "within1", "mae", "pearson", "spearman", "kendall", "qwk", "precision", "recall")
 SUMMARY_METRICS += ("f1", "roc_auc")

@@ -26,13 +26,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import SCORES, TOP_LOGPROBS, check_mode, generate_row, row_from_logprobs
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import ModelVideo, load_for_model
+
+if TYPE_CHECKING:
+    from recipe_lib.inference.score_config import ScoreConfig
 
 SKIP = "skip_reason"  # a row holding only this key is recorded as a skip, not stored
 
@@ -120,7 +123,11 @@ def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> di
 class EndpointScorer:
     """Concurrent chat-completion requests to a served endpoint (see the module docstring)."""
 
-    def __init__(self, cfg: Any, prompt: PromptSpec) -> None:
+    @classmethod
+    def from_config(cls, cfg: ScoreConfig, prompt: PromptSpec) -> EndpointScorer:
+        return cls(cfg, prompt)
+
+    def __init__(self, cfg: ScoreConfig, prompt: PromptSpec) -> None:
         check_mode(cfg.mode)
         prompt.require(cfg.mode)
         opts = cfg.endpoint

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.inference.accel import (
@@ -54,6 +54,9 @@ from recipe_lib.models.family import QWEN3_VL, family_of_processor, patch_factor
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import ModelVideo, fit_to_factor, load_for_model
 
+if TYPE_CHECKING:
+    from recipe_lib.inference.score_config import ScoreConfig
+
 __all__ = ["SCORES", "HFScorer", "Prepared", "digit_token_ids", "render_prompt"]
 
 
@@ -84,6 +87,14 @@ def _visual_dtype(model: Any) -> Any:
 
 class HFScorer:
     """Batched scoring with a loaded critic (``recipe_lib.models.loading.LoadedCritic``)."""
+
+    @classmethod
+    def from_config(cls, cfg: ScoreConfig, prompt: PromptSpec) -> HFScorer:
+        """The critic ``cfg.model`` loaded on ``cfg.device`` in ``cfg.dtype``, with the run's settings."""
+        from recipe_lib.models.loading import load_critic
+
+        critic = load_critic(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        return cls(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
 
     def __init__(
         self,

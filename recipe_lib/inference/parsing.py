@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from recipe_lib.constants import ANSWER_FORMATS
+
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL | re.IGNORECASE)
 
@@ -30,7 +32,6 @@ class ParsedAnswer:
         return self.score is not None
 
 
-ANSWER_FORMATS = ("tagged", "line")
 _NUMBER_LINE = re.compile(r"[+-]?\d+(\.\d+)?\.?")
 
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from recipe_lib.errors import RecipeError
 
 if TYPE_CHECKING:
-    from recipe_lib.inference.scoring import ScoreConfig, ScorePlan
+    from recipe_lib.inference.plan import ScorePlan
+    from recipe_lib.inference.score_config import ScoreConfig
     from recipe_lib.inference.store import ResultStore
 
 INSTALL_HINT = "install the ray extra: pip install 'plausibility-recipes[ray]' (or pip install 'ray[data]')"
@@ -133,14 +134,14 @@ class ScoreClips:
     """Scoring stage: one critic per actor, loaded once; each call scores one batch of decoded clips."""
 
     def __init__(self, cfg: ScoreConfig, prompt: Any) -> None:
-        from recipe_lib.inference.scoring import _make_scorer
+        from recipe_lib.inference.scorers import make_scorer
 
         self.cfg = cfg
         self.prompt = prompt
-        self.scorer = _make_scorer(cfg, prompt)
+        self.scorer = make_scorer(cfg, prompt)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from recipe_lib.inference.scoring import scored_row
+        from recipe_lib.inference.plan import scored_row
 
         rows = [""] * len(batch["key"])
         skips = list(batch["error"])

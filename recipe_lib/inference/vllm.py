@@ -11,7 +11,7 @@ the same text and the same pixels.
               (``SamplingParams(logprob_token_ids=...)``); p(1..5) are their probabilities renormalised and
               ``digit_mass`` their sum, as in the transformers backend.
 
-Engine settings (:class:`recipe_lib.inference.scoring.VLLMOptions`: memory share, context length, tensor parallel
+Engine settings (:class:`recipe_lib.inference.score_config.VLLMOptions`: memory share, context length, tensor parallel
 size, prefix caching, ``load_format="dummy"`` for random weights) come from ``ScoreConfig.vllm``
 (``plausibility score --backend vllm --gpu-memory-utilization ... --max-model-len ... --tensor-parallel-size ...``).
 
@@ -23,7 +23,7 @@ in an importable module, and never in a notebook cell.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
@@ -40,6 +40,9 @@ from recipe_lib.models.family import family_of_processor, patch_factor
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import load_for_model
 
+if TYPE_CHECKING:
+    from recipe_lib.inference.score_config import ScoreConfig
+
 INSTALL_HINT = "install the gpu extra on a CUDA machine: pip install -e '.[gpu]' (or use --backend hf)"
 
 
@@ -54,9 +57,13 @@ def _import_vllm() -> Any:
 class VLLMScorer:
     """Batched scoring through a vLLM engine (built on the first batch)."""
 
+    @classmethod
+    def from_config(cls, cfg: ScoreConfig, prompt: PromptSpec) -> VLLMScorer:
+        return cls(cfg, prompt)
+
     def __init__(
         self,
-        cfg: Any,
+        cfg: ScoreConfig,
         prompt: PromptSpec,
         engine_kwargs: dict[str, Any] | None = None,
         sampling_kwargs: dict[str, Any] | None = None,

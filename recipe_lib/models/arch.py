@@ -231,7 +231,7 @@ def _tokenizer_folder(name: str, tokenizer_from: str | os.PathLike[str] | None) 
         if tiny_critic_family(folder) != "qwen3-vl":
             build_tiny_qwen3_critic(folder)
     else:
-        from recipe_lib.demo import ensure_demo_critic
+        from recipe_lib.models.tiny import ensure_demo_critic
 
         folder = ensure_demo_critic()
     if not (folder / "tokenizer_config.json").is_file():

@@ -96,7 +96,7 @@ def _local_folder(model: str) -> Path | None:
         return path.resolve()
     path_like = model.startswith(("/", ".", "~")) or "\\" in model or not _HUB_ID.match(model)
     if path_like:
-        from recipe_lib.demo import demo_model_dir
+        from recipe_lib.models.tiny import demo_model_dir
 
         hint = "check the path, or pass a hub id such as nvidia/Cosmos-Reason1-7B"
         if Path(os.path.realpath(path)) == demo_model_dir():

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recipe_lib.config import build_dir
 from recipe_lib.constants import DEMO_CRITIC_KEY
 from recipe_lib.errors import RecipeError
 
@@ -523,3 +524,20 @@ def count_parameters(folder: str | Path) -> int:
 def folder_size(folder: str | Path) -> int:
     """Bytes on disk of the files under ``folder``."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def demo_model_dir() -> Path:
+    """Where the demo critic lives: ``build/models/tiny-critic``."""
+    return build_dir() / "models" / "tiny-critic"
+
+
+def ensure_demo_critic(path: str | os.PathLike[str] | None = None, cfg: Any = None) -> Path:
+    """Return the demo critic folder, building it first when it is missing or incomplete.
+
+    ``path`` defaults to :func:`demo_model_dir` (``build/models/tiny-critic``). A complete folder is kept as it is,
+    whatever config built it; use ``plausibility tiny-model --force`` to rebuild.
+    """
+    folder = Path(path or demo_model_dir()).expanduser().resolve()
+    if is_tiny_critic(folder):
+        return folder
+    return build_tiny_critic(folder, cfg)

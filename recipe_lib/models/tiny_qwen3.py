@@ -180,7 +180,7 @@ def _build_model(tokenizer: Any, cfg: TinyQwen3Config) -> Any:
 
 def default_qwen3_dir() -> Path:
     """Where ``plausibility tiny-model --family qwen3-vl`` writes by default: beside the demo critic."""
-    from recipe_lib.demo import demo_model_dir
+    from recipe_lib.models.tiny import demo_model_dir
 
     return demo_model_dir().parent / "tiny-critic-qwen3-vl"
 

@@ -1,8 +1,8 @@
 """The calibration stage behind ``plausibility calibrate``: score a labelled calibration split (cached, like every
 scoring run), fit a calibration map on it and save it as JSON for ``plausibility score --calibration FILE``.
 
-``run_calibration(CalibrateConfig) -> CalibrateResult``; the maps and the measurements are
-:mod:`recipe_lib.calibration`.
+``run_calibrate(CalibrateConfig) -> CalibrateResult``; the maps and the measurements are
+:mod:`recipe_lib.evaluation.calibration`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.calibration import (
+from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
+from recipe_lib.errors import ConfigError
+from recipe_lib.evaluation.calibration import (
     ECE_BINS,
     MIN_CALIBRATION_CLIPS,
     Calibration,
@@ -19,9 +21,8 @@ from recipe_lib.calibration import (
     fit_calibration,
     measure_calibration,
 )
-from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
-from recipe_lib.errors import ConfigError
-from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import claim_outputs, writes_as
 
 
@@ -48,7 +49,7 @@ class CalibrateResult:
     after: CriticCalibration  # the same clips, calibrated (in-sample: optimistic)
 
     def summary_lines(self) -> list[str]:
-        from recipe_lib.score_stage import scoring_lines
+        from recipe_lib.stages.score import scoring_lines
 
         lines = scoring_lines(self.scores)
         lines.append(f"fitted {self.calibration.describe()} on {self.before.n_with_probs} labelled clips")
@@ -72,7 +73,7 @@ class CalibrateResult:
 
 
 @writes_as("calibrate")
-def run_calibration(cfg: CalibrateConfig, progress: bool = True, scorer: Any = None) -> CalibrateResult:
+def run_calibrate(cfg: CalibrateConfig, progress: bool = True, scorer: Any = None) -> CalibrateResult:
     """Score the calibration split, fit, save (see the module docstring)."""
     if cfg.score.mode != "expected":
         raise ConfigError(

@@ -39,7 +39,7 @@ class CustomTrainResult:
     profile: str
     metrics: dict[str, Any]
     train: Any = None  # recipe_lib.train.loop.TrainResult
-    evaluation: Any = None  # recipe_lib.evaluation.EvalResult
+    evaluation: Any = None  # recipe_lib.stages.evaluate.EvalResult
     command: str | None = None
     missing: list[str] = dataclasses.field(default_factory=list)
 
@@ -57,7 +57,7 @@ class CustomTrainResult:
         )
 
 
-def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
+def run_custom_data(cfg: CustomTrainConfig) -> CustomTrainResult:
     profile = get_profile(cfg.profile)
     out_dir = Path(cfg.out_dir or build_dir() / "05_custom_dataset")
     if not profile.trains_in_process:
@@ -77,8 +77,8 @@ def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
         metrics = {"profile": profile.name, "config": str(path), "command": command}
         return CustomTrainResult(profile.name, metrics, command=command, missing=missing)
 
-    from recipe_lib.evaluation import EvalConfig, evaluate_critics
-    from recipe_lib.metrics import metrics_from_rows
+    from recipe_lib.evaluation.metrics import metrics_from_rows
+    from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
     from recipe_lib.train.config import training_config
     from recipe_lib.train.sft import train_sft
 
@@ -94,7 +94,7 @@ def train_and_evaluate(cfg: CustomTrainConfig) -> CustomTrainResult:
         },
     )
     result = train_sft(training_config(mapping, "sft"), progress=cfg.progress, restart="changed")
-    evaluation = evaluate_critics(
+    evaluation = run_evaluate(
         EvalConfig(
             critics={"untrained": start, "fine-tuned": str(result.final_dir)},
             eval_data=str(cfg.eval_data),

@@ -1,13 +1,14 @@
 """Evaluation stage (notebook 06): several critics on one labelled split, side by side.
 
-``evaluate_critics(EvalConfig) -> EvalResult`` scores every critic through the cached scoring stage
+``run_evaluate(EvalConfig) -> EvalResult`` scores every critic through the cached scoring stage
 (``build/06_evaluation/scores/<critic>/results.sqlite``: a rerun scores only what is missing), computes the metric suite
 per critic (every number with a bootstrap interval), per-group breakdowns, a comparison table, confusion matrices,
 the threshold that best separates good from bad clips, and, on the synthetic suite, how often each kind of violation
 is caught (share of violating clips scored below the threshold) against the false-alarm rate on plausible clips. It
-also measures the calibration of p(1..5) and P(good) (:mod:`recipe_lib.calibration`) and flags a critic whose
-predictions collapse onto one score (:mod:`recipe_lib.collapse`). A critic given as a table of scores
-(``NAME=scores.csv``, :mod:`recipe_lib.outside_scores`) is joined to the clips and measured the same way, without a
+also measures the calibration of p(1..5) and P(good) (:mod:`recipe_lib.evaluation.calibration`) and flags a critic whose
+predictions collapse onto one score (:mod:`recipe_lib.evaluation.collapse`). A critic given as a table of scores
+(``NAME=scores.csv``, :mod:`recipe_lib.evaluation.outside_scores`)
+is joined to the clips and measured the same way, without a
 model. It writes ``evaluation_report.html`` and ``evaluation_results.json`` (every number in the page) into the output
 folder.
 """
@@ -22,20 +23,40 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recipe_lib.calibration import ECE_BINS, Calibration, CriticCalibration, load_calibration, measure_calibration
-from recipe_lib.collapse import CollapseCheck, check_collapse
 from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.filtering import ThresholdChoice, choose_threshold_from_rows, decision_value, threshold_figure
+from recipe_lib.evaluation.calibration import (
+    ECE_BINS,
+    Calibration,
+    CriticCalibration,
+    load_calibration,
+    measure_calibration,
+)
+from recipe_lib.evaluation.collapse import CollapseCheck, check_collapse
+from recipe_lib.evaluation.filtering import (
+    ThresholdChoice,
+    choose_threshold_from_rows,
+    decision_value,
+    threshold_figure,
+)
+from recipe_lib.evaluation.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
+from recipe_lib.evaluation.outside_scores import OutsideScoreResult, is_outside_table, load_outside_scores
+from recipe_lib.evaluation.report import (
+    CriticScores,
+    ReportConfig,
+    ReportResult,
+    ReportSection,
+    confusion_figure,
+    write_report,
+)
+from recipe_lib.inference.plan import resolve_inputs
 from recipe_lib.inference.record import item_of
-from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, resolve_inputs, score_videos
+from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
-from recipe_lib.metrics import METRICS, MetricSuite, group_breakdown, labelled_rows, suite_from_rows
-from recipe_lib.outside_scores import OutsideScoreResult, is_outside_table, load_outside_scores
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
-from recipe_lib.report import CriticScores, ReportConfig, ReportResult, ReportSection, confusion_figure, write_report
 
 REPORT_NAME = "evaluation_report.html"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -114,7 +135,7 @@ class EvalResult:
         return table
 
     def reliability_figure(self) -> Any:
-        from recipe_lib.calibration import reliability_figure
+        from recipe_lib.evaluation.calibration import reliability_figure
 
         return reliability_figure(self.calibration)
 
@@ -214,7 +235,7 @@ def confusion_grid(suites: dict[str, MetricSuite]):  # noqa: ANN201
     """Confusion matrices (labels down, predicted 1-5 and unparsed across), one panel per critic."""
     from matplotlib.figure import Figure
 
-    from recipe_lib.metrics import CONFUSION_COLUMNS, SCORE_VALUES
+    from recipe_lib.evaluation.metrics import CONFUSION_COLUMNS, SCORE_VALUES
 
     fig = Figure(figsize=(4.2 * max(1, len(suites)), 3.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(suites)), squeeze=False)[0]
@@ -356,7 +377,7 @@ def _resolve(cfg: EvalConfig) -> tuple[dict[str, str], str]:
 
 
 @writes_as("evaluate")
-def evaluate_critics(cfg: EvalConfig, progress: bool = True) -> EvalResult:
+def run_evaluate(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     """Score each critic on the evaluation split and compare them; see the module docstring."""
     from recipe_lib.tasks import parse_tasks
 
@@ -466,7 +487,7 @@ def _score_tasks(
     cfg: EvalConfig, name: str, model: str, eval_data: str, tasks: tuple[str, ...], out: Path, progress: bool
 ) -> dict[str, ScoreResult]:
     """One critic's scores for every task, into one store (``scores/<critic>``), the critic loaded once."""
-    from recipe_lib.score_stage import SharedCritic
+    from recipe_lib.stages.score import SharedCritic
     from recipe_lib.tasks import TaskColumns, task_prompt
 
     profile = get_profile(cfg.profile)
@@ -491,7 +512,7 @@ def _score_tasks(
         )
         for task in tasks
     }
-    from recipe_lib.score_stage import check_task_inputs
+    from recipe_lib.stages.score import check_task_inputs
 
     check_task_inputs(configs)
     shared = SharedCritic(configs[tasks[0]])
@@ -507,8 +528,8 @@ def _task_suites(
     cfg: EvalConfig, by_task: dict[str, ScoreResult], main_task: str, boot: dict[str, Any]
 ) -> dict[str, Any]:
     """The metric suites of the tasks beside the main one: the other 1-5 task, joint, rule."""
-    from recipe_lib.filtering import joint_records
-    from recipe_lib.metrics import joint_suite, rule_suite_from_rows
+    from recipe_lib.evaluation.filtering import joint_records
+    from recipe_lib.evaluation.metrics import joint_suite, rule_suite_from_rows
 
     suites: dict[str, Any] = {}
     if "sa" in by_task and main_task != "sa" and labelled_rows(by_task["sa"].rows, cfg.sa_column):
@@ -579,7 +600,7 @@ def published_section(table: Any) -> ReportSection:
 
 
 def _write(result: EvalResult, cfg: EvalConfig, eval_data: str) -> ReportResult:
-    from recipe_lib.score_stage import task_sections
+    from recipe_lib.stages.score import task_sections
 
     sections = []
     for critic, suites in result.task_metrics.items():

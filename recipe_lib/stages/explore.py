@@ -271,3 +271,54 @@ def clip_stats_figure(stats: ClipStats, title: str = "Clips"):  # noqa: ANN201
     c.set_title("resolution", fontsize=9)
     fig.suptitle(f"{title}: {len(ok)} readable, {stats.n_unreadable} unreadable")
     return fig
+
+
+@dataclasses.dataclass
+class ExploreConfig:
+    source: str | None = dataclasses.field(
+        default=None, metadata={"help": "dataset folder or table (default: the demo's synthetic clips)"}
+    )
+    split: str | None = dataclasses.field(default=None, metadata={"help": "split name when the folder holds several"})
+    examples_per_label: int = dataclasses.field(default=1, metadata={"help": "contact sheets drawn per label"})
+    label_column: str = dataclasses.field(default="pc", metadata={"help": "the label column"})
+
+    def __post_init__(self) -> None:
+        from recipe_lib.errors import ConfigError
+
+        if self.examples_per_label < 0:
+            raise ConfigError(f"examples_per_label must be at least 0, got {self.examples_per_label}")
+
+
+@dataclasses.dataclass
+class ExploreResult:
+    table: Any  # pandas.DataFrame: one row per clip
+    label_counts: dict[int, int]
+    stats: ClipStats
+    sheets: list[tuple[Path, str]]
+    majority_accuracy: float
+
+    def metrics(self) -> dict[str, Any]:
+        """What notebook 01 records in ``metrics.json``."""
+        df = self.table
+        out: dict[str, Any] = {
+            "n_clips": len(df),
+            "label_counts": self.label_counts,
+            "n_example_sheets": len(self.sheets),
+            "majority_accuracy": self.majority_accuracy,
+            "clip_stats": self.stats.summary(),
+        }
+        if "violation" in df.columns:
+            out["violation_counts"] = {str(k): int(v) for k, v in df["violation"].value_counts().items()}
+        return out
+
+
+def run_explore(cfg: ExploreConfig) -> ExploreResult:
+    """The clip table, its labels, every clip's container facts and example contact sheets per label."""
+    df = clips_table(cfg.source, split=cfg.split)
+    return ExploreResult(
+        table=df,
+        label_counts=label_counts(df, cfg.label_column),
+        stats=clip_stats(df),
+        sheets=example_sheets(df, per_label=cfg.examples_per_label, column=cfg.label_column),
+        majority_accuracy=majority_baseline(df, cfg.label_column),
+    )

@@ -1,9 +1,9 @@
 """The filtering stage behind ``plausibility score``: score clips, decide keep/reject at a threshold, measure against
 labels when the clips have them, and write the HTML report — one function for the CLI and the notebooks.
 
-``run_score_stage(ScoreStageConfig) -> ScoreStageResult``; ``result.summary_lines()`` is what the command prints.
+``run_score(ScoreStageConfig) -> ScoreStageResult``; ``result.summary_lines()`` is what the command prints.
 Scoring itself (cached, resumable, every skip recorded) is :func:`recipe_lib.inference.scoring.score_videos`; the
-per-clip files and the manifest are :func:`recipe_lib.filtering.write_filter_outputs`.
+per-clip files and the manifest are :func:`recipe_lib.evaluation.filtering.write_filter_outputs`.
 
 Tasks (:mod:`recipe_lib.tasks`): ``tasks`` lists what each clip is scored for (``pc`` by default; ``sa``, ``rule``),
 one ``score_videos`` call per task into the same folder (one store; ``scores.csv`` for pc, ``scores_<task>.csv`` for
@@ -15,7 +15,7 @@ With ``calibration`` (a file from ``plausibility calibrate``) p(1..5) are calibr
 score, the score and every output (``scores.csv``, predictions, manifest, report) are computed from the calibrated
 probabilities; ``results.sqlite`` keeps the critic's own, so the same store serves calibrated and uncalibrated runs.
 ``summary.json`` records the calibration applied (file, method, parameters) and the collapse check
-(:mod:`recipe_lib.collapse`).
+(:mod:`recipe_lib.evaluation.collapse`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.collapse import check_collapse
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
-from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
+from recipe_lib.evaluation.collapse import check_collapse
+from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import printable, writes_as
 
 
@@ -52,17 +53,19 @@ class ScoreStageConfig:
 @dataclasses.dataclass
 class ScoreStageResult:
     scores: ScoreResult  # the keep-on task's scores (the first task's when nothing is kept on)
-    filtered: Any  # recipe_lib.filtering.FilterResult; None when no 1-5 task is scored (rule alone)
-    suite: Any | None  # recipe_lib.metrics.MetricSuite against the labels of the reported task, when labelled
-    report: Any | None  # recipe_lib.report.ReportResult
+    filtered: Any  # recipe_lib.evaluation.filtering.FilterResult; None when no 1-5 task is scored (rule alone)
+    suite: (
+        Any | None
+    )  # recipe_lib.evaluation.metrics.MetricSuite against the labels of the reported task, when labelled
+    report: Any | None  # recipe_lib.evaluation.report.ReportResult
     threshold: float
     by_task: dict[str, ScoreResult] = dataclasses.field(default_factory=dict)
     suites: dict[str, Any] = dataclasses.field(default_factory=dict)  # task (and "joint") -> its metric suite
     keep_on: str | None = "pc"
     joint: list[dict[str, Any]] | None = None  # per-clip joint records, when pc and sa are both scored
     joint_csv: Path | None = None
-    collapse: Any = None  # recipe_lib.collapse.CollapseCheck
-    calibration: Any = None  # recipe_lib.calibration.Calibration applied, or None
+    collapse: Any = None  # recipe_lib.evaluation.collapse.CollapseCheck
+    calibration: Any = None  # recipe_lib.evaluation.calibration.Calibration applied, or None
     n_uncalibrated: int = 0  # rows without p(1..5) left as they were (unparsed)
     calibration_warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -157,11 +160,12 @@ class SharedCritic:
     def base(self) -> Any:
         with self._lock:
             if self.loaded is None:
-                from recipe_lib.inference.scoring import _make_scorer, resolve_settings
+                from recipe_lib.inference.plan import resolve_settings
+                from recipe_lib.inference.scorers import make_scorer
                 from recipe_lib.prompts import load_prompt
 
                 cfg, _ = resolve_settings(self.cfg)  # the critic's video/sampling settings where none were given
-                self.loaded = _make_scorer(cfg, load_prompt(cfg.prompt))
+                self.loaded = make_scorer(cfg, load_prompt(cfg.prompt))
             return self.loaded
 
     def for_prompt(self, prompt: Any) -> TaskScorer:
@@ -195,7 +199,7 @@ class TaskScorer:
 def check_task_inputs(configs: dict[str, ScoreConfig]) -> None:
     """Before anything is scored: every task other than pc can be served by the inputs (a caption column for sa,
     rule columns for rule), so a run of ``--task pc,sa`` does not fail after the pc scoring."""
-    from recipe_lib.inference.scoring import resolve_inputs
+    from recipe_lib.inference.plan import resolve_inputs
     from recipe_lib.tasks import TaskColumns, prepare_items
 
     items = None
@@ -209,19 +213,19 @@ def check_task_inputs(configs: dict[str, ScoreConfig]) -> None:
 
 
 @writes_as("score")
-def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) -> ScoreStageResult:
+def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) -> ScoreStageResult:
     """Score (every task), filter, measure and report (see the module docstring)."""
-    from recipe_lib.filtering import (
+    from recipe_lib.evaluation.filtering import (
         FILTER_FILES,
         joint_records,
         write_filter_outputs,
         write_joint_filter_outputs,
     )
-    from recipe_lib.inference.scoring import score_files
+    from recipe_lib.evaluation.metrics import joint_suite, labelled_rows, rule_suite_from_rows, suite_from_rows
+    from recipe_lib.evaluation.report import CriticScores, ReportConfig, write_report
+    from recipe_lib.inference.plan import score_files
     from recipe_lib.io import atomic_write_csv, claim_outputs
-    from recipe_lib.metrics import joint_suite, labelled_rows, rule_suite_from_rows, suite_from_rows
     from recipe_lib.prompts import load_prompt
-    from recipe_lib.report import CriticScores, ReportConfig, write_report
     from recipe_lib.tasks import check_keep_on, check_task_prompt, parse_tasks, task_prompt
 
     sc = cfg.score
@@ -257,7 +261,7 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
     # A calibration file is fitted on physics scores: it applies to the pc task.
     n_uncalibrated = 0
     if calibration is not None and "pc" in results:
-        from recipe_lib.inference.scoring import results_frame
+        from recipe_lib.inference.score_config import results_frame
 
         rows, n_uncalibrated = calibration.apply_rows(results["pc"].rows)
         results["pc"] = dataclasses.replace(results["pc"], rows=rows)
@@ -348,7 +352,7 @@ def run_score_stage(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = 
 
 def task_sections(suites: dict[str, Any], shown: str | None) -> list[Any]:
     """Report sections for the tasks the report's main table does not show (another 1-5 task, joint, rules)."""
-    from recipe_lib.report import ReportSection
+    from recipe_lib.evaluation.report import ReportSection
 
     sections = []
     for task, suite in suites.items():
@@ -379,8 +383,8 @@ def check_calibration_option(path: str | Path | None, mode: str) -> Any:
     p(1..5)."""
     if path is None:
         return None
-    from recipe_lib.calibration import load_calibration
     from recipe_lib.errors import ConfigError
+    from recipe_lib.evaluation.calibration import load_calibration
 
     if mode != "expected":
         raise ConfigError(

@@ -1,6 +1,5 @@
-"""The training stages of notebooks 03 (SFT) and 04 (GRPO): data, training, checkpoint sweep, metrics.
-
-``run_sft_stage(SFTStageConfig) -> StageResult`` and ``run_grpo_stage(GRPOStageConfig) -> StageResult``.
+"""What the training stages of notebooks 03 (:mod:`recipe_lib.stages.sft`) and 04 (:mod:`recipe_lib.stages.grpo`)
+share: the config fields, the result, the data, training, checkpoint sweep and launch plan.
 
 A profile that trains in this process (``demo``: CPU, minutes)
     The critic is trained here on the profile's conversations (demo: :func:`recipe_lib.demo.prepare_demo_conversations`
@@ -30,10 +29,12 @@ from typing import Any
 
 from recipe_lib.config import CONFIGS_DIR, apply_overrides, build_dir, load_toml, resolve_path
 from recipe_lib.errors import RecipeError
-from recipe_lib.profiles import Profile, get_profile
+from recipe_lib.profiles import Profile
 from recipe_lib.train.config import training_config
 from recipe_lib.train.loop import TrainResult
 from recipe_lib.train.sweep import SweepConfig, SweepResult, sweep_checkpoints
+
+STAGE_DIRS = {"sft": "03_sft", "grpo": "04_rl_grpo"}
 
 
 @dataclasses.dataclass
@@ -59,26 +60,6 @@ class StageConfig:
 
     def shortcuts(self) -> dict[str, Any]:
         return {"local.max_steps": self.max_steps}
-
-
-@dataclasses.dataclass
-class SFTStageConfig(StageConfig):
-    """Notebook 03."""
-
-
-@dataclasses.dataclass
-class GRPOStageConfig(StageConfig):
-    """Notebook 04. ``model`` None: the SFT stage's final checkpoint (trained first when missing)."""
-
-    temperature: float | None = None  # shortcut for overrides["train.train_policy.temperature"]
-    n_generation: int | None = None  # ... ["rollout.n_generation"]
-
-    def shortcuts(self) -> dict[str, Any]:
-        return {
-            **super().shortcuts(),
-            "train.train_policy.temperature": self.temperature,
-            "rollout.n_generation": self.n_generation,
-        }
 
 
 @dataclasses.dataclass
@@ -180,14 +161,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def sft_out_dir() -> Path:
-    return build_dir() / "03_sft"
-
-
-def grpo_out_dir() -> Path:
-    return build_dir() / "04_rl_grpo"
-
-
 @dataclasses.dataclass
 class StageData:
     """The conversation datasets a stage trains and evaluates on, and their label counts."""
@@ -198,7 +171,7 @@ class StageData:
     counts: dict[str, dict[str, int]]
 
 
-def _stage_data(kind: str, cfg: StageConfig, profile: Profile) -> StageData:
+def stage_data(kind: str, cfg: StageConfig, profile: Profile) -> StageData:
     label_mode = cfg.label_mode or profile.label_mode
     if cfg.dataset:
         return StageData(cfg.dataset, cfg.eval_dataset, label_mode, {})
@@ -210,14 +183,14 @@ def _stage_data(kind: str, cfg: StageConfig, profile: Profile) -> StageData:
     return StageData(str(train), str(data.sft_eval), label_mode, counts)
 
 
-def _planned(kind: str, cfg: StageConfig, profile: Profile, out_dir: Path) -> StageResult:
+def planned(kind: str, cfg: StageConfig, profile: Profile, out_dir: Path) -> StageResult:
     """A profile that trains on GPUs: the cosmos-rl config and launch command, nothing trained here."""
-    plan = _plan(kind, cfg, out_dir, cfg.model)
+    plan = launch_plan(kind, cfg, out_dir, cfg.model)
     metrics = {"profile": profile.name, "n_gpus": cfg.n_gpus, "command": plan.command}
     return StageResult(kind, profile.name, metrics, plan=plan)
 
 
-def _plan(kind: str, cfg: StageConfig, out_dir: Path, model: str | None) -> LaunchPlan:
+def launch_plan(kind: str, cfg: StageConfig, out_dir: Path, model: str | None) -> LaunchPlan:
     from recipe_lib.train import cosmos
 
     if cfg.dataset is None:
@@ -234,7 +207,9 @@ def _plan(kind: str, cfg: StageConfig, out_dir: Path, model: str | None) -> Laun
     return LaunchPlan(path, launch.command_line, missing)
 
 
-def _train(kind: str, cfg: StageConfig, profile: Profile, start: str, data: StageData, out_dir: Path) -> TrainResult:
+def train_stage(
+    kind: str, cfg: StageConfig, profile: Profile, start: str, data: StageData, out_dir: Path
+) -> TrainResult:
     fixed = {
         "policy.model_name_or_path": start,
         "train.output_dir": str(out_dir),
@@ -255,7 +230,7 @@ def _train(kind: str, cfg: StageConfig, profile: Profile, start: str, data: Stag
     return train_sft(train_cfg, progress=cfg.progress, restart="changed")
 
 
-def _sweep(cfg: StageConfig, profile: Profile, out_dir: Path, data: StageData) -> SweepResult | None:
+def sweep_stage(cfg: StageConfig, profile: Profile, out_dir: Path, data: StageData) -> SweepResult | None:
     if not cfg.sweep or not data.eval:
         return None
     return sweep_checkpoints(
@@ -264,7 +239,7 @@ def _sweep(cfg: StageConfig, profile: Profile, out_dir: Path, data: StageData) -
     )
 
 
-def _before_after(sweep: SweepResult, before: str, after: str) -> dict[str, Any]:
+def before_after(sweep: SweepResult, before: str, after: str) -> dict[str, Any]:
     """Accuracy and Pearson of the starting model (``<before>_*``) and the final checkpoint (``<after>_*``), with the
     majority-class baseline, on the swept eval split."""
     start, final = sweep.point("start").metrics, sweep.point("final").metrics
@@ -277,7 +252,7 @@ def _before_after(sweep: SweepResult, before: str, after: str) -> dict[str, Any]
     }
 
 
-def _base_metrics(profile: Profile, data: StageData, result: TrainResult) -> dict[str, Any]:
+def base_metrics(profile: Profile, data: StageData, result: TrainResult) -> dict[str, Any]:
     return {
         "profile": profile.name,
         "label_mode": data.label_mode,
@@ -286,103 +261,6 @@ def _base_metrics(profile: Profile, data: StageData, result: TrainResult) -> dic
     }
 
 
-def run_sft_stage(cfg: SFTStageConfig) -> StageResult:
-    """Notebook 03's work (see the module docstring)."""
-    profile = get_profile(cfg.profile)
-    out_dir = Path(cfg.out_dir or sft_out_dir())
-    if not profile.trains_in_process:
-        return _planned("sft", cfg, profile, out_dir)
-    data = _stage_data("sft", cfg, profile)
-    result = _train("sft", cfg, profile, profile.critic(cfg.model), data, out_dir)
-    summary = result.summary()
-    metrics: dict[str, Any] = {
-        **_base_metrics(profile, data, result),
-        "n_train": sum(data.counts.get("train", {}).values()) or None,
-        "n_eval": sum(data.counts.get("eval", {}).values()) or None,
-        "eval_label_counts": data.counts.get("eval"),
-        "final_dir": str(result.final_dir),
-        "loss_first": summary["loss_first"],
-        "loss_last": summary["loss_last"],
-    }
-    sweep = _sweep(cfg, profile, out_dir, data)
-    if sweep is not None:
-        best = sweep.best("accuracy")
-        metrics.update(
-            _before_after(sweep, "untrained", "sft"),
-            sft_coverage=sweep.point("final").metrics["coverage"],
-            best_step=best.step,
-            best_accuracy=best.metrics["accuracy"],
-            checkpoints=[p.name for p in sweep.points],
-        )
-    return StageResult("sft", profile.name, metrics, train=result, sweep=sweep)
-
-
-def _gain_se(values: list[float], fraction: float = 0.1) -> float | None:
-    """Standard error of (mean of the last tenth - mean of the first tenth) of per-step rewards."""
-    import numpy as np
-
-    k = max(1, int(round(len(values) * fraction)))
-    if len(values) < 2 * k or k < 2:
-        return None
-    first, last = np.asarray(values[:k]), np.asarray(values[-k:])
-    return float(np.sqrt(first.var(ddof=1) / k + last.var(ddof=1) / k))
-
-
-def run_grpo_stage(cfg: GRPOStageConfig) -> StageResult:
-    """Notebook 04's work (see the module docstring)."""
-    profile = get_profile(cfg.profile)
-    out_dir = Path(cfg.out_dir or grpo_out_dir())
-    if not profile.trains_in_process:
-        return _planned("grpo", cfg, profile, out_dir)
-    sft = None
-    start = cfg.model
-    if start is None:
-        final = sft_out_dir() / "checkpoints" / "final"
-        if not (final / "trainer_state.json").is_file():
-            sft = run_sft_stage(
-                SFTStageConfig(profile=cfg.profile, label_mode=cfg.label_mode, sweep=False, progress=cfg.progress)
-            )
-        start = str(final)
-    data = _stage_data("grpo", cfg, profile)
-    result = _train("grpo", cfg, profile, start, data, out_dir)
-    summary = result.summary()
-    reward_gain = None
-    if summary.get("reward_first") is not None and summary.get("reward_last") is not None:
-        reward_gain = summary["reward_last"] - summary["reward_first"]
-    metrics: dict[str, Any] = {
-        **_base_metrics(profile, data, result),
-        "start_model": start,
-        "reward_gain": reward_gain,
-        "reward_gain_se": _gain_se(result.curve("reward_mean")),
-        **{
-            k: summary.get(k)
-            for k in (
-                "reward_first",
-                "reward_last",
-                "parsed_first",
-                "parsed_last",
-                "reward_parsed_first",
-                "reward_parsed_last",
-                "signal_fraction",
-                "kl_last",
-                "clip_fraction",
-            )
-        },  # fmt: skip
-        "grpo_label_counts": data.counts.get("train"),
-    }
-    metrics.update(_run_settings_of(result))
-    sweep = _sweep(cfg, profile, out_dir, data)
-    if sweep is not None:
-        metrics.update(_before_after(sweep, "start", "grpo"))
-    return StageResult("grpo", profile.name, metrics, train=result, sweep=sweep, start_model=start, sft=sft)
-
-
-def _run_settings_of(result: TrainResult) -> dict[str, Any]:
-    """The sampling settings GRPO ran with, read back from the run's ``run.json``."""
-    import json
-
-    settings = json.loads((result.run_dir / "run.json").read_text())
-    return {
-        "n_generation": settings["rollout"]["n_generation"],
-        "temperature": settings["train"]["train_policy"]["temperature"],
-    }
+def stage_out_dir(kind: str) -> Path:
+    """Where a training stage writes by default: ``build/03_sft`` or ``build/04_rl_grpo``."""
+    return build_dir() / STAGE_DIRS[kind]

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, VideoSettings, build_dir
-from recipe_lib.inference.scoring import ScoreConfig, ScoreResult, score_videos
-from recipe_lib.metrics import CoreMetrics, metrics_from_rows
+from recipe_lib.evaluation.metrics import CoreMetrics, metrics_from_rows
+from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.profiles import get_profile
 
 
@@ -39,7 +40,7 @@ class ZeroShotResult:
     metrics: CoreMetrics
     by_task: dict[str, ScoreResult] = dataclasses.field(default_factory=dict)
     sa_metrics: CoreMetrics | None = None
-    joint: Any = None  # recipe_lib.metrics.JointSuite when pc and sa are both scored
+    joint: Any = None  # recipe_lib.evaluation.metrics.JointSuite when pc and sa are both scored
 
     def task_summary(self) -> dict[str, Any]:
         """Flat numbers of the tasks beside pc (for ``metrics.json``)."""
@@ -81,7 +82,7 @@ def run_zero_shot(cfg: ZeroShotConfig, progress: bool = True) -> ZeroShotResult:
     )
     sa_cfg = None
     if "sa" in tasks:
-        from recipe_lib.score_stage import check_task_inputs
+        from recipe_lib.stages.score import check_task_inputs
         from recipe_lib.tasks import task_prompt
 
         sa_cfg = dataclasses.replace(
@@ -95,8 +96,8 @@ def run_zero_shot(cfg: ZeroShotConfig, progress: bool = True) -> ZeroShotResult:
     scores = score_videos(score_cfg, progress=progress)
     result = ZeroShotResult(scores=scores, metrics=metrics_from_rows(scores.rows), by_task={"pc": scores})
     if sa_cfg is not None:
-        from recipe_lib.filtering import joint_records
-        from recipe_lib.metrics import joint_suite
+        from recipe_lib.evaluation.filtering import joint_records
+        from recipe_lib.evaluation.metrics import joint_suite
 
         sa = score_videos(sa_cfg, progress=progress)
         result.by_task["sa"] = sa

@@ -118,7 +118,7 @@ def parse_sample(
         video = str(base_dir / path)
     ref = None
     if reference is not None:
-        from recipe_lib.rewards import reference_score
+        from recipe_lib.train.rewards import reference_score
 
         ref = reference_score(reference)
     return Sample(index, prompt, answer, video, video_settings_of(videos[0], vision_overrides), ref)

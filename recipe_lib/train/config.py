@@ -283,14 +283,14 @@ class VisionConfig:
 
 @dataclasses.dataclass
 class RewardConfig:
-    """``[custom.reward]`` (GRPO): see :mod:`recipe_lib.rewards` for the choices. The defaults are the cookbook's GRPO
-    script's reward: ``dense`` plus 1.0 x the format reward."""
+    """``[custom.reward]`` (GRPO): see :mod:`recipe_lib.train.rewards` for the choices. The defaults are the cookbook's
+    GRPO script's reward: ``dense`` plus 1.0 x the format reward."""
 
     score: str = "dense"
     format_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        from recipe_lib.rewards import SCORE_REWARDS
+        from recipe_lib.train.rewards import SCORE_REWARDS
 
         if self.score not in SCORE_REWARDS:
             raise ConfigError(

@@ -10,7 +10,7 @@ One step
    policy collapses onto the most common score).
 2. Sample ``n = rollout.n_generation`` completions per prompt at ``train.train_policy.temperature`` (no top-k/top-p
    truncation, at most ``rollout.max_response_length`` tokens, stopping at the end-of-turn token).
-3. Reward each completion with :func:`recipe_lib.rewards.combined_reward` against the sample's label
+3. Reward each completion with :func:`recipe_lib.train.rewards.combined_reward` against the sample's label
    (``[custom.reward]``: ``dense`` 1 / 0.5 / 0 or ``linear``, plus ``format_weight`` x the format reward; default
    ``dense`` + 1.0 x format, the cookbook's GRPO script).
 4. Advantages are normalised within each prompt's group: ``A = (r - mean(r)) / (std(r) + 1e-6)`` (sample std), and
@@ -46,11 +46,11 @@ import numpy as np
 from recipe_lib.errors import ConfigError, DataError
 from recipe_lib.inference.requests import repeat_rows
 from recipe_lib.models.family import QWEN3_VL
-from recipe_lib.rewards import combined_reward
 from recipe_lib.train.batching import Encoder, Sample, to_device, token_logprobs
 from recipe_lib.train.config import GRPOConfig
 from recipe_lib.train.loop import TrainContext, TrainResult, run_training
 from recipe_lib.train.model import eval_mode, freeze, load_frozen
+from recipe_lib.train.rewards import combined_reward
 
 ADV_EPS = 1e-6
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")

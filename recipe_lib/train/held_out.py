@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recipe_lib.metrics import core_metrics
+from recipe_lib.evaluation.metrics import core_metrics
 from recipe_lib.train.batching import ClipCache, Encoder, Sample
 from recipe_lib.train.model import TrainModel, eval_mode
 

@@ -302,8 +302,9 @@ def resolve_mode(cfg: SweepConfig, start_model: str) -> tuple[str, str]:
 
 def sweep_checkpoints(cfg: SweepConfig, progress: bool = True) -> SweepResult:
     """Score the starting model and every checkpoint of ``cfg.run_dir`` on ``cfg.eval_data`` (cached)."""
-    from recipe_lib.inference.scoring import ScoreConfig, score_videos
-    from recipe_lib.metrics import metrics_from_rows
+    from recipe_lib.evaluation.metrics import metrics_from_rows
+    from recipe_lib.inference.score_config import ScoreConfig
+    from recipe_lib.inference.scoring import score_videos
 
     progress = progress_enabled(progress)
     run_dir = Path(cfg.run_dir)

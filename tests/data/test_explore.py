@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from recipe_lib.data import explore
 from recipe_lib.errors import DataError
+from recipe_lib.stages import explore
 
 
 @pytest.fixture()

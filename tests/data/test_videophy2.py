@@ -104,7 +104,8 @@ def test_cli_prepares_a_csv_with_an_account_of_every_dropped_row(labelled_table,
 
 
 def test_prepared_folder_is_scored_unchanged_by_the_tiny_critic(labelled_table, tmp_path: Path, tiny_critic) -> None:
-    from recipe_lib.inference.scoring import ScoreConfig, score_videos
+    from recipe_lib.inference.score_config import ScoreConfig
+    from recipe_lib.inference.scoring import score_videos
     from recipe_lib.profiles import get_profile
 
     path, _ = labelled_table

@@ -25,7 +25,8 @@ import pytest
 from recipe_lib.config import VideoSettings
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.endpoint import chat_messages, request_body, row_from_response
-from recipe_lib.inference.scoring import EndpointOptions, ScoreConfig, score_videos
+from recipe_lib.inference.score_config import EndpointOptions, ScoreConfig
+from recipe_lib.inference.scoring import score_videos
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import ANSWER_PREFIX, load_prompt
 from support import run_cli

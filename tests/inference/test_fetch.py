@@ -12,7 +12,8 @@ import threading
 import pandas as pd
 import pytest
 
-from recipe_lib.inference.scoring import ScoreConfig, score_videos
+from recipe_lib.inference.score_config import ScoreConfig
+from recipe_lib.inference.scoring import score_videos
 from support import demo_score_config
 
 

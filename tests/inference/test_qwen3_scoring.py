@@ -131,7 +131,7 @@ def _bare_prompt(tmp: Path) -> Path:
 def test_vllm_requests_for_qwen3(tiny_qwen3_critic, tiny_critic, clips) -> None:  # noqa: ANN001
     import numpy as np
 
-    from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.inference.score_config import ScoreConfig
     from recipe_lib.inference.vllm import VLLMScorer
 
     demo_cfg = ScoreConfig(inputs=[], out_dir="unused", model=str(tiny_qwen3_critic), video=_video())

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from recipe_lib.config import SamplingSettings
+from recipe_lib.evaluation.metrics import metrics_from_rows
 from recipe_lib.inference.scoring import score_videos
 from recipe_lib.inference.store import read_store
-from recipe_lib.metrics import metrics_from_rows
 from recipe_lib.profiles import get_profile
 from support import REPO, demo_score_config, run_cli, store_count
 
@@ -133,7 +133,7 @@ def test_kill_midway_then_resume(tiny_critic, synth_clips, tmp_path):
 
 def test_second_writer_is_refused(tiny_critic, synth_clips, tmp_path):
     from recipe_lib.errors import RecipeError
-    from recipe_lib.inference.scoring import SCORE_FILES
+    from recipe_lib.inference.plan import SCORE_FILES
     from recipe_lib.inference.store import ResultStore
     from recipe_lib.io import claim_outputs
 

@@ -13,7 +13,7 @@ import torch
 from recipe_lib.config import SamplingSettings
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference import requests as rq
-from recipe_lib.inference.scoring import ScoreConfig
+from recipe_lib.inference.score_config import ScoreConfig
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import ANSWER_PREFIX, load_prompt
 from recipe_lib.video import ModelVideo, VideoInfo, load_for_model

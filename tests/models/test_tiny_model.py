@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from recipe_lib.demo import ensure_demo_critic
 from recipe_lib.errors import RecipeError
 from recipe_lib.models.loading import load_critic, resolve_dtype
 from recipe_lib.models.tiny import (
@@ -17,6 +16,7 @@ from recipe_lib.models.tiny import (
     TinyCriticConfig,
     build_tiny_critic,
     count_parameters,
+    ensure_demo_critic,
     folder_size,
     is_tiny_critic,
 )

@@ -27,7 +27,7 @@ def notebook_build(tiny_critic, tmp_path_factory):  # noqa: ANN201
 
 @pytest.mark.slow
 def test_notebook_killed_mid_scoring_reruns_to_the_same_metrics(notebook_build, tmp_path):
-    from recipe_lib.zero_shot import ZeroShotConfig, run_zero_shot
+    from recipe_lib.stages.zero_shot import ZeroShotConfig, run_zero_shot
 
     root, n = notebook_build
     env = {"PLAUSIBILITY_BUILD_DIR": str(root)}

@@ -543,7 +543,7 @@ def test_checkpoint_code_runs_only_with_trust_remote_code(checkpoint_with_code, 
 
     from recipe_lib.cli import build_parser
     from recipe_lib.commands.score import score_config
-    from recipe_lib.inference.scoring import ScoreConfig
+    from recipe_lib.inference.score_config import ScoreConfig
     from recipe_lib.models.loading import load_critic
 
     assert inspect.signature(load_critic).parameters["trust_remote_code"].default is False

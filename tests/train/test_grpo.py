@@ -118,7 +118,7 @@ def test_rewards_on_real_critic_outputs(model_outputs):
     """The recorded Cosmos-Reason1 replies (file names give prediction and label) score as the rewards say."""
     import re
 
-    from recipe_lib.rewards import combined_reward, format_reward
+    from recipe_lib.train.rewards import combined_reward, format_reward
 
     scored = 0
     for name, text in model_outputs.items():
@@ -245,7 +245,7 @@ def test_grpo_run_logs_signal_and_resumes(answering_critic, synth_clips, tmp_pat
     assert [e["step"] for e in result.evals] == [2, 3]
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples[0]["texts"] and len(samples[0]["rewards"]) == 2
-    from recipe_lib.rewards import format_reward
+    from recipe_lib.train.rewards import format_reward
 
     # configs/demo/grpo.toml keeps the cookbook's format_weight 1.0: with the compact prompt no reply has a think
     # block, so the format term is 0 throughout (as the config says) and rewards stay in [0, 1].

@@ -492,11 +492,12 @@ def test_full_profile_renders_the_cosmos_rl_launch(tmp_path):
     import tomllib
 
     from recipe_lib.errors import RecipeError
-    from recipe_lib.train.stages import GRPOStageConfig, SFTStageConfig, run_grpo_stage, run_sft_stage
+    from recipe_lib.stages.grpo import GRPOStageConfig, run_grpo
+    from recipe_lib.stages.sft import SFTStageConfig, run_sft
 
     data = tmp_path / "conversations"
     data.mkdir()
-    sft = run_sft_stage(SFTStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "sft"))
+    sft = run_sft(SFTStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "sft"))
     assert sft.train is None and sft.plan is not None and sft.plan.config_path.exists()
     assert "--config" in sft.plan.command and "sft_entry.py" in sft.plan.command
     assert sft.metrics["command"] == sft.plan.command and "nothing is trained" in sft.report()
@@ -504,7 +505,7 @@ def test_full_profile_renders_the_cosmos_rl_launch(tmp_path):
     assert rendered["policy"]["parallelism"]["dp_shard_size"] == 4
     assert rendered["custom"]["dataset"]["path"] == str(data.resolve())
     assert isinstance(sft.training_figure(), str) and isinstance(sft.sweep_figure(), str)
-    grpo = run_grpo_stage(GRPOStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "grpo"))
+    grpo = run_grpo(GRPOStageConfig(profile="full", dataset=str(data), n_gpus=4, out_dir=tmp_path / "grpo"))
     assert "grpo_entry.py" in grpo.plan.command
     with pytest.raises(RecipeError, match="needs a conversation dataset"):
-        run_sft_stage(SFTStageConfig(profile="full", out_dir=tmp_path / "x"))
+        run_sft(SFTStageConfig(profile="full", out_dir=tmp_path / "x"))

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from recipe_lib.inference.accel.static_decode import _cache_tensors
-
 # --------------------------------------------------------------------------------------------------------------------
 # Shared prompt prefix
 
@@ -59,7 +57,7 @@ class PrefixReuse:
         key = (tuple(ids.tolist()), self._weights_version())
         if self._key != key or self._kv is None:
             out = self.model.model.language_model(input_ids=ids[None], use_cache=True, return_dict=True)
-            self._kv = [(k, v) for k, v in _cache_tensors(out.past_key_values)]
+            self._kv = [(k, v) for k, v in cache_tensors(out.past_key_values)]
             self._key = key
             self.misses += 1
         else:
@@ -95,3 +93,11 @@ class PrefixReuse:
             return_dict=True,
             **extra,
         )
+
+
+def cache_tensors(past: Any) -> list[tuple[Any, Any]]:
+    if hasattr(past, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in past.layers]
+    if hasattr(past, "key_cache"):
+        return list(zip(past.key_cache, past.value_cache))
+    return [(k, v) for k, v in past]

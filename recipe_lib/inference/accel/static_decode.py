@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.accel.core import _CHECK_EVERY, DECODE_ATTENTION
+from recipe_lib.inference.accel.prefix import cache_tensors
 
 if TYPE_CHECKING:  # pragma: no cover
     from recipe_lib.inference.accel.prefix import PrefixReuse
@@ -77,18 +78,10 @@ class StaticKV:
 
     def load(self, past: Any) -> None:
         """Copy a prefilled transformers cache (``DynamicCache``) into the first positions of the buffers."""
-        for layer, (k, v) in enumerate(_cache_tensors(past)):
+        for layer, (k, v) in enumerate(cache_tensors(past)):
             length = k.shape[2]
             self.keys[layer][:, :, :length].copy_(k)
             self.values[layer][:, :, :length].copy_(v)
-
-
-def _cache_tensors(past: Any) -> list[tuple[Any, Any]]:
-    if hasattr(past, "layers"):  # transformers >= 4.56
-        return [(layer.keys, layer.values) for layer in past.layers]
-    if hasattr(past, "key_cache"):
-        return list(zip(past.key_cache, past.value_cache))
-    return [(k, v) for k, v in past]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,7 +356,7 @@ class StaticDecoder:
         rope_deltas: Any,
         prompt_len: int,
     ) -> None:
-        for layer, (k, v) in enumerate(_cache_tensors(past)):
+        for layer, (k, v) in enumerate(cache_tensors(past)):
             if trials > 1:
                 k, v = k.repeat_interleave(trials, dim=0), v.repeat_interleave(trials, dim=0)
             s.kv.keys[layer][:, :, :prompt_len].copy_(k)

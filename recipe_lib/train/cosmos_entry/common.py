@@ -8,7 +8,7 @@ store the messages as JSON with every content as a list of parts, so the dataset
 ``[custom.vision]`` overrides, and flatten the assistant turn.
 
 GRPO samples are the prompt only ([system, user]); the label is served by ``get_reference_answer`` and scored by
-:func:`plausibility_reward`, which wraps :mod:`recipe_lib.rewards` with the ``[custom.reward]`` choice.
+:func:`plausibility_reward`, which wraps :mod:`recipe_lib.train.rewards` with the ``[custom.reward]`` choice.
 
 Nothing here imports cosmos-rl at module level; ``main`` does, in the worker processes it launches.
 """
@@ -27,9 +27,9 @@ import torch.utils.data
 from recipe_lib.config import from_mapping
 from recipe_lib.data.conversations import load_conversations
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.rewards import format_reward, reference_score, score_reward
 from recipe_lib.train.config import DatasetPath, RewardConfig, VisionConfig
 from recipe_lib.train.cosmos_entry import sdpa_attention
+from recipe_lib.train.rewards import format_reward, reference_score, score_reward
 
 VIDEO_KEYS = ("fps", "total_pixels", "max_pixels", "min_pixels")
 
@@ -205,7 +205,7 @@ def _text_of(content: Any) -> str:
 def plausibility_reward(
     to_be_evaluated: str, reference: Any, *args: Any, config: Any = None, **kwargs: Any
 ) -> tuple[float, dict[str, float]]:
-    """cosmos-rl reward function: the ``[custom.reward]`` choice of :mod:`recipe_lib.rewards`.
+    """cosmos-rl reward function: the ``[custom.reward]`` choice of :mod:`recipe_lib.train.rewards`.
 
     Returns the total and its parts (``score_reward``, ``format_reward``), which cosmos-rl logs per completion.
     """

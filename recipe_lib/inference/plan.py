@@ -1,0 +1,272 @@
+"""What a scoring run has to do, worked out on the driver before any model is loaded: the settings resolved (flags,
+then the caller's, then the critic's), the inputs listed and checked, URLs fetched, every clip keyed by its content and
+the settings (:class:`ScorePlan`), and the stored row of a scored clip (:func:`scored_row`). Both engines, local and
+Ray, start from the same plan."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from recipe_lib.config import ScoringProtocol, to_dict, with_fields
+from recipe_lib.data.download import is_remote
+from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
+from recipe_lib.errors import DataError, RecipeError
+from recipe_lib.inference.record import ScoredClip
+from recipe_lib.inference.score_config import ScoreConfig
+from recipe_lib.inference.store import STORE_NAME, result_key
+from recipe_lib.io import (
+    printable,
+    utf8_name,
+)
+from recipe_lib.prompts import load_prompt
+from recipe_lib.video import file_digest, find_videos
+
+
+def resolve_items(inputs: list[str], split: str | None = None, label_column: str = "pc") -> list[dict[str, Any]]:
+    """Turn files, folders, globs, dataset folders and tables into item dicts with a ``video_url``."""
+    return resolve_inputs(inputs, split, label_column)[0]
+
+
+def check_label(value: Any, where: str, label_column: str) -> None:
+    """A table's label must be empty (unlabelled) or a whole score 1-5; anything else names the row and clip."""
+    if value is None or (isinstance(value, float) and value != value):
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != int(number) or not 1 <= number <= 5:
+        raise DataError(
+            f"{where}: label {label_column}={value!r} is not a whole score 1-5",
+            hint="fix or clear that label (scale binary labels with 'plausibility prepare custom --scale-labels'), "
+            "or name another column with --label-column",
+        )
+
+
+def resolve_inputs(
+    inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
+    it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
+    if not inputs:
+        raise RecipeError("no videos given", hint="pass video files, a folder, a glob, a dataset folder or a table")
+    items: list[dict[str, Any]] = []
+    loose: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if is_remote(raw):
+            items.append({"video_url": str(raw)})  # a clip given by URL (fetched when scoring)
+        elif is_dataset_dir(path) or is_table(path):
+            rows = load_rows(path, split=split)
+            if not rows:
+                raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
+            if require_label_column and label_column not in rows[0]:
+                raise DataError(
+                    f"{path} has no column '{label_column}' (named by --label-column)",
+                    hint=f"its columns: {', '.join(map(str, rows[0]))}",
+                )
+            for i, row in enumerate(rows):
+                url = row.get("video_url")
+                if not url:
+                    raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
+                url = str(url)
+                check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
+                if not is_remote(url) and not Path(url).is_absolute():
+                    url = str((path.parent if path.is_file() else path).joinpath(url))
+                items.append({**row, "video_url": url})
+        else:
+            loose.append(raw)
+    seen: set[str] = set()
+    repeated: list[str] = []
+    if split is not None and loose and len(loose) == len(inputs):
+        raise DataError(
+            f"--split {split} names a split, but the inputs are video files, not a dataset folder",
+            hint="drop --split (it selects a split of a dataset folder that holds several)",
+        )
+    for raw in loose:
+        for p in find_videos([raw]):
+            real = os.path.realpath(p)
+            if real in seen:
+                repeated.append(str(p))
+                continue
+            seen.add(real)
+            items.append({"video_url": str(p)})
+    if not items:
+        raise RecipeError(f"no videos found in {', '.join(inputs)}")
+    return items, repeated
+
+
+def model_fingerprint(model: str) -> str:
+    """Identity of a model for cache keys: a hub id as is; a local folder by path plus its weights' size and mtime,
+    so retraining into the same folder scores again."""
+    path = Path(model)
+    try:
+        if not path.is_dir():
+            return model
+    except OSError:  # a symlink loop, a name too long: load_critic names the problem
+        return model
+    stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
+    return f"{path.resolve()}::{result_key(stats=stats)}"
+
+
+# The store's lock and SQLite's -wal/-shm files are not claimed: they hold no exported data, and another run holding
+# the lock is reported by the store.
+SCORE_FILES = (STORE_NAME, "scores.csv", "skipped.jsonl", "summary.json")
+
+
+def score_files(task: str = "pc") -> tuple[str, ...]:
+    """The files one task's scoring writes: one store for every task, ``scores.csv`` (pc) or ``scores_<task>.csv``."""
+    from recipe_lib.tasks import task_file
+
+    return (STORE_NAME, *(task_file(name, task) for name in SCORE_FILES[1:]))
+
+
+def _resolved_dtype(cfg: ScoreConfig) -> str:
+    from recipe_lib.models.loading import resolve_device, resolve_dtype
+
+    return resolve_dtype(cfg.dtype, resolve_device(cfg.device) if cfg.backend == "hf" else "cuda")
+
+
+def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
+    """``cfg`` with concrete video and sampling settings, and the record of where each field came from (see the
+    module docstring). Flags win, then settings the caller gave, then the critic's."""
+    from recipe_lib.profiles import critic_settings
+
+    critic = critic_settings(cfg.model)
+
+    def pick(given: Any, source: str, default: Any, overrides: dict[str, Any], where: str) -> tuple[Any, dict]:
+        base, base_from = (given, source) if given is not None else (default, "critic")
+        chosen = with_fields(base, overrides, where)
+        fields = [f.name for f in dataclasses.fields(chosen)]
+        return chosen, {f: ("flag" if overrides.get(f) is not None else base_from) for f in fields}
+
+    video, video_from = pick(cfg.video, cfg.video_source, critic.video, cfg.video_overrides, "video settings")
+    sampling, sampling_from = pick(
+        cfg.sampling, cfg.sampling_source, critic.sampling, cfg.sampling_overrides, "sampling settings"
+    )
+    protocol = ScoringProtocol(
+        video, sampling, video_from, sampling_from, critic.kind, critic.reason, sampling_used=cfg.mode == "generate"
+    )
+    resolved = dataclasses.replace(cfg, video=video, sampling=sampling, video_source=protocol.video_source)
+    resolved.sampling_source = protocol.sampling_source
+    return resolved, protocol
+
+
+@dataclasses.dataclass
+class ScorePlan:
+    """What a run has to do, worked out on the driver before any model is loaded: the clips with their cache keys
+    (``keyed``: key -> item, in input order), the local file of each (``local``: URLs fetched into the cache), and the
+    skips found on the way."""
+
+    prompt: Any
+    items: list[dict[str, Any]]
+    repeated: list[str]
+    keyed: list[tuple[str, dict[str, Any]]]
+    local: dict[str, str]
+    skipped: list[dict[str, Any]]
+
+
+def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, str]:
+    """video_url -> local file for every item (URLs fetched through the download cache, in parallel)."""
+    from recipe_lib.inference.fetch import FetchFailure, fetch
+
+    urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
+    local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
+    if urls:
+        with cf.ThreadPoolExecutor(max_workers=max(1, min(8, cfg.workers))) as pool:
+            futures = {u: pool.submit(fetch, u, cfg.download_cache) for u in urls}
+            for url, fut in futures.items():
+                try:
+                    local[url] = str(fut.result())
+                except FetchFailure as exc:
+                    skipped.append({"video": url, "reason": exc.reason})
+    return local
+
+
+def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
+    """Resolve the inputs, fetch URLs, and key every clip by its content and the settings."""
+    from recipe_lib import tasks
+
+    if cfg.batch_size < 1:
+        raise RecipeError(f"batch_size must be at least 1, got {cfg.batch_size}")
+    parsed = tasks.parse_tasks(cfg.task)
+    if len(parsed) != 1:
+        raise RecipeError(f"score_videos scores one task at a time, got {cfg.task!r}", hint="call it once per task")
+    task = parsed[0]
+    prompt = load_prompt(cfg.prompt)
+    tasks.check_task_prompt(task, prompt)
+    prompt.require(cfg.mode)  # the answer key the mode needs, before any clip is read or model loaded
+    items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    items, task_skips = tasks.prepare_items(task, items, tasks.TaskColumns(caption=cfg.caption_column))
+    settings = {
+        "model": model_fingerprint(cfg.model),
+        "prompt": prompt.digest(),
+        "mode": cfg.mode,
+        "video": to_dict(cfg.video),
+        "sampling": to_dict(cfg.sampling) if cfg.mode == "generate" else None,
+        "caption": cfg.use_caption,
+        "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
+    }
+    skipped: list[dict[str, Any]] = list(task_skips)
+    named: list[dict[str, Any]] = []
+    for item in items:
+        if utf8_name(str(item["video_url"])):
+            named.append(item)
+        else:
+            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
+            skipped.append(
+                {
+                    "video": printable(item["video_url"]),
+                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
+                }
+            )
+    items = named
+    local = _local_files(cfg, items, skipped)
+    keyed: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for item in items:
+        url = item["video_url"]
+        if url not in local:
+            continue  # a URL that could not be fetched: already a skip
+        try:
+            digest = file_digest(local[url])
+        except FileNotFoundError:
+            skipped.append({"video": url, "reason": f"video not found: {url}"})
+            continue
+        except IsADirectoryError:
+            skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
+            continue
+        except OSError as exc:
+            skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
+            continue
+        key = result_key(content=digest, **settings, **tasks.key_parts(task, item))
+        if key in seen:
+            skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
+            continue
+        seen.add(key)
+        keyed.append((key, {**item, "video_sha256": digest}))
+    return ScorePlan(prompt, items, repeated, keyed, local, skipped)
+
+
+def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The stored row of one scored clip (identity and input row added to the scorer's part)."""
+    from recipe_lib.tasks import finish_row
+
+    row = finish_row(cfg.task, row)
+    return ScoredClip(
+        key=key,
+        video=item["video_url"],
+        video_sha256=item["video_sha256"],
+        model=cfg.model,
+        prompt=prompt.name,
+        mode=cfg.mode,
+        item={k: v for k, v in item.items() if k != "video_sha256"},
+        task=cfg.task,
+        **row,
+    ).to_json()
