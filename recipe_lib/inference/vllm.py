@@ -105,6 +105,10 @@ class VLLMScorer:
         if key != "auto" and key not in DTYPES:
             raise RecipeError(f"unknown dtype '{self.cfg.dtype}'", hint="use auto, float32, bfloat16 or float16")
         dtype = "auto" if key == "auto" else DTYPES[key]
+        limits = {
+            "max_num_seqs": self.options.max_num_seqs,
+            "max_num_batched_tokens": self.options.max_num_batched_tokens,
+        }
         return {
             "model": str(self.cfg.model),
             "dtype": dtype,
@@ -117,6 +121,8 @@ class VLLMScorer:
             "enable_prefix_caching": self.options.enable_prefix_caching,
             "load_format": self.options.load_format,
             "enforce_eager": self.options.enforce_eager,
+            **{k: v for k, v in limits.items() if v is not None},
+            **({"quantization": "fp8"} if self.cfg.precision == "fp8" else {}),
             **self.engine_kwargs,
         }
 

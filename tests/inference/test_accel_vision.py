@@ -128,3 +128,59 @@ def test_float8_targets_and_exact_mlp_padding(tiny_critic):
     assert any(n.endswith("visual.blocks.0.attn.qkv") for n in names)
     assert any(n.endswith("language_model.layers.0.mlp.down_proj") for n in names)
     assert all(m.in_features % 16 == 0 and m.out_features % 16 == 0 for m in targets.values())
+
+
+def test_score_precision_fp8_on_cpu_is_one_error_line(tiny_critic, tmp_path, capsys):
+    import numpy as np
+
+    from recipe_lib.cli import main
+    from recipe_lib.data.synthetic import write_clip
+    from recipe_lib.inference.score_config import ScoreConfig
+
+    clip = tmp_path / "a.mp4"
+    write_clip(np.zeros((8, 56, 56, 3), np.uint8), clip, fps=8)
+    argv = ["score", str(clip), "--out", str(tmp_path / "o"), "--model", str(tiny_critic), "--device", "cpu"]
+    assert main([*argv, "--precision", "fp8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: float8 (--precision fp8) runs on NVIDIA GPUs only") and "Traceback" not in err
+    assert not (tmp_path / "o" / "scores.csv").exists()
+    with pytest.raises(RecipeError, match="precision fp16"):
+        ScoreConfig(inputs=[], out_dir=tmp_path, model="m", precision="fp16")
+    with pytest.raises(RecipeError, match="served endpoint|--backend hf or vllm"):
+        ScoreConfig(inputs=[], out_dir=tmp_path, model="m", precision="fp8", backend="openai")
+
+
+def test_scorer_with_packed_and_fused_vision_scores_like_stock(tiny_critic):
+    """Through HFScorer.score_batch (what ``plausibility score`` runs): p(1..5) of the stock path, of the packed
+    attention alone and of the fused blocks (compiled, traced with aot_eager), each switch on its own."""
+    from recipe_lib.config import SamplingSettings
+    from recipe_lib.inference.hf import HFScorer
+    from recipe_lib.models.loading import load_critic
+    from recipe_lib.profiles import get_profile
+    from recipe_lib.prompts import load_prompt
+    from recipe_lib.video import ModelVideo, VideoInfo
+
+    critic = load_critic(tiny_critic, device="cpu", dtype="float32")
+    g = torch.Generator().manual_seed(11)
+    clips = [
+        ModelVideo(torch.randint(0, 256, (t, 3, h, w), dtype=torch.uint8, generator=g), 4.0,
+                   VideoInfo(f"/c/{i}.mp4", t, 4.0, t / 4, w, h, "synthetic"))
+        for i, (t, h, w) in enumerate([(8, 112, 140), (4, 84, 224)])
+    ]  # fmt: skip
+
+    def rows(speedups):
+        scorer = HFScorer(critic, load_prompt("video_reward"), get_profile("demo").video, SamplingSettings(),
+                          mode="expected", speedups=speedups)  # fmt: skip
+        return scorer.score_batch([scorer.prepare_video({"video_url": c.info.path}, c) for c in clips])
+
+    stock = rows(accel.Speedups.none())
+    for speedups in (
+        accel.Speedups(batched_vision_attention=False, packed_vision_attention=True),
+        accel.Speedups(fused_vision_blocks=True, compile_vision=True, compile_backend="aot_eager"),
+    ):
+        for r, ref in zip(rows(speedups), stock):
+            assert max(abs(a - b) for a, b in zip(r["probs"], ref["probs"])) < 1e-5
+            assert r["score"] == ref["score"]
+    assert not accel.fused_vision_blocks_enabled(critic.model)  # put back after each batch
+    with pytest.raises(RecipeError, match="compile_vision"):
+        accel.Speedups(compile_vision=True)
