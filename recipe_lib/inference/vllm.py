@@ -133,15 +133,17 @@ class VLLMScorer:
         return self._llm
 
     def prepare(self, item: dict[str, Any]) -> Prepared:
-        """CPU work for one clip (safe to run in a worker thread)."""
+        """CPU work for one clip (safe to run in a worker thread), the engine request included: the frames' copy to
+        vLLM's ``(T, H, W, 3)`` layout happens here, not on the thread that feeds the engine."""
         start = time.perf_counter()
         video = load_for_model(item["video_url"], self.video_settings, self.patch_factor)
         text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
-        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start)
+        request = vllm_input(text, video, self.family)
+        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=request)
 
     def requests(self, batch: list[Prepared]) -> list[dict[str, Any]]:
-        """The engine inputs of a batch (one per clip)."""
-        return [vllm_input(p.text, p.video, self.family) for p in batch]
+        """The engine inputs of a batch (one per clip): the request :meth:`prepare` built, or built now."""
+        return [p.encoded if p.encoded is not None else vllm_input(p.text, p.video, self.family) for p in batch]
 
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         vllm = _import_vllm()

@@ -184,3 +184,36 @@ def test_scorer_with_packed_and_fused_vision_scores_like_stock(tiny_critic):
     assert not accel.fused_vision_blocks_enabled(critic.model)  # put back after each batch
     with pytest.raises(RecipeError, match="compile_vision"):
         accel.Speedups(compile_vision=True)
+
+
+def test_vllm_scorer_builds_requests_on_the_worker(tiny_critic, tmp_path):
+    """VLLMScorer.prepare (a worker thread) builds the engine request; score_batch's thread only hands it over. The
+    engine limits reach vllm.LLM's arguments when set, and fp8 asks vLLM for its own float8."""
+    import numpy as np
+
+    from recipe_lib.data.synthetic import write_clip
+    from recipe_lib.inference.requests import vllm_input
+    from recipe_lib.inference.score_config import ScoreConfig, VLLMOptions
+    from recipe_lib.inference.vllm import VLLMScorer
+    from recipe_lib.profiles import get_profile
+    from recipe_lib.prompts import load_prompt
+
+    clip = tmp_path / "a.mp4"
+    write_clip(np.random.default_rng(0).integers(0, 255, (8, 56, 56, 3)).astype(np.uint8), clip, fps=8)
+    demo = get_profile("demo")
+
+    def scorer(**kwargs):
+        cfg = ScoreConfig(inputs=[], out_dir=tmp_path, model=str(tiny_critic), video=demo.video,
+                          sampling=demo.sampling, backend="vllm", **kwargs)  # fmt: skip
+        return VLLMScorer(cfg, load_prompt("video_reward"))
+
+    plain = scorer()
+    prepared = plain.prepare({"video_url": str(clip)})
+    assert prepared.encoded is not None and plain.requests([prepared])[0] is prepared.encoded
+    rebuilt = vllm_input(prepared.text, prepared.video, plain.family)
+    assert np.array_equal(prepared.encoded["multi_modal_data"]["video"], rebuilt["multi_modal_data"]["video"])
+    assert "max_num_seqs" not in plain.engine_args() and "quantization" not in plain.engine_args()
+    tuned = scorer(vllm=VLLMOptions(max_num_seqs=64, max_num_batched_tokens=32768), precision="fp8").engine_args()
+    assert (tuned["max_num_seqs"], tuned["max_num_batched_tokens"], tuned["quantization"]) == (64, 32768, "fp8")
+    with pytest.raises(RecipeError, match="max_num_seqs 0"):
+        VLLMOptions(max_num_seqs=0)
