@@ -292,7 +292,9 @@ def _fused_block_forward(
         return fused_block_math(*args, act)
     import torch
 
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+    with config.patch(**{name: max(RECOMPILE_LIMIT, getattr(config, name))}):
         return _compiled_math(backend)(*args, act)
 
 
