@@ -613,6 +613,7 @@ def hf_part(model: str, plan: Plan, deadline: float, result: dict[str, Any]) -> 
     ctx = make_context(critic, plan)
     hf_rows(ctx, plan.rows, plan, deadline, "bf16", result)
     agreement("bf16")
+    label = "fp8"
     try:
         t0 = time.perf_counter()
         converted = apply_float8(critic.model)
@@ -622,13 +623,18 @@ def hf_part(model: str, plan: Plan, deadline: float, result: dict[str, Any]) -> 
         message = exc.message if isinstance(exc, RecipeError) else _error(exc)
         result["fp8"] = {"skipped": message}
         log(f"float8 skipped: {message}")
-        return agree
-    agreement("fp8")
-    hf_rows(ctx, plan.fp8_rows[:1], plan, deadline, "fp8", result)
-    towers("fp8", [v for v in TOWER_VARIANTS if v[0] in ("packed", "fused")])
-    hf_rows(ctx, plan.fp8_rows[1:], plan, deadline, "fp8", result)
-    towers("fp8", [v for v in TOWER_VARIANTS if v[0] == "fused+compiled"])
-    hf_rows(ctx, plan.fp8_compiled_rows, plan, deadline, "fp8", result)
+        if plan.device == "cuda":
+            return agree
+        # The CPU dry run goes through the fp8 steps' code unconverted (labelled so), to catch mistakes before a GPU.
+        label = "fp8-unconverted"
+        result["fp8"]["dry_run_unconverted"] = True
+        log("dry run: the fp8 steps run unconverted (no float8 on a CPU)")
+    agreement(label)
+    hf_rows(ctx, plan.fp8_rows[:1], plan, deadline, label, result)
+    towers(label, [v for v in TOWER_VARIANTS if v[0] in ("packed", "fused")])
+    hf_rows(ctx, plan.fp8_rows[1:], plan, deadline, label, result)
+    towers(label, [v for v in TOWER_VARIANTS if v[0] == "fused+compiled"])
+    hf_rows(ctx, plan.fp8_compiled_rows, plan, deadline, label, result)
     return agree
 
 
@@ -758,8 +764,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vllm_rows = vllm_data.get("agreement_rows")
     if agree.get("bf16") and vllm_rows:
         figures["hf_bf16_vs_vllm_bf16"] = compare(agree["bf16"], vllm_rows)
-    if agree.get("bf16") and agree.get("fp8"):
-        figures["hf_fp8_vs_hf_bf16"] = compare(agree["fp8"], agree["bf16"])
+    for label in ("fp8", "fp8-unconverted"):  # the second only in the CPU dry run
+        if agree.get("bf16") and agree.get(label):
+            figures[f"hf_{label}_vs_hf_bf16"] = compare(agree[label], agree["bf16"])
     result["agreement"] = {k: _summary(v) for k, v in figures.items()}
     result["agreement_per_clip"] = {k: v["per_clip"] for k, v in figures.items()}
     result["fp8_rule"] = fp8_rule(
