@@ -122,13 +122,13 @@ class Plan:
             rows=[
                 s("2k", "expected", 16, "compiled", 48),
                 s("7.8k", "expected", 8, "compiled", 16),
-                s("2k", "thinking", 32, "fused-graph", 32),
+                s("2k", "thinking", 64, "fused-graph", 64),
                 s("2k", "expected", 16, "fast", 48),
             ],
             fp8_rows=[
                 s("2k", "expected", 16, "fused", 48),
                 s("7.8k", "expected", 8, "fused", 16),
-                s("2k", "thinking", 32, "fused-graph", 32),
+                s("2k", "thinking", 64, "fused-graph", 64),
             ],
             fp8_compiled_rows=[s("2k", "expected", 16, "compiled", 48)],
             think_tokens=THINK_TOKENS,
@@ -479,7 +479,14 @@ def hf_rows(ctx: Context, rows: list[Scenario], plan: Plan, deadline: float, pre
         result["save"]()
 
 
-def agreement_rows(critic: Any, variant: str, plan: Plan) -> list[dict[str, Any]]:
+def variant_checks(critic: Any, plan: Plan, clips: int) -> dict[str, Any]:
+    """p(1..5) of each scoring variant against the stock path on the same clips and weights (max |dp|, argmax
+    agreement), the check beside each variant's speed."""
+    rows = {v: agreement_rows(critic, v, plan, clips) for v in ("stock", "fast", "packed", "fused", "compiled")}
+    return {v: _summary(compare(r, rows["stock"])) for v, r in rows.items() if v != "stock"}
+
+
+def agreement_rows(critic: Any, variant: str, plan: Plan, limit: int | None = None) -> list[dict[str, Any]]:
     from recipe_lib.inference.accel import Speedups
     from recipe_lib.inference.hf import HFScorer
     from recipe_lib.prompts import load_prompt
@@ -491,8 +498,8 @@ def agreement_rows(critic: Any, variant: str, plan: Plan) -> list[dict[str, Any]
         speedups=Speedups(**{**speed, "compile_backend": plan.compile_backend}),
     )  # fmt: skip
     rows = []
-    clips = agreement_clips(plan.agree_clips, plan.short)
-    step = min(8, len(clips))
+    clips = agreement_clips(limit or plan.agree_clips, plan.short)
+    step = min(plan.tower_batch, len(clips))  # the tower's batch shape: a compiled variant reuses its graphs
     for i in range(0, len(clips), step):
         prepared = [scorer.prepare_video({"video_url": v}, c) for v, c in clips[i : i + step]]
         rows += [{**r, "video": p.item["video_url"]} for p, r in zip(prepared, scorer.score_batch(prepared))]
@@ -611,8 +618,19 @@ def hf_part(model: str, plan: Plan, deadline: float, result: dict[str, Any]) -> 
 
     towers("bf16", TOWER_VARIANTS)
     ctx = make_context(critic, plan)
-    hf_rows(ctx, plan.rows, plan, deadline, "bf16", result)
+    # bf16 gets about half of what is left, so that the float8 rows (irreversible conversion, after bf16) get theirs
+    bf16_deadline = time.perf_counter() + 0.5 * max(0.0, deadline - time.perf_counter())
+    hf_rows(ctx, plan.rows[:1], plan, deadline, "bf16", result)
     agreement("bf16")
+    try:
+        result["variant_checks"] = variant_checks(critic, plan, plan.tower_batch)
+        log("p(1..5) of each variant vs stock: " + json.dumps(
+            {v: c.get("max_abs_dprob") for v, c in result["variant_checks"].items()}))  # fmt: skip
+    except Exception as exc:
+        result["errors"].append({"key": "variant checks", "error": _error(exc)})
+        log(f"ERROR variant checks: {_error(exc)}")
+        traceback.print_exc()
+    hf_rows(ctx, plan.rows[1:], plan, min(deadline, bf16_deadline), "bf16", result)
     label = "fp8"
     try:
         t0 = time.perf_counter()
@@ -630,10 +648,8 @@ def hf_part(model: str, plan: Plan, deadline: float, result: dict[str, Any]) -> 
         result["fp8"]["dry_run_unconverted"] = True
         log("dry run: the fp8 steps run unconverted (no float8 on a CPU)")
     agreement(label)
-    hf_rows(ctx, plan.fp8_rows[:1], plan, deadline, label, result)
-    towers(label, [v for v in TOWER_VARIANTS if v[0] in ("packed", "fused")])
-    hf_rows(ctx, plan.fp8_rows[1:], plan, deadline, label, result)
-    towers(label, [v for v in TOWER_VARIANTS if v[0] == "fused+compiled"])
+    hf_rows(ctx, plan.fp8_rows, plan, deadline, label, result)
+    towers(label, [v for v in TOWER_VARIANTS if v[0] in ("packed", "fused", "fused+compiled")])
     hf_rows(ctx, plan.fp8_compiled_rows, plan, deadline, label, result)
     return agree
 
