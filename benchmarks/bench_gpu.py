@@ -264,9 +264,28 @@ def vllm_part(model: str, out: Path, plan: Plan) -> dict[str, Any]:
         return result
 
     t0 = time.perf_counter()
-    llm = first._engine()
+    try:
+        llm = first._engine()
+    except Exception as exc:
+        result["errors"].append({"key": "engine start", "error": _error(exc)})
+        traceback.print_exc()
+        _write(out, result)
+        return result
     result["engine_start_s"] = round(time.perf_counter() - t0, 1)
     result["vllm"] = vllm.__version__
+    # The agreement clips first: short, and what the fp8 rule needs.
+    try:
+        scorer = scorer_for(plan.short, "expected")
+        scorer._llm = llm
+        _, text = _text(scorer.processor, "video_reward", "expected", plan.short)
+        clips = agreement_clips(plan.agree_clips, plan.short)
+        prepared = [Prepared({"video_url": v}, text, clip, 0.0) for v, clip in clips]
+        rows = scorer.score_batch(prepared)
+        result["agreement_rows"] = [{**r, "video": p.item["video_url"]} for p, r in zip(prepared, rows)]
+    except Exception as exc:
+        result["errors"].append({"key": "agreement", "error": _error(exc)})
+        traceback.print_exc()
+    _write(out, result)
 
     # (workload, mode, clips, kind): plain LLM.generate rows first, then the project's VLLMScorer (expected score)
     cases = [
@@ -311,17 +330,6 @@ def vllm_part(model: str, out: Path, plan: Plan) -> dict[str, Any]:
             result["errors"].append({"key": key, "error": _error(exc)})
             traceback.print_exc()
         _write(out, result)
-    try:
-        scorer = scorer_for(plan.short, "expected")
-        scorer._llm = llm
-        _, text = _text(scorer.processor, "video_reward", "expected", plan.short)
-        clips = agreement_clips(plan.agree_clips, plan.short)
-        prepared = [Prepared({"video_url": v}, text, clip, 0.0) for v, clip in clips]
-        rows = scorer.score_batch(prepared)
-        result["agreement_rows"] = [{**r, "video": p.item["video_url"]} for p, r in zip(prepared, rows)]
-    except Exception as exc:
-        result["errors"].append({"key": "agreement", "error": _error(exc)})
-        traceback.print_exc()
     result["seconds"] = round(time.perf_counter() - started, 1)
     _write(out, result)
     return result
