@@ -4,20 +4,22 @@ variant on its own) and in float8, and the agreement figures, on one card in one
     python benchmarks/bench_gpu.py --out "$OUT"            # GPU (H100/H200): the Qwen2.5-VL-7B shape, seeded weights
     python benchmarks/bench_gpu.py --cpu --out build/gpu-dry   # the dry run: the demo critic on CPU, < 2 minutes
 
-Steps (each timed, each failure recorded in the JSON and the run goes on):
+Steps (each timed, each failure recorded in the JSON and the run goes on; rows past ``--time-limit`` are skipped):
 
 1. weights: the Qwen2.5-VL-7B architecture with seeded random weights saved once (``plausibility tiny-model --arch
    qwen2.5-vl-7b --seed 0``) to ``--work``, so vLLM and transformers score with the SAME weights;
-2. vLLM (a child process, ONE engine start, timed on its own): plain ``LLM.generate`` rows (batch 64; expected @2k,
-   expected @7.6k, thinking-512 @2k) and the same rows through ``recipe_lib.inference.vllm.VLLMScorer``, then the
-   agreement clips;
-3. transformers: the vision tower in ms per 2k clip for every variant (stock, grouped attention, + padded MLP,
+2. vLLM (a child process, ONE engine start, timed on its own): the agreement clips, then plain ``LLM.generate`` rows
+   (batch 64; expected @2k, expected @7.6k, thinking-512 @2k), then the expected rows through the project's
+   ``recipe_lib.inference.vllm.VLLMScorer`` on the same engine;
+3. transformers bf16: the vision tower in ms per 2k clip for every variant (stock, grouped attention, + padded MLP,
    packed attention, fused blocks, fused + torch.compile), each with its max relative error against the stock tower;
-   scoring rows (expected @2k bs16, @7.6k bs8, thinking-512 @2k bs32) for the previous best and the new variants;
-   the agreement clips; then the linear layers converted to float8 (torchao) and the same again;
-4. agreement (max |Δp(1..5)|, argmax agreement, max |Δ expected score|): transformers bf16 vs vLLM bf16 and
+   expected @2k bs16 (compiled); the agreement clips; p(1..5) of each scoring variant against the stock path; then,
+   within half of the time left, @7.6k bs8 (compiled), thinking-512 @2k bs64 and the previous best (``fast``);
+4. transformers fp8 (the linear layers converted by torchao, irreversible, so after bf16): the agreement clips,
+   expected @2k, @7.6k, thinking-512, the tower variants, and the compiled row last;
+5. agreement (max |Δp(1..5)|, argmax agreement, max |Δ expected score|): transformers bf16 vs vLLM bf16 and
    transformers fp8 vs transformers bf16, and the rule that says whether fp8 may be recommended;
-5. the targets of the speed issue, each met or missed, beside the measured figure.
+6. the targets of the speed issue, each met or missed, beside the measured figure.
 
 Writes ``OUT/bench-gpu.json`` (all figures, environment, card and date) and ``OUT/bench-gpu.log`` (the short log);
 the vLLM child's own output is trimmed to ``OUT/vllm-part.tail.log``.

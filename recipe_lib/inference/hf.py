@@ -12,7 +12,9 @@ All CPU work for a clip happens in :meth:`HFScorer.prepare` (decode, size, rende
 tokens and normalised patches), which scoring runs on worker threads one batch ahead; :meth:`HFScorer.score_batch`
 only collates, copies to the device and runs the model. The speed-ups in :mod:`recipe_lib.inference.accel` are
 chosen by ``speedups`` (default: everything that pays on the critic's device); they patch Qwen2.5-VL's modules, so a
-Qwen3-VL critic (Cosmos-Reason2) always runs transformers' stock path, whatever ``speedups`` asks for.
+Qwen3-VL critic (Cosmos-Reason2) runs transformers' stock path, whatever ``speedups`` asks for, but for the packed
+vision attention, which knows both families. ``ScoreConfig.precision == "fp8"`` converts the critic's linear layers to
+float8 when :meth:`HFScorer.from_config` loads it (:func:`recipe_lib.inference.accel.apply_float8`).
 """
 
 from __future__ import annotations
