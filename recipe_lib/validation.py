@@ -77,6 +77,8 @@ RULES: tuple[Rule, ...] = (
     Rule("gpu_memory_utilization", 0, 1, strict=True),
     Rule("max_model_len", 1),
     Rule("tensor_parallel_size", 1),
+    Rule("max_num_seqs", 1),
+    Rule("max_num_batched_tokens", 1),
     Rule("concurrency", 1),
     Rule("timeout", 0, strict=True),
     Rule("retries", 0),

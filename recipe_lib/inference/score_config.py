@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, ScoringProtocol, VideoSettings
 from recipe_lib.inference.record import ScoredClip
-from recipe_lib.validation import check_fields
+from recipe_lib.validation import ConfigError, check_fields
 
 
 def default_workers() -> int:
@@ -37,6 +37,8 @@ class VLLMOptions:
     enable_prefix_caching: bool = _opt(True, "reuse the shared rubric's keys/values across clips")
     load_format: str = _opt("auto", "vLLM load format; 'dummy' builds random weights from config.json (benchmarks)")
     enforce_eager: bool = _opt(False, "skip torch.compile and CUDA graphs (starts faster, runs slower)")
+    max_num_seqs: int | None = _opt(None, "requests the engine runs at once (default: vLLM's)")
+    max_num_batched_tokens: int | None = _opt(None, "tokens the engine runs in one step (default: vLLM's)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -79,6 +81,11 @@ class ScoreConfig:
     batch_size: int = _opt(8, "clips per forward pass")
     device: str = _opt("auto", "cpu, cuda, cuda:1 or auto")
     dtype: str = _opt("auto", "float32, bfloat16, float16 or auto")
+    precision: Literal["dtype", "fp8"] = _opt(
+        "dtype",
+        "dtype: every layer in --dtype; fp8: the language model's and vision tower's linear layers in float8 "
+        "(torchao, dynamic rowwise scaling; GPUs with compute capability >= 8.9; --backend vllm: vLLM's fp8)",
+    )
     split: str | None = _opt(None, "split name when a dataset folder holds several")
     limit: int | None = _opt(None, "score only the first N clips")
     use_caption: bool = _opt(False, "add each clip's caption to the prompt")
@@ -104,6 +111,13 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.precision not in ("dtype", "fp8"):
+            raise ConfigError(f"precision {self.precision} is not allowed", hint="use dtype or fp8")
+        if self.precision == "fp8" and self.backend == "openai":
+            raise ConfigError(
+                "precision fp8 applies to the model in this process (--backend hf or vllm)",
+                hint="a served endpoint picks its own precision; leave --precision out",
+            )
 
 
 @dataclasses.dataclass
