@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
+from recipe_lib.progress import progress_bar
 
 if TYPE_CHECKING:
     from recipe_lib.inference.plan import ScorePlan
@@ -179,8 +180,6 @@ def score_with_ray(
     cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, progress: bool
 ) -> int:
     """Score ``todo`` on the cluster, committing rows to ``store`` as batches come back; returns rows stored."""
-    from tqdm.auto import tqdm
-
     n_now = 0
     with _connected(cfg) as ray, _quiet_ray_data():
         ctx = ray.data.DataContext.get_current()
@@ -216,8 +215,8 @@ def score_with_ray(
             max_restarts=-1,
             max_task_retries=-1,
         )
-        bar = tqdm(
-            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", disable=not progress
+        bar = progress_bar(
+            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", enabled=progress
         )
         with bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
