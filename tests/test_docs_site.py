@@ -15,11 +15,8 @@ import pytest
 
 from notebook_outputs import html_stderr_boxes, stderr_outputs
 from recipe_lib.docs import (
-    RECIPE_NOTEBOOKS,
-    DocsConfig,
     SiteConfig,
     browser_check,
-    build_docs,
     build_site,
     check_site,
     chromium_available,
@@ -85,7 +82,7 @@ def test_site_from_a_newcomer_kernel(newcomer_kernels, tiny_critic, tmp_path, mo
         out_dir=tmp_path / "probe-out",
     )
     assert "no ipywidgets" in _stdout(probe.output, 0)
-    assert "IProgress not found" in _stdout(probe.output, 1)
+    assert "IProgress not found" in _stdout(probe.output, 1) and stderr_outputs(probe.output) == []
 
     # A real recipe notebook in that kernel, in a build folder of its own (the session's demo critic and eval split).
     eval_split = demo_eval_split()
@@ -98,24 +95,34 @@ def test_site_from_a_newcomer_kernel(newcomer_kernels, tiny_critic, tmp_path, mo
     assert run.metrics["n"] == 16 and run.metrics["coverage"] == 1.0
     assert stderr_outputs(run.output) == []  # no progress bar, no tqdm advice, no warning
 
+    # Beside it, files that are not notebooks: each a counted skip with its reason, never a traceback.
+    (build / "notebooks" / "01_dataset_exploration.ipynb").write_text("[1, 2, 3]")
+    (build / "notebooks" / "03_sft.ipynb").write_text('{"cells": [')
+    (build / "notebooks" / "04_rl_grpo.ipynb").write_text('{"metadata": {}}')
     report = tmp_path / "report.html"
     report.write_text(REPORT)
     publish_report(report, "tiny", docs_dir=build / "docs")
-    exports = build_docs(DocsConfig(notebooks_dir=build / "notebooks", docs_dir=build / "docs"))
-    assert [p.name for p in exports.exported] == ["02_zero_shot.html"] and not exports.skipped
-    assert html_stderr_boxes(exports.exported[0]) == 0
-
-    site = build_site(SiteConfig(notebooks_dir=build / "notebooks", reports_dir=build / "docs" / "reports"))
-    assert site.index == build / "site" / "index.html"
-    assert site.notebooks == ["02_zero_shot"] and site.stderr_pages == [] and site.reports == ["tiny"]
-    assert site.missing == [stem for stem, _ in RECIPE_NOTEBOOKS if stem != "02_zero_shot"]
-    search = (build / "site" / "search" / "search_index.json").read_text()
+    proc = run_cli("docs")  # build/notebooks -> build/docs (standalone pages) and build/site
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "skipped 01_dataset_exploration.ipynb: " in out and "is not a notebook: it holds a JSON list" in out
+    assert "skipped 03_sft.ipynb: " in out and "not valid JSON" in out
+    assert "skipped 04_rl_grpo.ipynb: " in out and "an object without 'cells'" in out
+    assert "1 exported, 3 skipped, 1 reports" in out and "warning" not in out
+    site_dir = build / "site"
+    assert f"site: {site_dir / 'index.html'}" in out
+    assert html_stderr_boxes(build / "docs" / "02_zero_shot.html") == 0
+    assert not (build / "docs" / "01_dataset_exploration.html").exists()
+    assert "could not be read" in (site_dir / "notebooks" / "01_dataset_exploration.html").read_text()
+    assert "Not run yet" in (site_dir / "notebooks" / "05_custom_dataset.html").read_text()
+    assert check_site(site_dir).ok and check_site(site_dir).stderr_pages == []
+    search = (site_dir / "search" / "search_index.json").read_text()
     assert "Cosmos-Reason2" in search and "--threshold" in search  # a guide and the generated CLI reference
 
-    check = browser_check(build / "site", selectors=["nav.md-nav", ".jp-OutputArea-output img"])
+    check = browser_check(site_dir, selectors=["nav.md-nav", ".jp-OutputArea-output img"])
     assert check.ok, check.problems()
     opened = {p.url for p in check.pages}
-    every_page = {"/" + p.relative_to(build / "site").as_posix() for p in site.pages} - {"/404.html"}
+    every_page = {"/" + p.relative_to(site_dir).as_posix() for p in site_dir.rglob("*.html")} - {"/404.html"}
     assert opened == every_page  # each page is reachable from the home page, and each rendered
     pages = {p.url: p for p in check.pages}
     assert all(p.counts["nav.md-nav"] >= 1 for u, p in pages.items() if not u.startswith("/reports/"))
@@ -126,39 +133,10 @@ def test_site_from_a_newcomer_kernel(newcomer_kernels, tiny_critic, tmp_path, mo
     from PIL import Image
 
     for page in ("index.html", "notebooks/02_zero_shot.html"):
-        png = screenshot(build / "site" / page, tmp_path / f"{Path(page).stem}.png", width=1200, height=900)
+        png = screenshot(site_dir / page, tmp_path / f"{Path(page).stem}.png", width=1200, height=900)
         with Image.open(png) as img:
             colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
         assert img.size == (1200, 900) and colours and len(colours) > 50, page  # drawn, not a blank page
-
-
-@pytest.mark.slow
-def test_docs_skips_what_is_not_a_notebook(tmp_path):
-    """A JSON list, broken JSON and an object without cells in the notebooks folder: each a counted skip with its
-    reason, never a traceback; the notebook beside them is exported and rendered."""
-    nb_dir = tmp_path / "notebooks"
-    nb_dir.mkdir()
-    (nb_dir / "01_dataset_exploration.ipynb").write_text("[1, 2, 3]")
-    (nb_dir / "02_zero_shot.ipynb").write_text('{"cells": [')
-    (nb_dir / "03_sft.ipynb").write_text('{"metadata": {}}')
-    good = nbformat.v4.new_notebook()
-    good.cells = [
-        nbformat.v4.new_markdown_cell("# GRPO\nA page."),
-        nbformat.v4.new_code_cell("print('reward')", outputs=[nbformat.v4.new_output("stream", text="reward\n")]),
-    ]
-    nbformat.write(good, nb_dir / "04_rl_grpo.ipynb")
-    docs, site = tmp_path / "docs", tmp_path / "site"
-    proc = run_cli("docs", "--notebooks-dir", str(nb_dir), "--docs-dir", str(docs), "--site-dir", str(site))
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "skipped 01_dataset_exploration.ipynb: " in out and "is not a notebook: it holds a JSON list" in out
-    assert "skipped 02_zero_shot.ipynb: " in out and "not valid JSON" in out
-    assert "skipped 03_sft.ipynb: " in out and "an object without 'cells'" in out
-    assert "1 exported, 3 skipped" in out and f"site: {site / 'index.html'}" in out
-    assert (docs / "04_rl_grpo.html").exists() and not (docs / "01_dataset_exploration.html").exists()
-    assert "reward" in (site / "notebooks" / "04_rl_grpo.html").read_text()
-    assert "could not be read" in (site / "notebooks" / "01_dataset_exploration.html").read_text()
-    assert "Not run yet" in (site / "notebooks" / "05_custom_dataset.html").read_text()
 
 
 @pytest.mark.slow
