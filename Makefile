@@ -1,5 +1,6 @@
 # plausibility-recipes — set-up and main jobs. Two commands matter on a fresh machine:
-#   make demo   create .venv if missing, install, run the recipe end to end on the embedded demo (CPU), into build/
+#   make demo   create .venv if missing, install, run the recipe end to end on the embedded demo (CPU), into build/;
+#               the documentation site lands in build/site
 #   make test   the test suite (same .venv)
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cosmos,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cosmos,ray,docs]'
 	$(VENV)/bin/plausibility notebooks kernel
 	touch $(STAMP)
 
@@ -60,6 +61,8 @@ lint: $(STAMP)
 lab: $(LAB_STAMP)
 	$(VENV)/bin/plausibility notebooks lab
 
+# Re-execute the notebooks, then build the site into build/site (mkdocs strict, then every page's links and images
+# checked, then every page opened in headless Chromium).
 docs: $(STAMP)
 	$(VENV)/bin/plausibility notebooks run
 	$(VENV)/bin/plausibility docs --check

@@ -6,9 +6,10 @@ Executed notebooks land in ``build/notebooks/``, HTML exports in ``build/docs/``
 Jupyter set-up; the working folder is the repository root (the current folder for an installed package).
 
 Clean output: the kernel's ZeroMQ channels are CurveZMQ-encrypted (the kernel spec declares support; without it
-ipykernel warns that it runs over TCP in plain text), and the kernel spec's environment (:data:`KERNEL_ENV`) silences
-two known import-time messages of dependencies, so neither the log nor an executed notebook carries them. Nothing
-else is filtered: any other warning or error still reaches the notebook's output.
+ipykernel warns that it runs over TCP in plain text), the kernel spec's environment (:data:`KERNEL_ENV`) silences
+three known import-time messages of dependencies, and headless runs draw no progress bars (:data:`HEADLESS_ENV`,
+:mod:`recipe_lib.progress`), so neither the log nor an executed notebook carries them — with or without the ``lab``
+extra. Nothing else is filtered: any other warning or error still reaches the notebook's output.
 """
 
 from __future__ import annotations
@@ -31,19 +32,33 @@ KERNEL_NAME = "plausibility-recipes"
 KERNEL_DISPLAY_NAME = "Python (plausibility-recipes)"
 
 # Written into the kernel spec, so papermill runs, `make lab` and any Jupyter server get them. Each silences one known
-# message a dependency prints when it is imported, by its exact start; neither says anything about the user's run:
+# message a dependency prints when it is imported, by its exact start; none says anything about the user's run:
 #   pynvml (pulled in by cosmos-rl) warns on import that it is deprecated in favour of nvidia-ml-py, which
 #     torch.cuda already uses;
+#   tqdm.auto, imported by datasets, huggingface_hub and transformers, picks its widget bar inside any kernel and, in
+#     a venv without ipywidgets (`make venv` installs no `lab` extra), warns "IProgress not found" and falls back to
+#     the text bar: the kernel cannot draw a widget either way, so the advice to install ipywidgets is noise (the
+#     filter names the class Warning: a -W filter is read before site-packages can be imported, so tqdm's own
+#     TqdmWarning cannot be named; the message's start makes it exact);
 #   torchao (pulled in by cosmos-rl; transformers' torchao quantizer imports it whenever it is installed) registers
 #     Enum classes that torch 2.14's pytree warns about through the torch.utils._pytree logger (errors still show).
 KERNEL_ENV = {
-    "PYTHONWARNINGS": "ignore:The pynvml package is deprecated:FutureWarning",
+    "PYTHONWARNINGS": ",".join(
+        ("ignore:The pynvml package is deprecated:FutureWarning", "ignore:IProgress not found:Warning")
+    ),
     "TORCH_LOGS": "-torch.utils._pytree",
 }
 
-# Headless runs: no widget progress bars (they export as junk), no dataset bars; keep inline figures (an inherited
-# MPLBACKEND=Agg would silently drop every figure from the executed notebook).
-HEADLESS_ENV = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Headless runs draw no progress bars at all: TQDM_DISABLE switches off tqdm's bars that their caller does not
+# configure and ours (recipe_lib.progress), HF_DATASETS_DISABLE_PROGRESS_BARS the bars of datasets' map/filter/save;
+# a bar in a headless kernel only reaches the page as stderr text (or as a widget that exports as junk). Keep inline
+# figures (an inherited MPLBACKEND=Agg would silently drop every figure from the executed notebook).
+HEADLESS_ENV = {
+    "TQDM_DISABLE": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @dataclasses.dataclass

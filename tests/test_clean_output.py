@@ -110,3 +110,26 @@ def test_a_headless_run_is_clean_but_keeps_the_run_s_own_warnings(tmp_path, capf
     assert len(found) == 1 and "a warning of the run itself" in found[0], found
     page = export_notebook_html(run.output, tmp_path / "page")  # not a docs/ folder: the autouse check skips it
     assert html_stderr_boxes(page) == 1
+
+
+def test_progress_bars_follow_tqdm_disable_and_draw_text_outside_a_kernel(monkeypatch):
+    """The project's bars (recipe_lib.progress): off when TQDM_DISABLE is set even if the caller asks for progress
+    (tqdm itself lets an explicit argument win over its environment), tqdm's plain text bar outside a kernel."""
+    import io
+
+    from tqdm.std import tqdm as text_tqdm
+
+    from recipe_lib.progress import bar_class, progress_bar
+
+    assert bar_class() is text_tqdm
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    out = io.StringIO()
+    with progress_bar(total=3, desc="scoring", file=out, enabled=True) as bar:
+        bar.update(3)
+    assert bar.disable and out.getvalue() == ""
+    monkeypatch.delenv("TQDM_DISABLE")
+    with progress_bar(total=3, desc="scoring", file=out) as bar:
+        bar.update(3)
+    assert "scoring" in out.getvalue() and "3/3" in out.getvalue()
+    with progress_bar(total=3, file=io.StringIO(), enabled=False) as bar:
+        assert bar.disable

@@ -1,4 +1,5 @@
-"""The documentation site and the reports in a real headless Chromium (served on 127.0.0.1, or from file://)."""
+"""The exported pages, the documentation site and the reports in a real headless Chromium (served on 127.0.0.1, or
+from file://). The site built from a newcomer's kernel is tested in test_docs_site.py."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from recipe_lib.docs import (
     RECIPE_NOTEBOOKS,
     DocsConfig,
+    SiteConfig,
     browser_check,
     build_docs,
+    build_site,
     chromium_available,
     publish_report,
     run_chromium,
@@ -121,11 +124,12 @@ def test_site_in_browser(tmp_path):
     assert set(pages) == {"/index.html", "/01_dataset_exploration.html", "/reports/tiny.html"}
     assert pages["/01_dataset_exploration.html"].images >= 1 and pages["/reports/tiny.html"].images == 1
     assert "/index.html" in pages["/01_dataset_exploration.html"].links  # the way back
-    proc = run_cli("docs", "--notebooks-dir", str(nb_dir), "--docs-dir", str(docs), "--check")
+    pages_only = ("docs", "--notebooks-dir", str(nb_dir), "--docs-dir", str(docs), "--pages-only")
+    proc = run_cli(*pages_only, "--check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "not yet run: 06_evaluation" in proc.stdout and "every image decoded" in proc.stdout
     (docs / "reports" / "tiny.html").write_text('<html><body><img alt="x" src="gone.png"></body></html>')
-    proc = run_cli("docs", "--notebooks-dir", str(nb_dir), "--docs-dir", str(docs), "--check")
+    proc = run_cli(*pages_only, "--check")
     assert proc.returncode == 1 and "error: /reports/tiny.html: 1 of 1 images failed to load" in proc.stdout
 
 
@@ -184,3 +188,12 @@ def test_docs_site_after_notebook_06():
     pages = {p.url: p for p in check.pages}
     assert pages["/06_evaluation.html"].images >= 3
     assert pages["/reports/06_evaluation.html"].counts["tr.sample"] >= 40
+    # The site links the report the notebook published, and shows the notebook with its figures.
+    site = build_site(SiteConfig())
+    assert "06_evaluation" in site.notebooks and "06_evaluation" in site.reports and not site.stderr_pages
+    check = browser_check(site.index.parent, selectors=["tr.sample"])
+    assert check.ok, check.problems()
+    pages = {p.url: p for p in check.pages}
+    assert pages["/notebooks/06_evaluation.html"].images >= 3
+    assert pages["/reports/06_evaluation.html"].counts["tr.sample"] >= 40
+    assert "/reports/06_evaluation.html" in pages["/reports.html"].links

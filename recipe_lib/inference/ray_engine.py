@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
+from recipe_lib.progress import progress_bar
 
 if TYPE_CHECKING:
     from recipe_lib.inference.plan import ScorePlan
@@ -39,11 +40,27 @@ INSTALL_HINT = "install the ray extra: pip install 'plausibility-recipes[ray]' (
 LOOPBACK = ("127.0.0.1", "localhost")
 
 
+def _quiet_ray_notices(local_cluster: bool) -> None:
+    """Keep two notices of Ray's out of a notebook's output, before Ray is imported; neither says anything about the
+    run, and Ray's warnings and errors still show:
+
+    * "Missing packages: ['ipywidgets'] ... for rich notebook output", logged at INFO by ``ray.widgets`` when Ray is
+      imported in a kernel without ipywidgets (a venv without the ``lab`` extra); its rich output is not used here;
+    * for a cluster this process starts (``local_cluster``): "Token authentication is enabled for this Ray cluster",
+      which a new local ``ray.init()`` prints every time it turns token authentication on by itself. Saying
+      ``RAY_AUTH_MODE=token`` keeps that default and drops the notice; a ``RAY_AUTH_MODE`` the user set wins.
+    """
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+    if local_cluster:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def check_ray(cfg: ScoreConfig) -> None:
     """Fail early, with one clear message, when Ray is missing, the options are wrong or no cluster answers."""
     if cfg.address in (None, "", "auto", "local") or _host_port(cfg.address)[0] in LOOPBACK:
         # A cluster on this machine: Ray would otherwise swap 127.0.0.1 for the machine's interface address.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _quiet_ray_notices(local_cluster=cfg.address in (None, "", "local"))
     try:
         import ray.data  # noqa: F401
     except ImportError as exc:
@@ -80,6 +97,7 @@ def _host_port(address: str) -> tuple[str, int]:
 @contextlib.contextmanager
 def _connected(cfg: ScoreConfig) -> Any:
     """ray.init for this run (a local single-node cluster on 127.0.0.1 when no address is given)."""
+    _quiet_ray_notices(local_cluster=cfg.address in (None, "", "local"))
     import ray
 
     if ray.is_initialized():
@@ -179,8 +197,6 @@ def score_with_ray(
     cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, progress: bool
 ) -> int:
     """Score ``todo`` on the cluster, committing rows to ``store`` as batches come back; returns rows stored."""
-    from tqdm.auto import tqdm
-
     n_now = 0
     with _connected(cfg) as ray, _quiet_ray_data():
         ctx = ray.data.DataContext.get_current()
@@ -216,8 +232,8 @@ def score_with_ray(
             max_restarts=-1,
             max_task_retries=-1,
         )
-        bar = tqdm(
-            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", disable=not progress
+        bar = progress_bar(
+            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", enabled=progress
         )
         with bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -236,6 +252,7 @@ def start_local_cluster(num_cpus: int | None = None, num_gpus: int | None = None
     """Start a single-node Ray cluster in this process, on 127.0.0.1 (for notebooks and quick runs); scoring with
     ``engine="ray"`` then uses it. Returns its resources. Stop it with :func:`stop_local_cluster`."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep it on 127.0.0.1
+    _quiet_ray_notices(local_cluster=True)
     try:
         import ray
     except ImportError as exc:

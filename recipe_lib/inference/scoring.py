@@ -37,6 +37,7 @@ from recipe_lib.io import (
     claim_outputs,
     writes_as,
 )
+from recipe_lib.progress import progress_bar
 
 
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
@@ -56,8 +57,6 @@ def _score_local(
     progress: bool,
 ) -> int:
     """Score ``todo`` in this process; returns how many rows were stored."""
-    from tqdm.auto import tqdm
-
     from recipe_lib.errors import ClipError
     from recipe_lib.inference.requests import batches_by_visual_tokens
 
@@ -67,7 +66,7 @@ def _score_local(
     batches = batches_by_visual_tokens(
         todo, [plan.local[it["video_url"]] for _, it in todo], cfg.video, cfg.batch_size, cfg.max_batch_tokens
     )
-    bar = tqdm(total=len(todo), desc="scoring", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="scoring", unit="clip", enabled=progress)
     # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
     with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
 

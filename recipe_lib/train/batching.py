@@ -32,6 +32,7 @@ from typing import Any
 
 from recipe_lib.config import VideoSettings
 from recipe_lib.errors import DataError, RecipeError, VideoError
+from recipe_lib.progress import progress_bar
 from recipe_lib.video import ModelVideo, fit_to_factor, load_for_model
 
 IGNORE_INDEX = -100
@@ -248,14 +249,13 @@ class ClipCache:
 
     def warm(self, samples: list[Sample], progress: bool = False) -> list[dict[str, Any]]:
         """Decode every clip up front (while it fits the budget); returns the unreadable ones as skips."""
-        from tqdm.auto import tqdm
-
         skipped: list[dict[str, Any]] = []
         seen: set[Any] = set()
         unique = [s for s in samples if not (s.key in seen or seen.add(s.key))]
         with cf.ThreadPoolExecutor(self.workers) as pool:
             futures = {pool.submit(self.get, s): s for s in unique}
-            for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="decoding clips", disable=not progress):
+            done = cf.as_completed(futures)
+            for fut in progress_bar(done, total=len(futures), desc="decoding clips", enabled=progress):
                 s = futures[fut]
                 try:
                     fut.result()

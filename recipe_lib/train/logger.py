@@ -1,9 +1,8 @@
-"""Per-step scalars to ``history.jsonl`` / ``eval.jsonl`` and TensorBoard; progress bars and a wall-clock timer."""
+"""Per-step scalars to ``history.jsonl`` / ``eval.jsonl`` and TensorBoard; a wall-clock timer."""
 
 from __future__ import annotations
 
 import math
-import os
 import time
 
 from recipe_lib.config import resolve_path
@@ -37,11 +36,6 @@ class Logger:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
-
-
-def progress_enabled(progress: bool) -> bool:
-    """Whether to draw progress bars: asked for, and not switched off with ``TQDM_DISABLE`` (headless notebook runs)."""
-    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("1", "true", "yes")
 
 
 class Timer:

@@ -22,11 +22,12 @@ import numpy as np
 
 from recipe_lib.config import resolve_path, to_dict
 from recipe_lib.errors import DataError
+from recipe_lib.progress import progress_bar, progress_enabled
 from recipe_lib.train.batching import ClipCache, Encoder, Sample, load_samples, samples_digest
 from recipe_lib.train.checkpoint import restore_trainer_state, rng_state, save_checkpoint, seed_everything
 from recipe_lib.train.data_order import balanced_batches, batch_for_step, steps_per_epoch
 from recipe_lib.train.held_out import evaluate_samples
-from recipe_lib.train.logger import Logger, Timer, progress_enabled
+from recipe_lib.train.logger import Logger, Timer
 from recipe_lib.train.model import TrainModel, load_train_model
 from recipe_lib.train.optim import build_optimizer, build_scheduler
 from recipe_lib.train.run_folder import EVALS, HISTORY, SKIPPED, RunFolder, run_settings
@@ -208,7 +209,6 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     ``restart``: False resumes a run of the same settings and refuses other settings in ``train.output_dir``;
     ``"changed"`` discards the folder's run only when its settings (or data) differ; True always starts afresh.
     """
-    from tqdm.auto import tqdm
 
     timer = Timer()
     progress = progress_enabled(progress)
@@ -274,7 +274,7 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
             result = evaluate_samples(tm, ctx.encoder, eval_samples, cache, algo.eval_batch_size(cfg), step)
             logger.log(step, result.metrics, file=EVALS, prefix="eval")
 
-    bar = tqdm(total=total, initial=start, desc=algo.kind, unit="step", disable=not progress)
+    bar = progress_bar(total=total, initial=start, desc=algo.kind, unit="step", enabled=progress)
     tm.model.train()
     for step in range(start, total):
         step_timer = Timer()

@@ -29,7 +29,7 @@ from recipe_lib.constants import PUBLISHED, PublishedFigure
 from recipe_lib.errors import ConfigError, DataError, RecipeError
 from recipe_lib.io import atomic_write_json
 from recipe_lib.profiles import get_profile, is_demo_critic
-from recipe_lib.train.logger import progress_enabled
+from recipe_lib.progress import progress_enabled
 from recipe_lib.train.run_folder import CHECKPOINTS, FINAL, STATE_JSON, RunFolder
 
 __all__ = ["PUBLISHED", "PublishedFigure", "SweepConfig", "SweepResult", "plot_sweep", "sweep_checkpoints"]
