@@ -129,13 +129,19 @@ def _config_json(model: str | Path) -> dict | None:
     """The ``config.json`` of a local critic folder, or None (a hub id, a missing or unreadable folder)."""
     import json
 
+    from recipe_lib.models.loading import adapter_base, is_adapter_folder
+
     try:
+        for _ in range(8):  # a LoRA checkpoint: the settings of the critic it adapts (which may be one too)
+            if not is_adapter_folder(model):
+                break
+            model = adapter_base(model)
         path = Path(model).expanduser() / "config.json"
         if not path.is_file():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a symlink loop, a name too long, broken JSON: loading the critic reports it
+    except (OSError, ValueError, RecipeError):
+        return None  # a symlink loop, a name too long, broken JSON, a missing base: loading the critic reports it
     return data if isinstance(data, dict) else None
 
 
