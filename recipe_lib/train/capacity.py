@@ -162,7 +162,7 @@ def memory_parts(fp: Footprint, reference: bool) -> dict[str, int]:
         "weights": fp.param_bytes,
         "gradients": fp.trainable_bytes,
         "AdamW moments": ADAM_MOMENTS * fp.trainable_bytes,
-        "reference model": fp.frozen_bytes if reference else 0,
+        "reference model": fp.param_bytes if reference else 0,
     }
 
 
@@ -218,3 +218,25 @@ def out_of_memory_error(cfg: Any, step: int, kind: str, device: str, peak: int, 
         f"{human_bytes(total)})",
         hint="settings that need less memory: " + "; ".join(options),
     )
+
+
+def mode_estimates(model: str, dtype: str, lora: Any, reference: bool = False) -> dict[str, Any]:
+    """GPU bytes before activations of full-parameter and LoRA training of the model folder ``model``, from its
+    ``config.json`` alone (the model is built on the meta device: nothing is allocated, no weights are read).
+    ``lora``: the ``[local.lora]`` settings; ``reference``: GRPO's frozen copy under full-parameter training."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.modeling_utils import no_init_weights
+
+    config = AutoConfig.from_pretrained(model, local_files_only=True)
+    with torch.device("meta"), no_init_weights():
+        net = AutoModelForImageTextToText.from_config(config).to(getattr(torch, dtype))
+    full = footprint(net)
+    n_lora = lora_parameter_count(net, list(lora.target_modules), lora.r)
+    adapted = Footprint(full.params + n_lora, full.param_bytes + LORA_BYTES * n_lora, n_lora, LORA_BYTES * n_lora)
+    out: dict[str, Any] = {"params": full.params, "dtype": dtype, "lora_params": n_lora}
+    for mode, fp, ref in (("full", full, reference), ("lora", adapted, False)):
+        parts = memory_parts(fp, ref)
+        out[mode] = {"bytes": sum(parts.values()), "parts": parts}
+    out["weights_bytes"] = full.param_bytes
+    return out

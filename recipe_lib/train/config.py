@@ -96,7 +96,8 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """``[train.ckpt]``: save every ``save_freq`` optimizer steps, keep the newest ``max_keep``."""
+    """``[train.ckpt]``: save every ``save_freq`` optimizer steps, keep the newest ``max_keep``, plus ``final`` after
+    the last step; ``enable_checkpoint = false`` writes no checkpoint at all (a run that only times its steps)."""
 
     enable_checkpoint: bool = True
     save_freq: int = 50

@@ -6,8 +6,9 @@ ones are recorded in ``skipped.jsonl`` and left out), the data order (seeded shu
 :mod:`recipe_lib.train.data_order`), the model (optionally with LoRA), AdamW and cosmos-rl's schedule, resuming from
 the newest checkpoint after a kill, logging every ``local.log_every`` steps, evaluating the held-out set every
 ``validation.freq`` steps and after the last, and checkpoints every ``train.ckpt.save_freq`` steps plus ``final/``
-(under LoRA: the adapter, and the merged model once at the end with ``local.lora.merge_final``). Before the first step
-it refuses a run whose checkpoint the disk cannot hold, or whose mode cannot fit the GPU's memory
+(none at all with ``train.ckpt.enable_checkpoint = false``, as in cosmos-rl: a run that only times its steps). Under
+LoRA a checkpoint is the adapter; ``local.lora.merge_final`` writes the merged model once, at the end. Before the
+first step it refuses a run whose checkpoint the disk cannot hold, or whose mode cannot fit the GPU's memory
 (:mod:`recipe_lib.train.capacity`); CUDA running out of memory in a step is one error naming the settings that need
 less. On a GPU every logged step records its peak memory (``gpu_peak_bytes``).
 
@@ -334,7 +335,8 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     evaluate(total)
     if ckpt.enable_checkpoint and total % ckpt.save_freq == 0:
         checkpoint(f"step_{total:06d}", total, ckpt.max_keep)
-    checkpoint("final", total, None, config=to_dict(cfg))
+    if ckpt.enable_checkpoint:
+        checkpoint("final", total, None, config=to_dict(cfg))
     logger.close()
     if tm.lora and cfg.local.lora.merge_final:
         save_merged(tm, run.merged, kept=f"the adapter checkpoint {run.final} is complete")
@@ -346,13 +348,14 @@ def check_capacity(cfg: Any, tm: TrainModel, run: RunFolder, kind: str) -> None:
     activations; see :mod:`recipe_lib.train.capacity`."""
     fp = footprint(tm.model)
     lora = tm.lora
-    parts = checkpoint_parts(fp, lora)  # final/ is written even without step checkpoints
+    parts = checkpoint_parts(fp, lora) if cfg.train.ckpt.enable_checkpoint else {}
     if lora and cfg.local.lora.merge_final:
         parts["merged model"] = fp.frozen_bytes
     hint = "free some space or point train.output_dir at a bigger disk"
     if not lora:
         hint += "; LoRA checkpoints (local.lora.enable=true) hold the adapter only"
-    check_disk(run.root, parts, "a checkpoint", hint)
+    if parts:
+        check_disk(run.root, parts, "a checkpoint" if cfg.train.ckpt.enable_checkpoint else "the merged model", hint)
     if not str(tm.device).startswith("cuda"):
         return
     import torch
