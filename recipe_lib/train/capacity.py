@@ -7,10 +7,11 @@ with one line naming the numbers instead of failing hours later:
   plus AdamW's two moments of every trainable weight, plus the processor files (a fixed allowance); with
   ``local.lora.merge_final`` the merged model comes on top. A save that still runs out of disk is reported by
   :func:`disk_error` (the checkpoint writer keeps the last complete checkpoint).
-* **GPU memory** (:func:`check_memory`): the weights, one gradient and two AdamW moments per trainable weight, and
-  GRPO's frozen reference copy (full-parameter training with ``kl_beta > 0``). Activations are not counted: they grow
-  with the clips' visual tokens and the batch, so a mode that passes this check can still run out of memory at its
-  first step; :func:`out_of_memory_error` turns that into the same kind of message.
+* **GPU memory** (:func:`check_memory`): the weights, one gradient and two AdamW moments per trainable weight, the
+  copy of the second moments torch's multi-tensor AdamW makes in its step, and GRPO's frozen reference copy
+  (full-parameter training with ``kl_beta > 0``). Activations are not counted: they grow with the clips' visual tokens
+  and the batch, so a mode that passes this check can still run out of memory at its first step;
+  :func:`out_of_memory_error` turns that into the same kind of message.
 """
 
 from __future__ import annotations
@@ -157,11 +158,12 @@ def lora_parameter_count(model: Any, target_modules: list[str], r: int) -> int:
 
 
 def memory_parts(fp: Footprint, reference: bool) -> dict[str, int]:
-    """GPU bytes of a mode before activations: weights, gradients, AdamW moments, GRPO's reference copy."""
+    """GPU bytes of a mode before activations: weights, gradients, AdamW moments and step copy, GRPO's reference."""
     return {
         "weights": fp.param_bytes,
         "gradients": fp.trainable_bytes,
         "AdamW moments": ADAM_MOMENTS * fp.trainable_bytes,
+        "AdamW step copy": fp.trainable_bytes,  # multi-tensor AdamW takes the root of all second moments at once
         "reference model": fp.param_bytes if reference else 0,
     }
 
