@@ -326,3 +326,13 @@ def test_out_of_memory_message_names_what_is_not_on_yet(tiny_critic, sft_data, t
     lora = _config(tmp_path / "run", tiny_critic, sft_data, **LORA, **{"policy.model_gradient_checkpointing": True})
     hint = out_of_memory_error(lora, 3, "grpo", "cuda:0", 1, 2).hint
     assert "local.lora.enable" not in hint and "gradient_checkpointing" not in hint and "rollout." in hint
+
+
+def test_one_gpu_configs_train_adapters_with_gradient_checkpointing():
+    from recipe_lib.config import CONFIGS_DIR
+    from recipe_lib.train.config import load_training_config
+
+    for name, kind in (("sft_lora", "sft"), ("grpo_lora", "grpo")):
+        cfg = load_training_config(CONFIGS_DIR / "one_gpu" / f"{name}.toml")
+        assert cfg.kind == kind and cfg.local.lora.enable and cfg.policy.model_gradient_checkpointing
+        assert (cfg.local.device, cfg.local.dtype) == ("cuda", "bfloat16")
