@@ -28,13 +28,15 @@ T0=$(date +%s)
 TRAIN_SECONDS=${TRAIN_SECONDS:-150}
 LR=${LR:-1e-3}
 LORA_R=${LORA_R:-16}
-TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,qkv,proj]"  # language model and vision tower
+# The language model's projections and MLP, and the vision tower's attention (qkv) and MLP (same MLP names): a critic
+# from random weights must learn to see, not only to answer.
+TARGETS="[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,qkv]"
 
 if [ $TINY = 1 ]; then
-  DEVICE=cpu; DTYPE=float32; N_CLIPS=48; PROBE=2; MAX_MAIN=6; GRPO_STEPS=1; ANSWER=16; BATCH=8; GROUPS=4; GEN=4
+  DEVICE=cpu; DTYPE=float32; N_CLIPS=48; PROBE=2; MAX_MAIN=6; GRPO_STEPS=1; ANSWER=16; BATCH=8; COMPLETIONS=4; GEN=4
   TRAIN_SECONDS=${TRAIN_SECONDS_TINY:-20}
 else
-  DEVICE=cuda; DTYPE=bfloat16; N_CLIPS=160; PROBE=3; MAX_MAIN=400; GRPO_STEPS=3; ANSWER=256; BATCH=16; GROUPS=16
+  DEVICE=cuda; DTYPE=bfloat16; N_CLIPS=160; PROBE=3; MAX_MAIN=400; GRPO_STEPS=3; ANSWER=256; BATCH=16; COMPLETIONS=16
   GEN=8
 fi
 
@@ -85,13 +87,13 @@ def data(clips: str) -> None:
             "held_out_majority": max(labels.count(1), labels.count(5)) / len(labels), "video": video.__dict__})
 
 
-def estimate(model: str, dtype: str, device: str, r: int, targets: str) -> None:
+def estimate(model: str, dtype: str, device: str, r: str, targets: str) -> None:
     """GPU bytes of full-parameter and LoRA SFT before activations, and whether full-parameter fits this GPU (with
     8 GB left for activations); prints 1 or 0 on stdout's last line."""
     from recipe_lib.train.capacity import mode_estimates
     from recipe_lib.train.config import LoraConfig
 
-    lora = LoraConfig(enable=True, r=r, target_modules=targets.strip("[]").split(","))
+    lora = LoraConfig(enable=True, r=int(r), target_modules=targets.strip("[]").split(","))
     est = mode_estimates(model, dtype, lora)
     if device == "cuda":
         import torch
@@ -171,13 +173,14 @@ def scored(name: str, folder: str, rc: str, seconds: str, smi: str = "") -> None
         for small in ("sweep_summary.json", "sweep.csv"):
             if (folder / small).exists():
                 shutil.copy(folder / small, keep / small)
-    elif (folder / "scores.csv").exists():
+    elif (folder / "predictions.csv").exists():
         import pandas as pd
 
-        frame = pd.read_csv(folder / "scores.csv")
+        frame = pd.read_csv(folder / "predictions.csv")
         out["scored"] = len(frame)
-        if {"score", "pc"} <= set(frame.columns):
-            out["accuracy"] = round(float((frame["score"] == frame["pc"]).mean()), 4)
+        out["accuracy"] = round(float((frame["score"] == frame["label"]).mean()), 4)
+        out["majority_accuracy"] = round(float(frame["label"].value_counts(normalize=True).max()), 4)
+        out["score_counts"] = {str(k): int(v) for k, v in frame["score"].value_counts().sort_index().items()}
     if smi and Path(smi).exists():
         used = [int(x) for x in Path(smi).read_text().split() if x.strip().isdigit()]
         if used:
@@ -308,7 +311,7 @@ run grpo-lora $PY -m recipe_lib.cli train grpo --config configs/demo/grpo.toml -
   --set "policy.model_name_or_path=$SFT/checkpoints/final" --set policy.model_gradient_checkpointing=true \
   --set local.device=$DEVICE --set local.dtype=$DTYPE --set "custom.dataset.path=$WORK/grpo_train" \
   --set "train.output_dir=$GRPO" --set rollout.n_generation=$GEN --set rollout.max_response_length=$ANSWER \
-  --set train.train_batch_per_replica=$GROUPS --set train.train_policy.mini_batch=$GEN \
+  --set train.train_batch_per_replica=$COMPLETIONS --set train.train_policy.mini_batch=$GEN \
   --set train.train_policy.temperature=1.0 --set train.optm_lr=1e-5 --set train.optm_warmup_steps=0 \
   --set local.max_steps=$GRPO_STEPS --set train.ckpt.save_freq=1000 --set validation.enable=false
 rc=$?
