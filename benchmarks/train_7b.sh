@@ -10,7 +10,7 @@
 #
 # Writes only under $OUT (default build/train7b): train7b.json, train7b.log (trimmed), and per phase its
 # history.jsonl / eval.jsonl / sweep summary (small files). Weights and clips go to $WORK (default /tmp/train7b).
-# Knobs (environment): TRAIN_SECONDS (time for the learning run's steps, default 150), LR (1e-3), LORA_R (16).
+# Knobs (environment): TRAIN_SECONDS (time for the learning run's steps, default 120), LR (1e-3), LORA_R (16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 TINY=0
@@ -25,7 +25,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PLAUSIBILITY_BUILD_DIR=$WORK/b
 LOG=$OUT/train7b.log
 : > "$LOG"
 T0=$(date +%s)
-TRAIN_SECONDS=${TRAIN_SECONDS:-150}
+TRAIN_SECONDS=${TRAIN_SECONDS:-120}
 LR=${LR:-1e-3}
 LORA_R=${LORA_R:-16}
 # The language model's projections and MLP, and the vision tower's attention (qkv) and MLP (same MLP names): a critic

@@ -24,6 +24,7 @@ from pathlib import Path
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.constants import DEMO_CRITIC_KEY, FULL_CRITIC
 from recipe_lib.errors import ConfigError, RecipeError
+from recipe_lib.models.loading import adapter_base, is_adapter_folder
 
 PROFILES = ("demo", "full")
 
@@ -128,8 +129,6 @@ def get_profile(name: str) -> Profile:
 def _config_json(model: str | Path) -> dict | None:
     """The ``config.json`` of a local critic folder, or None (a hub id, a missing or unreadable folder)."""
     import json
-
-    from recipe_lib.models.loading import adapter_base, is_adapter_folder
 
     try:
         for _ in range(8):  # a LoRA checkpoint: the settings of the critic it adapts (which may be one too)

@@ -16,6 +16,7 @@ written once, on request: ``local.lora.merge_final`` writes ``<output_dir>/merge
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.io import atomic_write_json
+from recipe_lib.models.loading import adapter_base, is_adapter_folder, load_critic
 from recipe_lib.train.capacity import check_disk, checkpoint_parts, disk_error, disk_full_error, footprint
 from recipe_lib.train.model import TrainModel
 from recipe_lib.train.run_folder import STATE_FILE, STATE_JSON, RunFolder
@@ -145,8 +147,6 @@ def save_merged(tm: TrainModel, target: Path, kept: str) -> Path:
 def merge_checkpoint(checkpoint: Path, out: Path, device: str = "auto", dtype: str | None = None) -> Path:
     """Merge the LoRA adapter checkpoint ``checkpoint`` into its base model and save the result as a full model
     folder ``out`` (loadable by any Qwen2.5-VL reader, vLLM included). ``dtype`` None: the base model's own."""
-    from recipe_lib.models.loading import is_adapter_folder, load_critic
-
     checkpoint, out = Path(checkpoint), Path(out)
     if not is_adapter_folder(checkpoint):
         what = "a full model folder already" if (checkpoint / "config.json").is_file() else "not a LoRA checkpoint"
@@ -171,10 +171,6 @@ def merge_checkpoint(checkpoint: Path, out: Path, device: str = "auto", dtype: s
 
 def _saved_dtype(model: str) -> str:
     """The dtype a model's weights are stored in (its config.json; an adapter's base model's), else ``auto``."""
-    import json
-
-    from recipe_lib.models.loading import adapter_base, is_adapter_folder
-
     for _ in range(8):  # an adapter's base may be an adapter checkpoint too
         if not is_adapter_folder(model):
             break
