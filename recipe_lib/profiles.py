@@ -24,6 +24,7 @@ from pathlib import Path
 from recipe_lib.config import SamplingSettings, VideoSettings
 from recipe_lib.constants import DEMO_CRITIC_KEY, FULL_CRITIC
 from recipe_lib.errors import ConfigError, RecipeError
+from recipe_lib.models.loading import adapter_base, is_adapter_folder
 
 PROFILES = ("demo", "full")
 
@@ -130,12 +131,16 @@ def _config_json(model: str | Path) -> dict | None:
     import json
 
     try:
+        for _ in range(8):  # a LoRA checkpoint: the settings of the critic it adapts (which may be one too)
+            if not is_adapter_folder(model):
+                break
+            model = adapter_base(model)
         path = Path(model).expanduser() / "config.json"
         if not path.is_file():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # a symlink loop, a name too long, broken JSON: loading the critic reports it
+    except (OSError, ValueError, RecipeError):
+        return None  # a symlink loop, a name too long, broken JSON, a missing base: loading the critic reports it
     return data if isinstance(data, dict) else None
 
 

@@ -37,6 +37,7 @@ from recipe_lib.inference.requests import (
     vllm_sampling_kwargs,
 )
 from recipe_lib.models.family import family_of_processor, patch_factor
+from recipe_lib.models.loading import is_adapter_folder
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import load_for_model
 
@@ -70,6 +71,11 @@ class VLLMScorer:
     ) -> None:
         check_mode(cfg.mode)
         prompt.require(cfg.mode)
+        if is_adapter_folder(cfg.model):
+            raise RecipeError(
+                f"{cfg.model} is a LoRA adapter checkpoint; the vLLM backend reads full model folders",
+                hint=f"merge it first (plausibility merge {cfg.model} --out DIR) or score with --backend hf",
+            )
         self.cfg = cfg
         self.prompt = prompt
         self.mode = cfg.mode

@@ -2,6 +2,10 @@
 
 The demo critic (a folder built by :func:`recipe_lib.models.tiny.build_tiny_critic`) and
 ``nvidia/Cosmos-Reason1-7B`` go through the same code path: ``AutoProcessor`` and ``AutoModelForImageTextToText``.
+
+A LoRA adapter folder (PEFT's ``adapter_config.json`` + ``adapter_model.safetensors``, as the in-process trainers'
+LoRA checkpoints are) loads too: its base model (:func:`adapter_base`) is loaded the same way, the adapter is applied
+with ``PeftModel.from_pretrained`` and merged in memory, so the caller gets a plain model.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ DTYPES = {
 
 # owner/name (or a bare legacy name); the characters the hub allows in repository ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 _OFFLINE_HINT = (
     "pass a local folder instead (for example the folder written by `hf download {model} --local-dir DIR` "
@@ -103,6 +110,66 @@ def _local_folder(model: str) -> Path | None:
             hint = "build the demo critic first: `plausibility tiny-model` (or `make demo`)"
         raise RecipeError(f"model folder not found: {path}", hint=hint)
     return None
+
+
+def is_adapter_folder(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` is a local folder holding a PEFT adapter (``adapter_config.json``) and no full model."""
+    try:
+        folder = Path(model).expanduser()
+        return (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read {path} ({exc.__class__.__name__})", hint=f"restore {what}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path} is not a JSON object", hint=f"restore {what}")
+    return data
+
+
+def _usable(model: str) -> bool:
+    """A base named by a local folder that exists, or by a hub id."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return True
+    return not model.startswith(("/", ".", "~")) and "\\" not in model and bool(_HUB_ID.match(model))
+
+
+def adapter_base(folder: str | os.PathLike[str]) -> str:
+    """The base model of the adapter folder ``folder``: ``base_model_name_or_path`` of its ``adapter_config.json``
+    when that folder exists (or is a hub id), else ``policy.model_name_or_path`` of the ``run.json`` of the training
+    run it belongs to (``<run>/checkpoints/<name>``: a run folder that was moved). Neither: a RecipeError naming both.
+    """
+    from recipe_lib.config import resolve_model
+
+    folder = Path(folder).expanduser().resolve()
+    named = _read_json(folder / ADAPTER_CONFIG, "adapter_config.json from the checkpoint").get(
+        "base_model_name_or_path"
+    )
+    tried = []
+    if isinstance(named, str) and named.strip():
+        if _usable(named):
+            return named
+        tried.append(f"{named} (adapter_config.json)")
+    run_json = folder.parent.parent / "run.json"
+    if run_json.is_file():
+        settings = _read_json(run_json, "run.json of the training run")
+        start = (settings.get("policy") or {}).get("model_name_or_path")
+        if isinstance(start, str) and start.strip():
+            resolved = resolve_model(start)
+            if _usable(resolved):
+                return resolved
+            tried.append(f"{resolved} ({run_json})")
+    raise RecipeError(
+        f"the base model of the LoRA adapter {folder} is not there: "
+        + ("; ".join(tried) if tried else "adapter_config.json names none and no run.json lies beside it"),
+        hint="put the base model back at that path (or set base_model_name_or_path in adapter_config.json), or "
+        "merge the adapter where the base exists: plausibility merge CHECKPOINT --out DIR",
+    )
 
 
 def _check_folder(folder: Path) -> None:
@@ -250,6 +317,9 @@ def load_critic(
     model_str = os.fspath(model).strip()
     if not model_str:
         raise RecipeError("no model given", hint="pass a model folder or a hub id such as nvidia/Cosmos-Reason1-7B")
+    if is_adapter_folder(model_str):
+        return _load_adapter_critic(Path(model_str).expanduser().resolve(), device, dtype, trust_remote_code,
+                                    attn_implementation)  # fmt: skip
     folder = _local_folder(model_str)
     if folder is not None:
         _check_folder(folder)
@@ -304,3 +374,42 @@ def load_critic(
     positions.install(loaded)  # Qwen2.5-VL: fractional seconds per grid kept on the time axis, as vLLM does
     loaded.eval()
     return LoadedCritic(model=loaded, processor=processor, name=name, device=resolved_device, dtype=resolved_dtype)
+
+
+def _load_adapter_critic(
+    folder: Path, device: str, dtype: str, trust_remote_code: bool, attn_implementation: str | None
+) -> LoadedCritic:
+    """The base model of the adapter in ``folder`` with the adapter merged in (see the module docstring); the
+    processor is the folder's own when it holds one (a training checkpoint does), else the base's."""
+    weights = folder / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise RecipeError(
+            f"{folder} has adapter_config.json but no {ADAPTER_WEIGHTS}",
+            hint="the checkpoint is incomplete: copy it again, or resume from the one before it",
+        )
+    check_safetensors(weights)
+    base = load_critic(adapter_base(folder), device, dtype, trust_remote_code, attn_implementation)
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise RecipeError(
+            f"the LoRA adapter {folder} does not fit its base model {base.name}: {_first_line(exc)}",
+            hint="the adapter was trained on another model; name the right base in adapter_config.json",
+        ) from exc
+    merged = wrapped.merge_and_unload()
+    merged.eval()
+    processor = base.processor
+    if any((folder / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        from transformers import AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RecipeError(
+                f"could not load the processor of '{folder}': {_first_line(exc)}",
+                hint="restore the checkpoint's tokenizer files, or remove its preprocessor_config.json to use the "
+                "base model's processor",
+            ) from exc
+    return LoadedCritic(model=merged, processor=processor, name=str(folder), device=base.device, dtype=base.dtype)

@@ -96,7 +96,8 @@ class OptimConfig:
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    """``[train.ckpt]``: save every ``save_freq`` optimizer steps, keep the newest ``max_keep``."""
+    """``[train.ckpt]``: save every ``save_freq`` optimizer steps, keep the newest ``max_keep``, plus ``final`` after
+    the last step; ``enable_checkpoint = false`` writes no checkpoint at all (a run that only times its steps)."""
 
     enable_checkpoint: bool = True
     save_freq: int = 50
@@ -318,13 +319,19 @@ class GRPOCustomConfig(SFTCustomConfig):
 
 @dataclasses.dataclass
 class LoraConfig:
-    """``[local.lora]``: low-rank adapters for the in-process trainers (off by default)."""
+    """``[local.lora]``: low-rank adapters for the in-process trainers (off by default).
+
+    Checkpoints then hold the adapter only (PEFT's ``adapter_config.json`` + ``adapter_model.safetensors``), which
+    ``plausibility score``/``sweep`` and the stages load onto the base model. ``merge_final``: also write the merged
+    model once, as ``<output_dir>/merged``, after the last step (``plausibility merge`` does it for any checkpoint).
+    """
 
     enable: bool = False
     r: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    merge_final: bool = False
 
     def __post_init__(self) -> None:
         if self.r <= 0:

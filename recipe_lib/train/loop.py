@@ -5,7 +5,12 @@ run folder (a rerun with other settings is refused or restarted), decoding every
 ones are recorded in ``skipped.jsonl`` and left out), the data order (seeded shuffle or label-balanced batches,
 :mod:`recipe_lib.train.data_order`), the model (optionally with LoRA), AdamW and cosmos-rl's schedule, resuming from
 the newest checkpoint after a kill, logging every ``local.log_every`` steps, evaluating the held-out set every
-``validation.freq`` steps and after the last, and checkpoints every ``train.ckpt.save_freq`` steps plus ``final/``.
+``validation.freq`` steps and after the last, and checkpoints every ``train.ckpt.save_freq`` steps plus ``final/``
+(none at all with ``train.ckpt.enable_checkpoint = false``, as in cosmos-rl: a run that only times its steps). Under
+LoRA a checkpoint is the adapter; ``local.lora.merge_final`` writes the merged model once, at the end. Before the
+first step it refuses a run whose checkpoint the disk cannot hold, or whose mode cannot fit the GPU's memory
+(:mod:`recipe_lib.train.capacity`); CUDA running out of memory in a step is one error naming the settings that need
+less. On a GPU every logged step records its peak memory (``gpu_peak_bytes``).
 
 An :class:`Algorithm` (:class:`recipe_lib.train.sft.SFT`, :class:`recipe_lib.train.grpo.GRPO`) supplies the learning
 rule: how many samples one step takes and what a step does with them (forward, backward and one or more calls of
@@ -14,7 +19,9 @@ rule: how many samples one step takes and what a step does with them (forward, b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +31,22 @@ from recipe_lib.config import resolve_path, to_dict
 from recipe_lib.errors import DataError
 from recipe_lib.progress import progress_bar, progress_enabled
 from recipe_lib.train.batching import ClipCache, Encoder, Sample, load_samples, samples_digest
-from recipe_lib.train.checkpoint import restore_trainer_state, rng_state, save_checkpoint, seed_everything
+from recipe_lib.train.capacity import (
+    check_disk,
+    check_memory,
+    checkpoint_parts,
+    footprint,
+    lora_parameter_count,
+    out_of_memory_error,
+)
+from recipe_lib.train.checkpoint import (
+    merge_checkpoint,
+    restore_trainer_state,
+    rng_state,
+    save_checkpoint,
+    save_merged,
+    seed_everything,
+)
 from recipe_lib.train.data_order import balanced_batches, batch_for_step, steps_per_epoch
 from recipe_lib.train.held_out import evaluate_samples
 from recipe_lib.train.logger import Logger, Timer
@@ -101,6 +123,7 @@ class TrainResult:
     resumed_from: int | None
     trained_steps_now: int
     seconds: float
+    merged_dir: Path | None = None  # LoRA with local.lora.merge_final: the merged model
 
     @classmethod
     def read(cls, kind: str, run: RunFolder, total: int, resumed: int | None, now: int, seconds: float) -> TrainResult:
@@ -118,6 +141,7 @@ class TrainResult:
             resumed_from=resumed,
             trained_steps_now=now,
             seconds=seconds,
+            merged_dir=run.merged if (run.merged / "config.json").is_file() else None,
         )
 
     def curve(self, key: str) -> list[float]:
@@ -144,6 +168,7 @@ class TrainResult:
             "kind": self.kind,
             "run_dir": str(self.run_dir),
             "final_dir": str(self.final_dir),
+            "merged_dir": str(self.merged_dir) if self.merged_dir else None,
             "steps": self.steps,
             "resumed_from": self.resumed_from,
             "trained_steps_now": self.trained_steps_now,
@@ -221,6 +246,8 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     run.claim(run_settings(cfg, digests), restart=restart)
     total = total_steps(cfg, len(samples), per_step)
     if run.finished(total):
+        if cfg.local.lora.enable and cfg.local.lora.merge_final and not (run.merged / "config.json").is_file():
+            merge_checkpoint(run.final, run.merged, device=cfg.local.device, dtype=cfg.local.dtype)
         return TrainResult.read(algo.kind, run, total, None, 0, timer())
 
     # Decode every clip once; the data order is defined over the readable samples.
@@ -244,6 +271,7 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     tm = load_train_model(
         cfg.policy.model_name_or_path, cfg.local, cfg.policy.model_gradient_checkpointing, resume_from
     )
+    check_capacity(cfg, tm, run, algo.kind)
     optimizer = build_optimizer(tm.trainable_parameters(), cfg.train)
     scheduler = build_scheduler(optimizer, total * algo.optimizer_steps_per_step(cfg), cfg.train)
     start = restore_trainer_state(resume_from, optimizer, scheduler, run)
@@ -271,7 +299,8 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
 
     def evaluate(step: int) -> None:
         if eval_samples:
-            result = evaluate_samples(tm, ctx.encoder, eval_samples, cache, algo.eval_batch_size(cfg), step)
+            with gpu_memory(cfg, tm, step, algo.kind):
+                result = evaluate_samples(tm, ctx.encoder, eval_samples, cache, algo.eval_batch_size(cfg), step)
             logger.log(step, result.metrics, file=EVALS, prefix="eval")
 
     bar = progress_bar(total=total, initial=start, desc=algo.kind, unit="step", enabled=progress)
@@ -290,9 +319,10 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
         if not kept:
             continue
         lr = scheduler.get_last_lr()[0]
-        scalars = algo.step(ctx, kept, clips)
-        scalars = {**scalars, "lr": lr, "seconds": step_timer()}
         done = step + 1
+        with gpu_memory(cfg, tm, done, algo.kind) as peak:
+            scalars = algo.step(ctx, kept, clips)
+        scalars = {**scalars, "lr": lr, "seconds": step_timer(), **peak}
         if done % cfg.local.log_every == 0 or done == total:
             logger.log(done, scalars)
         bar.update(1)
@@ -305,6 +335,55 @@ def run_training(cfg: Any, algo: Algorithm, progress: bool = True, restart: bool
     evaluate(total)
     if ckpt.enable_checkpoint and total % ckpt.save_freq == 0:
         checkpoint(f"step_{total:06d}", total, ckpt.max_keep)
-    checkpoint("final", total, None, config=to_dict(cfg))
+    if ckpt.enable_checkpoint:
+        checkpoint("final", total, None, config=to_dict(cfg))
     logger.close()
+    if tm.lora and cfg.local.lora.merge_final:
+        save_merged(tm, run.merged, kept=f"the adapter checkpoint {run.final} is complete")
     return TrainResult.read(algo.kind, run, total, start or None, total - start, timer())
+
+
+def check_capacity(cfg: Any, tm: TrainModel, run: RunFolder, kind: str) -> None:
+    """Refuse a run whose checkpoint the disk cannot hold, or (on a GPU) whose mode cannot fit its memory before
+    activations; see :mod:`recipe_lib.train.capacity`."""
+    fp = footprint(tm.model)
+    lora = tm.lora
+    parts = checkpoint_parts(fp, lora) if cfg.train.ckpt.enable_checkpoint else {}
+    if lora and cfg.local.lora.merge_final:
+        parts["merged model"] = fp.frozen_bytes
+    hint = "free some space or point train.output_dir at a bigger disk"
+    if not lora:
+        hint += "; LoRA checkpoints (local.lora.enable=true) hold the adapter only"
+    if parts:
+        check_disk(run.root, parts, "a checkpoint" if cfg.train.ckpt.enable_checkpoint else "the merged model", hint)
+    if not str(tm.device).startswith("cuda"):
+        return
+    import torch
+
+    budget = torch.cuda.get_device_properties(torch.device(tm.device)).total_memory
+    reference = kind == "grpo" and not lora and cfg.train.train_policy.kl_beta > 0
+    mode = f"{'LoRA' if lora else 'full-parameter'} {kind.upper()} of {fp.params / 1e9:.2f} B parameters in {tm.dtype}"
+    alternative = None if lora else lora_parameter_count(tm.model, cfg.local.lora.target_modules, cfg.local.lora.r)
+    check_memory(fp, budget, f"{tm.device} ({torch.cuda.get_device_name(torch.device(tm.device))})", mode, reference,
+                 alternative)  # fmt: skip
+
+
+@contextlib.contextmanager
+def gpu_memory(cfg: Any, tm: TrainModel, step: int, kind: str) -> Iterator[dict[str, int]]:
+    """On a GPU: yields a dict that receives the block's peak memory (``gpu_peak_bytes``), and turns CUDA running out
+    of memory into one RecipeError naming the settings that need less. Elsewhere: an empty dict."""
+    peak: dict[str, int] = {}
+    if not str(tm.device).startswith("cuda"):
+        yield peak
+        return
+    import torch
+
+    device = torch.device(tm.device)
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        yield peak
+    except torch.cuda.OutOfMemoryError:
+        total = torch.cuda.get_device_properties(device).total_memory
+        error = out_of_memory_error(cfg, step, kind, str(tm.device), torch.cuda.max_memory_allocated(device), total)
+        raise error from None
+    peak["gpu_peak_bytes"] = int(torch.cuda.max_memory_allocated(device))

@@ -1,4 +1,4 @@
-"""The model being trained: loading the critic (optionally wrapped with LoRA adapters) and its merged weights."""
+"""The model being trained: loading the critic, optionally wrapped with LoRA adapters (peft), and resuming them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from recipe_lib.config import resolve_model
 from recipe_lib.errors import ConfigError, RecipeError
 
-ADAPTER_DIR = "adapter"
+LEGACY_ADAPTER_DIR = "adapter"  # where checkpoints written before adapter-only checkpoints kept the adapter
 
 
 @dataclasses.dataclass
@@ -40,7 +40,9 @@ def load_train_model(
     wrap it with LoRA when asked.
 
     ``resume_from``: a checkpoint of this run. Its weights are loaded the way any checkpoint loads
-    (``from_pretrained``); under LoRA the base model comes from ``model`` and the adapters from the checkpoint.
+    (``from_pretrained``); under LoRA the base model comes from ``model`` and the adapters from the checkpoint. The
+    adapter config records ``model`` (resolved) as its base, so a checkpoint loads without this run's settings.
+    ``model`` may itself be a LoRA checkpoint (say, SFT's ``final``): it is loaded merged, and is the new base.
     """
     from recipe_lib.models.loading import load_critic
 
@@ -55,6 +57,7 @@ def load_train_model(
         net.config.use_cache = False
     if lora:
         net = apply_lora(net, local.lora)
+        net.peft_config["default"].base_model_name_or_path = resolve_model(model)
         if resume_from is not None:
             _load_adapter(net, resume_from, critic.device)
     net.train()
@@ -95,7 +98,10 @@ def _load_adapter(peft_model: Any, path: Path, device: str) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    files = sorted((path / ADAPTER_DIR).glob("*.safetensors"))
+    from recipe_lib.models.loading import ADAPTER_WEIGHTS
+
+    files = [path / ADAPTER_WEIGHTS] if (path / ADAPTER_WEIGHTS).is_file() else []
+    files = files or sorted((path / LEGACY_ADAPTER_DIR).glob("*.safetensors"))
     if not files:
         raise RecipeError(f"checkpoint {path} has no LoRA adapter to resume from", hint="restart the run")
     set_peft_model_state_dict(peft_model, load_file(str(files[0]), device=str(device)))
@@ -122,21 +128,6 @@ def apply_lora(model: Any, lora: Any) -> Any:
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
     )
     return get_peft_model(model, config)
-
-
-def merged_state_dict(peft_model: Any) -> dict[str, Any]:
-    """The base model's weights with the LoRA deltas added, under the base model's own parameter names."""
-    peft_model.merge_adapter()
-    try:
-        state = peft_model.get_base_model().state_dict()
-        clean = {}
-        for key, value in state.items():
-            if "lora_" in key:
-                continue
-            clean[key.replace(".base_layer.", ".")] = value.detach().clone()
-    finally:
-        peft_model.unmerge_adapter()
-    return clean
 
 
 @contextlib.contextmanager

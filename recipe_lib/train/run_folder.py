@@ -3,8 +3,10 @@
 A run folder (``train.output_dir``) holds::
 
     checkpoints/step_000050/   model + processor (``save_pretrained``; loads with ``load_critic``) and
-                               ``trainer_state.pt`` (optimizer, scheduler, RNG states, step) + ``trainer_state.json``
+                               ``trainer_state.pt`` (optimizer, scheduler, RNG states, step) + ``trainer_state.json``;
+                               under LoRA the adapter (PEFT's format) instead of the model
     checkpoints/final/         the model after the last step (same layout)
+    merged/                    LoRA with ``local.lora.merge_final``: the model with the adapter merged in
     run.json                   the resolved settings; a rerun with other settings refuses to mix the two runs
     history.jsonl              one line per optimizer step; eval.jsonl: one line per evaluation
     tensorboard/               scalars for TensorBoard
@@ -26,6 +28,7 @@ from recipe_lib.io import append_jsonl, atomic_write_json, atomic_write_jsonl, r
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
+MERGED = "merged"
 STATE_FILE = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
 HISTORY = "history.jsonl"
@@ -34,7 +37,14 @@ SKIPPED = "skipped.jsonl"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 # Settings that may change between a run and its resumption without mixing two different runs.
-_RESUMABLE_KEYS = ("local.max_steps", "local.log_every", "local.tensorboard_dir", "local.num_workers", "validation")
+_RESUMABLE_KEYS = (
+    "local.max_steps",
+    "local.log_every",
+    "local.tensorboard_dir",
+    "local.num_workers",
+    "local.lora.merge_final",
+    "validation",
+)
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -69,6 +79,10 @@ class RunFolder:
     def final(self) -> Path:
         return self.checkpoints / FINAL
 
+    @property
+    def merged(self) -> Path:
+        return self.root / MERGED
+
     def claim(self, settings: dict[str, Any], restart: bool | str = False) -> bool:
         """Record the run's settings; a folder holding a run with other settings is an error, or is cleared when
         ``restart`` is True or ``"changed"``. Returns True when an earlier run was discarded."""
@@ -98,7 +112,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove what a run writes (and nothing else) from the folder."""
-        for name in (CHECKPOINTS, "tensorboard"):
+        for name in (CHECKPOINTS, MERGED, "tensorboard"):
             shutil.rmtree(self.root / name, ignore_errors=True)
         for name in (HISTORY, EVALS, SKIPPED, "samples.jsonl", "run.json"):
             (self.root / name).unlink(missing_ok=True)

@@ -388,8 +388,11 @@ def test_cli_errors_are_one_line(tmp_path):
 # LoRA
 
 
-def test_lora_trains_adapters_and_saves_a_loadable_merged_model(tiny_critic, sft_data, tmp_path):
+def test_lora_checkpoints_hold_the_adapter_and_load_merged(tiny_critic, sft_data, tmp_path):
+    """A LoRA checkpoint is PEFT's adapter folder (no model weights), names its base, loads merged through
+    load_critic, loads with plain PEFT, and resumes."""
     import torch
+    from peft import PeftModel
 
     from recipe_lib.models.loading import load_critic
     from recipe_lib.train.sft import train_sft
@@ -399,13 +402,25 @@ def test_lora_trains_adapters_and_saves_a_loadable_merged_model(tiny_critic, sft
     )
     result = train_sft(cfg, progress=False)
     assert result.steps == 3 and all(h["grad_norm"] > 0 for h in result.history)
+    assert result.merged_dir is None, "no merged model unless asked"
     final = tmp_path / "run" / "checkpoints" / "final"
-    assert (final / "adapter" / "adapter_config.json").exists()
+    for folder in (final, tmp_path / "run" / "checkpoints" / "step_000002"):
+        names = {p.name for p in folder.iterdir()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "trainer_state.pt", "tokenizer.json"} <= names
+        assert not any(n.startswith("model") and n.endswith(".safetensors") for n in names), names
+    config = json.loads((final / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_critic) and config["r"] == 4
+    weights = sum(p.stat().st_size for p in Path(tiny_critic).glob("*.safetensors"))
+    assert (final / "adapter_model.safetensors").stat().st_size < weights / 50
     merged = load_critic(final, device="cpu", dtype="float32").model.state_dict()
     start = load_critic(tiny_critic, device="cpu", dtype="float32").model.state_dict()
     assert merged.keys() == start.keys()
     differs = {k for k in merged if not torch.equal(merged[k], start[k])}
     assert differs and all(k.split(".")[-2] in {"q_proj", "k_proj", "v_proj", "o_proj"} for k in differs), differs
+    # Plain PEFT reads the same folder onto the base it names.
+    base = load_critic(config["base_model_name_or_path"], device="cpu", dtype="float32").model
+    plain = PeftModel.from_pretrained(base, str(final)).merge_and_unload().state_dict()
+    assert all(torch.allclose(plain[k], merged[k]) for k in differs)
     # Resume from an adapter checkpoint continues the same run.
     more = _config(
         tmp_path, tiny_critic, sft_data, **{"local.lora.enable": True, "local.lora.r": 4, "local.max_steps": 4}
