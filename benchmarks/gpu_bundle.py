@@ -93,12 +93,17 @@ DROP = {
     "cuda-tile": "tile kernels for Blackwell, imported when selected",
     "modelscope": "cosmos-rl downloads from ModelScope only when asked (COSMOS_USE_MODELSCOPE); local paths here",
     "torch-c-dlpack-ext": "a faster DLPack bridge for apache-tvm-ffi, optional at run time",
+    "nvidia-cuda-nvcc": "CUDA's compiler (with nvvm and crt, 300 MB), asked by humming-kernels[cu13] for kernels it "
+    "compiles on first use; vLLM's FP8 on Qwen2.5-VL ran with humming-kernels and without them (H100, 2026-12-07)",
+    "nvidia-cuda-cccl": "CUDA C++ headers, for the same compiles as nvidia-cuda-nvcc",
 }
 # Declared distributions relied on although a requirement's range excludes their version, with the evidence.
 ACCEPT = {
     "numba": "vLLM 0.22.1 asks ==0.65.0; it ran with the machine's 0.68.0 (H200 2026-12-01, H100 2026-12-07), and "
     "0.65 would also need the llvmlite it was built against",
     "setuptools": "vLLM 0.22.1 asks <81 on Python 3.12; it ran with the machine's 81.0.0 on the same dates",
+    "numpy": "mistral-common asks <2.4 on Python 3.12; the machine's torch, pandas, scipy and opencv run on its 2.5.2, "
+    "and vLLM 0.22.1 ran with it on the same dates: an older numpy is not put under them",
 }
 # Requirements on placeholder names: `zmq` on PyPI is an sdist whose whole content is a dependency on pyzmq.
 SUBSTITUTE = {"zmq": "pyzmq"}
@@ -106,9 +111,13 @@ SUBSTITUTE = {"zmq": "pyzmq"}
 CUT = {
     "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so": "FlashAttention 2 kernels: on an H100/H200 vLLM uses FlashAttention 3",
     "vllm/vllm-rs": "the Rust front-end binary (`vllm-rs`), not used by `vllm serve` or the Python API",
+    "vllm/_moe_C.abi3.so": "fused mixture-of-experts kernels (Qwen2.5-VL is dense); vLLM imports it inside try/except "
+    "and ran without it (H200 2026-12-01, H100 2026-12-07)",
 }
 CUT_GLOBS = {
-    "deep_gemm/_C.cpython-3*": "deep_gemm builds for Pythons other than 3.12",
+    "vllm/third_party/deep_gemm/_C.cpython-3*": "DeepGEMM builds for Pythons other than 3.12",
+    "mistral_common/data/tekken_*.json": "Mistral models' tokenizer files (34 MB); the Qwen critics never read them",
+    "pycountry/locales/*": "country-name translations (20 MB); pydantic-extra-types' country types need no locale",
 }
 KEEP_GLOB_SUFFIX = "cpython-312-"
 # xgrammar is dropped, but vLLM's modules name its classes when they are defined: a stand-in that raises on use.
@@ -138,9 +147,9 @@ STAGES = {
     "cosmos-demo": (("project", "cosmos"), 170),
     "cosmos-7b": (("project", "cosmos"), 260),
     "cosmos-grpo": (("project", "cosmos"), 120),
-    "agree": (("project", "vllm"), 260),
-    "bench-vllm": (("project", "vllm"), 250),
-    "serve": (("project", "vllm"), 540),
+    "agree": (("project", "cosmos", "vllm"), 260),  # the vllm archive leaves out what the earlier ones hold
+    "bench-vllm": (("project", "cosmos", "vllm"), 250),
+    "serve": (("project", "cosmos", "vllm"), 540),
 }
 # Which stages each device call runs, in order (the call's pieces must make their archives whole).
 CALLS = {
@@ -461,7 +470,7 @@ def slim(site: Path) -> dict[str, str]:
     for pattern, why in CUT_GLOBS.items():
         for path in site.glob(pattern):
             if KEEP_GLOB_SUFFIX not in path.name:
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
                 done[str(path.relative_to(site))] = why
     if "xgrammar" in DROP and (site / "vllm").is_dir():
         (site / "xgrammar").mkdir(exist_ok=True)
@@ -506,7 +515,8 @@ def redis_server(work: Path, dest: Path) -> None:
 
 
 def pack(site: Path, out: Path) -> None:
-    """``site``'s files in an xz tarball, files sorted, owners and times fixed (same input, same bytes)."""
+    """``site``'s files in an xz tarball, files sorted, owners and times fixed (same input, same bytes); xz itself
+    compresses, on every core (its multi-block output is plain .xz, which Python's tarfile reads there)."""
 
     def clean(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -514,14 +524,36 @@ def pack(site: Path, out: Path) -> None:
         info.mtime = 0
         return info
 
-    with tarfile.open(out, "w:xz", preset=9) as tar:
+    plain = out.with_suffix("")
+    with tarfile.open(plain, "w") as tar:
         for path in sorted(site.rglob("*")):
             if path.is_dir() and not path.is_symlink():
                 continue
             tar.add(path, arcname=str(path.relative_to(site)), recursive=False, filter=clean)
+    if shutil.which("xz") is None:
+        raise RecipeError("xz not found", hint="install xz-utils")
+    with out.open("wb") as f:
+        subprocess.run(["xz", "-T0", "-6", "-c", str(plain)], stdout=f, check=True)
+    plain.unlink()
 
 
-def build(out: Path, piece_mib: float, machine: Path, constraints: Path, wheel_dir: Path | None = None) -> Manifest:
+def cache_key(group: str, wheels: list[Path], cut: dict[str, str]) -> str:
+    """What an archive is made from: its wheels (names and sizes), the files cut from them and the stand-in."""
+    h = hashlib.sha256(group.encode())
+    for w in sorted(wheels):
+        h.update(f"{w.name}:{w.stat().st_size}\n".encode())
+    h.update(json.dumps([sorted(cut), XGRAMMAR_STAND_IN if "xgrammar/__init__.py" in cut else ""]).encode())
+    return h.hexdigest()[:16]
+
+
+def build(
+    out: Path,
+    piece_mib: float,
+    machine: Path,
+    constraints: Path,
+    wheel_dir: Path | None = None,
+    cache: Path | None = None,
+) -> Manifest:
     """Resolve, download, install, slim, pack and split (see the module docstring)."""
     if piece_mib <= 0 or piece_mib * MIB > TRANSFER_LIMIT:
         raise RecipeError(f"--piece-mib must be in (0, 64], got {piece_mib}", hint="a transfer holds 64 MiB in all")
@@ -545,12 +577,18 @@ def build(out: Path, piece_mib: float, machine: Path, constraints: Path, wheel_d
             seen |= set(names)
             site = work / group / "site"
             site.mkdir(parents=True)
-            install([wheel_dir / last.carried[n].wheel for n in names], site)
-            cut |= slim(site)
+            wheels = [wheel_dir / last.carried[n].wheel for n in names]
+            install(wheels, site)
+            cut_here = slim(site)
+            cut |= cut_here
             if group == "cosmos":
                 redis_server(work / "redis-work", site / "redis")
-            blob = work / f"{group}.tar.xz"
-            pack(site, blob)
+            # packing is the slow part (xz over ~1 GB): an archive made from the same wheels and rules is reused
+            blob = (cache or out / "cache") / f"{group}-{cache_key(group, wheels, cut_here)}.tar.xz"
+            if not blob.is_file():
+                blob.parent.mkdir(exist_ok=True)
+                pack(site, work / blob.name)
+                shutil.move(work / blob.name, blob)
             packages = [
                 {"name": n, "version": last.carried[n].version, "installed_bytes": dist_bytes(site, n)} for n in names
             ]
@@ -709,6 +747,165 @@ def gpu_check() -> str:
     return f"{torch.cuda.device_count()} x {props.name}, {gib:.0f} GiB, torch {torch.__version__}"
 
 
+# ---------------------------------------------------------------- what the entry points import
+
+ENTRY_MODULES = (
+    "vllm.entrypoints.openai.api_server",  # vllm serve
+    "vllm.entrypoints.llm",  # --backend vllm (vllm.LLM)
+    "cosmos_rl.launcher",
+    "cosmos_rl.launcher.launch_all",  # the cosmos-rl command
+    "recipe_lib.cli",
+    # what recipe_lib.cli's commands import when they run (the CLI imports them lazily): the GPU stages' code
+    "recipe_lib.inference.scoring",
+    "recipe_lib.inference.hf",
+    "recipe_lib.inference.vllm",
+    "recipe_lib.inference.endpoint",
+    "recipe_lib.video",
+    "recipe_lib.data.synthetic",
+    "recipe_lib.models.tiny",
+    "recipe_lib.train.cosmos_entry.sft_entry",
+    "recipe_lib.train.cosmos_entry.grpo_entry",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",  # transformers loads model modules lazily
+    "datasets",
+    "qwen_vl_utils",
+)
+_OPTIONAL_GUARDS = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
+_PLATFORM_TESTS = re.compile(
+    r"TYPE_CHECKING|version_info|platform|available|installed|is_|has_|envs\.|os\.environ|PY\d"
+)
+
+
+@dataclass
+class ImportScan:
+    """Modules reached from the entry modules through imports that run at import time, and the required ones that
+    resolve nowhere (neither in the searched folders, nor the standard library, nor a declared distribution)."""
+
+    modules: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    missing: dict[str, set[str]] = field(default_factory=dict)  # module -> importers
+
+
+def scan_imports(roots: Iterable[str], paths: list[Path], present_tops: set[str]) -> ImportScan:
+    """Static walk of the imports executed when ``roots`` are imported, over the sources in ``paths``.
+
+    Followed (required imports only): ``import`` / ``from ... import`` at module level, in class bodies and in
+    ``if`` / ``try`` / ``with`` blocks, relative imports, a package's ``__init__`` for each dotted parent,
+    ``from pkg import name`` where ``name`` is a submodule. Required, unless inside ``try`` with an ``except
+    ImportError`` (or broader) handler, or under an ``if`` whose test names the platform, a version, TYPE_CHECKING
+    or an availability check. Not seen: imports inside functions (run later, when called),
+    ``importlib.import_module`` / ``__import__`` with computed names, what compiled extensions import, and which
+    branch of a plain ``if`` runs (both are taken as run).
+    """
+    import ast
+
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    scan = ImportScan()
+    seen: set[str] = set()
+
+    def locate(name: str) -> Path | None:
+        rel = Path(*name.split("."))
+        for base in paths:
+            for cand in (base / rel / "__init__.py", base / rel.with_suffix(".py")):
+                if cand.is_file():
+                    return cand
+            if (base / rel.parent).is_dir() and list((base / rel.parent).glob(f"{rel.name}.*.so")):
+                return base / rel.parent / f"{rel.name}.so"  # compiled: found, not read
+            if (base / rel).is_dir() and len(rel.parts) > 1:
+                return base / rel  # a namespace package
+        return None
+
+    def top_known(name: str) -> bool:
+        top = name.split(".")[0]
+        return top in stdlib or top in present_tops
+
+    queue: list[tuple[str, str, bool]] = [(r, "<entry>", False) for r in roots]
+    while queue:
+        name, importer, maybe = queue.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            mod = ".".join(parts[:i])
+            if mod in seen:
+                continue
+            path = locate(mod)
+            if path is None:
+                if not top_known(mod) and not (maybe and i == len(parts)):
+                    scan.missing.setdefault(mod, set()).add(importer)
+                break
+            seen.add(mod)
+            scan.modules += 1
+            if path.suffix != ".py":
+                continue
+            try:
+                tree = ast.parse(path.read_bytes(), filename=str(path))
+            except (SyntaxError, ValueError):
+                scan.unreadable.append(mod)
+                continue
+            package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+            queue.extend((target, mod, maybe_sub) for target, maybe_sub in _imports(tree, package))
+    return scan
+
+
+def _imports(tree: object, package: str) -> list[tuple[str, bool]]:
+    """The required imports run when a module's body runs: (module, True where it is ``name`` of ``from pkg import
+    name``, a submodule only if such a file exists)."""
+    import ast
+
+    out: list[tuple[str, bool]] = []
+
+    def absolute(level: int, module: str | None) -> str:
+        base = package.split(".") if package else []
+        if level > 1:
+            base = base[: len(base) - (level - 1)]
+        return ".".join([*base, module] if module else base)
+
+    def visit(nodes: list, required: bool) -> None:
+        for node in nodes:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                continue
+            if isinstance(node, ast.Import) and required:
+                out.extend((a.name, False) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and required:
+                mod = absolute(node.level, node.module) if node.level else (node.module or "")
+                out.append((mod, False))
+                out.extend((f"{mod}.{a.name}", True) for a in node.names if a.name != "*")
+            elif isinstance(node, ast.Try | getattr(ast, "TryStar", ast.Try)):
+                guarded = any(
+                    h.type is None
+                    or any(isinstance(n, ast.Name) and n.id in _OPTIONAL_GUARDS for n in ast.walk(h.type))
+                    for h in node.handlers
+                )
+                visit(node.body, required and not guarded)
+                for h in node.handlers:
+                    visit(h.body, required)
+                visit(node.orelse, required and not guarded)
+                visit(node.finalbody, required)
+            elif isinstance(node, ast.If):
+                platform = bool(_PLATFORM_TESTS.search(ast.unparse(node.test)))
+                visit(node.body, required and not platform)
+                visit(node.orelse, required and not platform)
+            elif isinstance(node, ast.ClassDef | ast.With | ast.AsyncWith | ast.For | ast.While):
+                visit(node.body, required)
+                visit(getattr(node, "orelse", []), required)
+
+    visit(tree.body, True)
+    return out
+
+
+def present_top_modules(present: Iterable[str]) -> set[str]:
+    """Top-level import names of the declared distributions: from this machine's installed metadata where the same
+    distribution is installed here (any version), else the distribution name with ``-`` as ``_``."""
+    import importlib.metadata as md
+
+    by_dist: dict[str, set[str]] = {}
+    for top, dists in md.packages_distributions().items():
+        for d in dists:
+            by_dist.setdefault(canon(d), set()).add(top)
+    tops: set[str] = set()
+    for name in present:
+        tops |= by_dist.get(canon(name), {canon(name).replace("-", "_")})
+    return tops
+
+
 # ---------------------------------------------------------------- the device calls
 
 
@@ -786,6 +983,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--pieces", type=Path, required=True)
     u.add_argument("--into", type=Path, required=True)
     sub.add_parser("gpu-check", help="name the GPU, or fail with one line")
+    ci = sub.add_parser("check-imports", help="the entry points' import-time imports against an unpacked bundle")
+    ci.add_argument("--site", type=Path, required=True)
+    ci.add_argument("--machine", type=Path, default=MACHINE)
     st = sub.add_parser("stages", help="the stages of one device call: name, seconds, archives needed")
     st.add_argument("call", type=int)
     args = p.parse_args(argv)
@@ -801,6 +1001,13 @@ def main(argv: list[str] | None = None) -> int:
             print(render_plan(m, plan(m)))
         elif args.cmd == "unpack":
             print("archives ready:", " ".join(unpack(args.pieces, args.into)) or "none yet")
+        elif args.cmd == "check-imports":
+            scan = scan_imports(ENTRY_MODULES, [args.site, REPO], present_top_modules(read_machine(args.machine)))
+            print(f"{scan.modules} modules reached; {len(scan.unreadable)} unreadable")
+            for mod, by in sorted(scan.missing.items()):
+                print(f"missing {mod} (imported by {', '.join(sorted(by)[:3])})")
+            if scan.missing:
+                raise RecipeError(f"{len(scan.missing)} modules imported at import time resolve nowhere")
         elif args.cmd == "stages":
             if args.call not in CALLS:
                 raise RecipeError(f"no device call {args.call}", hint=f"calls are {', '.join(map(str, CALLS))}")
