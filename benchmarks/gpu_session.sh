@@ -24,6 +24,7 @@ REPO=$PWD
 OUT=${OUT:-build/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+export OUT
 W=/tmp/gpuwork
 SITE=/tmp/site
 mkdir -p "$W/logs" "$W/bin"
@@ -122,6 +123,7 @@ run_stage() {
         --served-model critic7b 2>&1 | tail -4
     else echo "error: vllm serve (7B shape) did not answer within 300 s"; fi
     kill $server; wait $server 2>/dev/null
+    sleep 5  # the engine process lets go of the GPU after the server
     grep -E "$KEEP" "$W/logs/serve-7b.log" | tail -20 > "$OUT/serve-7b.log"
     log "the same clips through --backend vllm (in this process, same weights)"
     $PY benchmarks/serve_rows.py --label 7b --backend vllm --model "$W/m7b" --clips "$W/clips7b/videos" \
