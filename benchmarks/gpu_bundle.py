@@ -601,15 +601,20 @@ def build(
         accepted = {n: why for n, why in ACCEPT.items() if n in last.present}
         present = dict(sorted(last.present.items()))
         manifest = Manifest(piece_bytes, pieces, archives, present, last.dropped, cut, accepted)
-        manifest.save(out / "manifest.json")
-        sums = "".join(f"{p.sha256}  {p.name}\n" for p in pieces) + "".join(f"{a.sha256}  {a.file}\n" for a in archives)
-        (out / "SHA256SUMS").write_text(sums)
-        for i in range(1, len(pieces) + 1):  # each piece's folder carries the manifest, so any order can be checked
-            shutil.copy2(out / "manifest.json", out / f"p{i}" / "manifest.json")
-            shutil.copy2(out / "SHA256SUMS", out / f"p{i}" / "SHA256SUMS")
+        write_manifest(manifest, out)
         return manifest
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_manifest(m: Manifest, out: Path) -> None:
+    """``out/manifest.json`` and ``out/SHA256SUMS``, copied into each piece's folder (any piece can be checked)."""
+    m.save(out / "manifest.json")
+    sums = [f"{p.sha256}  {p.name}\n" for p in m.pieces] + [f"{a.sha256}  {a.file}\n" for a in m.archives]
+    (out / "SHA256SUMS").write_text("".join(sums))
+    for i in range(1, len(m.pieces) + 1):
+        shutil.copy2(out / "manifest.json", out / f"p{i}" / "manifest.json")
+        shutil.copy2(out / "SHA256SUMS", out / f"p{i}" / "SHA256SUMS")
 
 
 def split(
@@ -798,7 +803,7 @@ def scan_imports(roots: Iterable[str], paths: list[Path], present_tops: set[str]
     """
     import ast
 
-    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    stdlib = set(sys.stdlib_module_names) | {"__future__", "__main__"}
     scan = ImportScan()
     seen: set[str] = set()
 
@@ -810,8 +815,8 @@ def scan_imports(roots: Iterable[str], paths: list[Path], present_tops: set[str]
                     return cand
             if (base / rel.parent).is_dir() and list((base / rel.parent).glob(f"{rel.name}.*.so")):
                 return base / rel.parent / f"{rel.name}.so"  # compiled: found, not read
-            if (base / rel).is_dir() and len(rel.parts) > 1:
-                return base / rel  # a namespace package
+            if (base / rel).is_dir() and not (base / rel).name.endswith((".dist-info", ".libs")):
+                return base / rel  # a namespace package (opentelemetry, google, nvidia)
         return None
 
     def top_known(name: str) -> bool:
@@ -869,16 +874,19 @@ def _imports(tree: object, package: str) -> list[tuple[str, bool]]:
                 out.append((mod, False))
                 out.extend((f"{mod}.{a.name}", True) for a in node.names if a.name != "*")
             elif isinstance(node, ast.Try | getattr(ast, "TryStar", ast.Try)):
-                guarded = any(
-                    h.type is None
-                    or any(isinstance(n, ast.Name) and n.id in _OPTIONAL_GUARDS for n in ast.walk(h.type))
-                    for h in node.handlers
-                )
+                guarded = any(h.type is None or _names_guard(h.type) for h in node.handlers)
                 visit(node.body, required and not guarded)
-                for h in node.handlers:
-                    visit(h.body, required)
+                for h in node.handlers:  # after a guarded try, the handler holds the fallback: not required
+                    visit(h.body, required and not guarded)
                 visit(node.orelse, required and not guarded)
                 visit(node.finalbody, required)
+            elif isinstance(node, ast.With | ast.AsyncWith) and any(
+                isinstance(i.context_expr, ast.Call)
+                and ast.unparse(i.context_expr.func).endswith("suppress")
+                and any(_names_guard(a) for a in i.context_expr.args)
+                for i in node.items
+            ):
+                visit(node.body, False)  # with contextlib.suppress(ImportError): an optional import
             elif isinstance(node, ast.If):
                 platform = bool(_PLATFORM_TESTS.search(ast.unparse(node.test)))
                 visit(node.body, required and not platform)
@@ -889,6 +897,12 @@ def _imports(tree: object, package: str) -> list[tuple[str, bool]]:
 
     visit(tree.body, True)
     return out
+
+
+def _names_guard(node: object) -> bool:
+    import ast
+
+    return any(isinstance(n, ast.Name) and n.id in _OPTIONAL_GUARDS for n in ast.walk(node))
 
 
 def present_top_modules(present: Iterable[str]) -> set[str]:

@@ -25,15 +25,17 @@ OUT=${OUT:-build/gpu}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export OUT
-W=/tmp/gpuwork
-SITE=/tmp/site
+W=${GPU_WORK:-/tmp/gpuwork}            # scratch: clips, models, logs (kept between calls while the machine is held)
+SITE=${GPU_SITE:-/tmp/site}            # the bundle, extracted
+STAGE=${GPU_STAGE:-/tmp/stage}         # the pieces carried so far
+PIECES=${GPU_PIECES:-.gpu}             # where this checkout holds them
 mkdir -p "$W/logs" "$W/bin"
-ln -sf "$(command -v python3)" "$W/bin/python"  # cosmos-rl starts `python`
-export PYTHONPATH=$SITE:$REPO PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+ln -sf "$(command -v "${GPU_PYTHON:-python3}")" "$W/bin/python"  # cosmos-rl starts `python`
+export PYTHONPATH=$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 export PATH=$W/bin:$SITE/bin:$SITE/redis/bin:$PATH LD_LIBRARY_PATH=$SITE/redis/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export HF_HUB_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 export HF_DATASETS_DISABLE_PROGRESS_BARS=1 PLAUSIBILITY_BUILD_DIR=$W/build
-PY=python3
+PY=${GPU_PYTHON:-python3}
 KEEP='step|loss|memory|peak|GiB|MiB|videos/s|videos_per_s|max_abs|argmax|error|Error|Traceback|rc=|Killed|OOM|out of memory|engine|ready|skip'
 log() { echo "[$(date +%H:%M:%S)] $*"; }
 TINY=$W/build/models/tiny-critic
@@ -249,9 +251,9 @@ if [ "${1:?usage: gpu_session.sh call N | STAGE}" = call ]; then
   touch "$W/timeline.jsonl"
   : > "$OUT/call$N.log"
   log "call $N on $(nvidia-smi -L 2>/dev/null | head -1)" | tee -a "$OUT/call$N.log"
-  mkdir -p /tmp/stage
-  [ -d ".gpu/p$N" ] && cp ".gpu/p$N"/* /tmp/stage/
-  $PY benchmarks/gpu_bundle.py unpack --pieces /tmp/stage --into "$SITE" 2>&1 | tee -a "$OUT/call$N.log"
+  mkdir -p "$STAGE"
+  [ -d "$PIECES/p$N" ] && cp "$PIECES/p$N"/* "$STAGE"/
+  $PY benchmarks/gpu_bundle.py unpack --pieces "$STAGE" --into "$SITE" 2>&1 | tee -a "$OUT/call$N.log"
   [ "${PIPESTATUS[0]}" = 0 ] || exit 2
   $PY benchmarks/gpu_bundle.py gpu-check 2>&1 | tee -a "$OUT/call$N.log"
   [ "${PIPESTATUS[0]}" = 0 ] || exit 2

@@ -6,6 +6,7 @@ against the entry points' imports, is ``test_real_bundle_covers_the_entry_points
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -171,7 +172,7 @@ def built_pieces(tmp_path: Path, piece_bytes: int = 4000) -> tuple[Path, gb.Mani
     out.mkdir()
     pieces, archives = gb.split(blobs, out, piece_bytes, tmp_path / "stream")
     m = gb.Manifest(piece_bytes, pieces, archives, {}, {}, {})
-    m.save(out / "manifest.json")
+    gb.write_manifest(m, out)
     return out, m, sources
 
 
@@ -275,6 +276,30 @@ def test_session_script_knows_every_stage_of_every_call(tmp_path):
     _, m, _ = built_pieces(tmp_path, piece_bytes=10**6)
     for c in gb.plan(gb.Manifest(m.piece_bytes, m.pieces * 4, m.archives, {}, {}, {})):
         assert c.command in script and json.dumps(c.carry) in script
+
+
+def test_a_session_call_unpacks_its_piece_then_stops_without_a_gpu(tmp_path):
+    """``gpu_session.sh call N`` as the device runs it, on this CPU machine: the piece is checked and the whole
+    archives extracted, then the missing GPU is one error line and exit status 2; a corrupt piece stops it earlier."""
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out, m, _ = built_pieces(tmp_path, piece_bytes=12000)
+    env = {**os.environ, "GPU_PIECES": str(out), "GPU_WORK": str(tmp_path / "w"), "GPU_SITE": str(tmp_path / "site")}
+    env |= {"GPU_STAGE": str(tmp_path / "stage"), "OUT": str(tmp_path / "out"), "GPU_PYTHON": sys.executable}
+    script = str(REPO / "benchmarks" / "gpu_session.sh")
+    run = subprocess.run(["bash", script, "call", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    first = [a.group for a in m.archives if a.complete_with_piece == 1]
+    assert first and f"archives ready: {' '.join(first)}" in run.stdout
+    assert "error: no CUDA GPU visible" in run.stdout
+    assert (tmp_path / "site" / first[0] / "__init__.py").is_file()
+    assert (tmp_path / "out" / "call1.log").read_text().count("error:") == 1
+    (tmp_path / "stage" / "bundle.part1").write_bytes(b"not the piece")
+    run = subprocess.run(["bash", script, "call", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "error: piece bundle.part1 is corrupt" in run.stdout
 
 
 # ---------------------------------------------------------------- the real bundle (make test-all)
