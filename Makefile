@@ -84,7 +84,7 @@ gpu-venv:
 # The offline bundle for a GPU machine without network (benchmarks/gpu_bundle.py; needs network here): what vLLM,
 # cosmos-rl and recipe_lib need there and benchmarks/gpu-machine-packages.txt lacks, in pieces of at most PIECE_MIB
 # (.gpu/p1 ... .gpu/p4, each with the manifest and SHA256SUMS), and the device calls that carry them.
-PIECE_MIB ?= 48
+PIECE_MIB ?= 58
 gpu-bundle: $(STAMP)
 	$(PY) benchmarks/gpu_bundle.py build --out .gpu --piece-mib $(PIECE_MIB)
 

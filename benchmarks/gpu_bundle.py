@@ -29,6 +29,7 @@ that every module the three entry points import at import time resolves inside t
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -54,6 +55,10 @@ MACHINE = REPO / "benchmarks" / "gpu-machine-packages.txt"
 CONSTRAINTS = REPO / "constraints-gpu.txt"
 PYPROJECT = REPO / "pyproject.toml"
 MIB = 1 << 20
+# Largest piece: a call carries the checkout (about 2 MiB) and one piece, 64 MiB in all. 58 leaves room for the
+# checkout to grow, and puts the whole bundle (about 172 MiB: project 31, cosmos 26, vllm 115) in three pieces, so the
+# vLLM archive is whole by the third call; with 48 it would be whole only after a fourth piece.
+PIECE_MIB = 58.0
 DEVICE_COMMAND_LIMIT = 2000  # characters the device tool takes for one command
 TRANSFER_LIMIT = 64 * MIB  # checkout + carried folders, one call
 
@@ -580,7 +585,9 @@ def build(
             wheels = [wheel_dir / last.carried[n].wheel for n in names]
             install(wheels, site)
             cut_here = slim(site)
-            cut |= cut_here
+            for rel, why in cut_here.items():  # the manifest names each rule once, with what it removed
+                rule = next((g for g in CUT_GLOBS if fnmatch.fnmatch(rel, g)), rel)
+                cut[rule] = f"{why} ({sum(fnmatch.fnmatch(r, rule) for r in cut_here)} paths)" if rule != rel else why
             if group == "cosmos":
                 redis_server(work / "redis-work", site / "redis")
             # packing is the slow part (xz over ~1 GB): an archive made from the same wheels and rules is reused
@@ -646,7 +653,7 @@ def split(
 def dist_bytes(site: Path, name: str) -> int:
     """Installed size of one distribution, from its RECORD (files still present after slimming)."""
     for info in site.glob("*.dist-info"):
-        if canon(info.name.rsplit("-", 1)[0]) == name and (info / "RECORD").is_file():
+        if canon(info.name.removesuffix(".dist-info").rsplit("-", 1)[0]) == name and (info / "RECORD").is_file():
             total = 0
             for row in (info / "RECORD").read_text().splitlines():
                 path = site / row.split(",", 1)[0]
@@ -776,7 +783,7 @@ ENTRY_MODULES = (
 )
 _OPTIONAL_GUARDS = ("ImportError", "ModuleNotFoundError", "Exception", "BaseException")
 _PLATFORM_TESTS = re.compile(
-    r"TYPE_CHECKING|version_info|platform|available|installed|is_|has_|envs\.|os\.environ|PY\d"
+    r"TYPE_CHECKING|version_info|platform|available|installed|is_|has_|envs\.|os\.environ|PY\d", re.IGNORECASE
 )
 
 
@@ -905,9 +912,32 @@ def _names_guard(node: object) -> bool:
     return any(isinstance(n, ast.Name) and n.id in _OPTIONAL_GUARDS for n in ast.walk(node))
 
 
+# Declared distributions whose import name is not their name with "-" as "_" (used where this machine lacks them).
+IMPORT_NAMES = {
+    "pillow": {"PIL"},
+    "pyyaml": {"yaml"},
+    "opencv-python-headless": {"cv2"},
+    "scikit-learn": {"sklearn"},
+    "protobuf": {"google"},
+    "absl-py": {"absl"},
+    "py-cpuinfo": {"cpuinfo"},
+    "cupy-cuda13x": {"cupy", "cupyx", "cupy_backends"},
+    "cuda-bindings": {"cuda"},
+    "cuda-core": {"cuda"},
+    "attrs": {"attr", "attrs"},
+    "tensorboard": {"tensorboard"},
+    "pytest": {"pytest", "_pytest"},
+    "setuptools": {"setuptools", "pkg_resources", "_distutils_hack"},
+    "prometheus-client": {"prometheus_client"},
+    "nvidia-nccl-cu13": {"nvidia"},
+    "onnxruntime": {"onnxruntime"},
+    "pybind11": {"pybind11"},
+}
+
+
 def present_top_modules(present: Iterable[str]) -> set[str]:
     """Top-level import names of the declared distributions: from this machine's installed metadata where the same
-    distribution is installed here (any version), else the distribution name with ``-`` as ``_``."""
+    distribution is installed here (any version), else :data:`IMPORT_NAMES`, else the name with ``-`` as ``_``."""
     import importlib.metadata as md
 
     by_dist: dict[str, set[str]] = {}
@@ -916,7 +946,8 @@ def present_top_modules(present: Iterable[str]) -> set[str]:
             by_dist.setdefault(canon(d), set()).add(top)
     tops: set[str] = set()
     for name in present:
-        tops |= by_dist.get(canon(name), {canon(name).replace("-", "_")})
+        fallback = IMPORT_NAMES.get(canon(name), {canon(name).replace("-", "_")})
+        tops |= by_dist.get(canon(name), fallback) | (fallback if name.startswith("nvidia-") else set())
     return tops
 
 
@@ -987,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="resolve, download, pack and split (needs network)")
     b.add_argument("--out", type=Path, default=REPO / ".gpu")
-    b.add_argument("--piece-mib", type=float, default=48.0)
+    b.add_argument("--piece-mib", type=float, default=PIECE_MIB, help=f"largest piece (default {PIECE_MIB})")
     b.add_argument("--machine", type=Path, default=MACHINE)
     b.add_argument("--constraints", type=Path, default=CONSTRAINTS)
     b.add_argument("--wheels", type=Path, default=None, help="wheel cache (default OUT/wheels)")

@@ -10,7 +10,8 @@
 #   1. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 1 2>&1 | tail -c 11000        carry [".gpu/p1"]
 #   2. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 2 2>&1 | tail -c 11000        carry [".gpu/p2"]
 #   3. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 3 2>&1 | tail -c 11000        carry [".gpu/p3"]
-#   4. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 4 2>&1 | tail -c 11000        carry [".gpu/p4"]
+#   4. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 4 2>&1 | tail -c 11000        carry []
+# (58 MiB pieces make the bundle three pieces; built with smaller ones, a fourth would travel with call 4.)
 #
 # One stage alone, on a machine that already has /tmp/site (e.g. a rerun in the same lease):
 #   bash benchmarks/gpu_session.sh STAGE       # check bench-hf train-7b cosmos-demo cosmos-7b cosmos-grpo agree

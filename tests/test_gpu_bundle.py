@@ -239,6 +239,34 @@ def test_no_gpu_is_one_clear_error(capsys):
     ]
 
 
+def test_import_scan_counts_only_imports_that_run_at_import_time(tmp_path):
+    src = tmp_path / "src"
+    (src / "app" / "sub").mkdir(parents=True)
+    (src / "nspkg" / "inner").mkdir(parents=True)  # a namespace package: no __init__.py
+    (src / "nspkg" / "inner" / "mod.py").write_text("X = 1\n")
+    (src / "app" / "__init__.py").write_text(
+        "import json\n"
+        "from . import sub\n"
+        "from .sub import helper\n"
+        "from nspkg.inner import mod\n"
+        "import declared.deep\n"
+        "try:\n    import optional_a\nexcept ImportError:\n    import fallback_b\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import typing_only\n"
+        "if HAS_FAST:\n    import fast_path\n"
+        "def later():\n    import inside_function\n"
+        "class K:\n    import needed_by_class\n"
+        "import contextlib\n"
+        "with contextlib.suppress(ImportError):\n    import suppressed\n"
+    )
+    (src / "app" / "sub" / "__init__.py").write_text("from .. import sub as again\nfrom ..sub.gone import x\n")
+    (src / "app" / "sub" / "helper.py").write_text("from app.sub import not_a_module_but_a_name\n")
+    scan = gb.scan_imports(["app"], [src], present_tops={"declared"})
+    # json: standard library; declared.deep: a declared distribution; the rest of the optional kinds are not counted
+    assert scan.missing == {"needed_by_class": {"app"}, "app.sub.gone": {"app.sub"}}
+    assert scan.modules == 6  # app, app.sub, app.sub.helper, nspkg, nspkg.inner, nspkg.inner.mod
+
+
 # ---------------------------------------------------------------- the plan and the session script
 
 
@@ -274,7 +302,7 @@ def test_session_script_knows_every_stage_of_every_call(tmp_path):
     assert "cosmos" in rows[1][2].split(",")
     # every call's command line, as written in the script's header, is the one plan() gives
     _, m, _ = built_pieces(tmp_path, piece_bytes=10**6)
-    for c in gb.plan(gb.Manifest(m.piece_bytes, m.pieces * 4, m.archives, {}, {}, {})):
+    for c in gb.plan(gb.Manifest(m.piece_bytes, m.pieces * 3, m.archives, {}, {}, {})):  # three, as built
         assert c.command in script and json.dumps(c.carry) in script
 
 
@@ -314,8 +342,8 @@ def test_real_bundle_covers_the_entry_points(tmp_path):
     cache = local / "cache" if (local / "cache").is_dir() else None
     out = tmp_path / "gpu"
     out.mkdir()
-    m = gb.build(out, 48, gb.MACHINE, gb.CONSTRAINTS, wheel_dir=wheels, cache=cache)
-    assert 2 <= len(m.pieces) <= 4 and all(p.size <= 48 * gb.MIB for p in m.pieces)
+    m = gb.build(out, gb.PIECE_MIB, gb.MACHINE, gb.CONSTRAINTS, wheel_dir=wheels, cache=cache)
+    assert 2 <= len(m.pieces) <= 4 and all(p.size <= gb.PIECE_MIB * gb.MIB for p in m.pieces)
     gb.render_plan(m, gb.plan(m))  # each call: command <= 2000 characters, checkout + piece <= 64 MiB
     staged = tmp_path / "stage"
     stage(out, staged, list(range(1, len(m.pieces) + 1)))
