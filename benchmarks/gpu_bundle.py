@@ -147,14 +147,14 @@ GROUPS = ("project", "cosmos", "vllm")
 # Stages of benchmarks/gpu_session.sh: the archives each needs and the seconds it may take at most (its timeout).
 STAGES = {
     "check": (("project",), 60),
-    "bench-hf": (("project",), 200),
+    "bench-hf": (("project",), 150),
     "train-7b": (("project",), 280),
     "cosmos-demo": (("project", "cosmos"), 170),
     "cosmos-7b": (("project", "cosmos"), 260),
     "cosmos-grpo": (("project", "cosmos"), 120),
     "agree": (("project", "cosmos", "vllm"), 260),  # the vllm archive leaves out what the earlier ones hold
-    "bench-vllm": (("project", "cosmos", "vllm"), 250),
-    "serve": (("project", "cosmos", "vllm"), 540),
+    "bench-vllm": (("project", "cosmos", "vllm"), 200),
+    "serve": (("project", "cosmos", "vllm"), 450),
 }
 # Which stages each device call runs, in order (the call's pieces must make their archives whole).
 CALLS = {
@@ -542,12 +542,14 @@ def pack(site: Path, out: Path) -> None:
     plain.unlink()
 
 
-def cache_key(group: str, wheels: list[Path], cut: dict[str, str]) -> str:
-    """What an archive is made from: its wheels (names and sizes), the files cut from them and the stand-in."""
+def cache_key(group: str, site: Path) -> str:
+    """What an archive holds: every file's path, size and mode under ``site`` (after slimming), so a packed archive
+    is reused only for the same tree."""
     h = hashlib.sha256(group.encode())
-    for w in sorted(wheels):
-        h.update(f"{w.name}:{w.stat().st_size}\n".encode())
-    h.update(json.dumps([sorted(cut), XGRAMMAR_STAND_IN if "xgrammar/__init__.py" in cut else ""]).encode())
+    for path in sorted(site.rglob("*")):
+        if path.is_file() or path.is_symlink():
+            st = path.lstat()
+            h.update(f"{path.relative_to(site)}:{st.st_size}:{st.st_mode}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -589,9 +591,9 @@ def build(
                 rule = next((g for g in CUT_GLOBS if fnmatch.fnmatch(rel, g)), rel)
                 cut[rule] = f"{why} ({sum(fnmatch.fnmatch(r, rule) for r in cut_here)} paths)" if rule != rel else why
             if group == "cosmos":
-                redis_server(work / "redis-work", site / "redis")
+                redis_server(work / "redis-work", site / "redis-server")  # beside redis-py's package ``redis``
             # packing is the slow part (xz over ~1 GB): an archive made from the same wheels and rules is reused
-            blob = (cache or out / "cache") / f"{group}-{cache_key(group, wheels, cut_here)}.tar.xz"
+            blob = (cache or out / "cache") / f"{group}-{cache_key(group, site)}.tar.xz"
             if not blob.is_file():
                 blob.parent.mkdir(exist_ok=True)
                 pack(site, work / blob.name)
@@ -600,8 +602,8 @@ def build(
                 {"name": n, "version": last.carried[n].version, "installed_bytes": dist_bytes(site, n)} for n in names
             ]
             if group == "cosmos":
-                redis = {"name": "redis-server", "version": "debian", "installed_bytes": tree_size(site / "redis")}
-                packages.append(redis)
+                server = tree_size(site / "redis-server")
+                packages.append({"name": "redis-server", "version": "debian", "installed_bytes": server})
             blobs.append((group, blob, packages))
         pieces, archives = split(blobs, out, int(piece_mib * MIB), work / "stream")
         piece_bytes = int(piece_mib * MIB)

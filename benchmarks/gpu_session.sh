@@ -33,7 +33,8 @@ PIECES=${GPU_PIECES:-.gpu}             # where this checkout holds them
 mkdir -p "$W/logs" "$W/bin"
 ln -sf "$(command -v "${GPU_PYTHON:-python3}")" "$W/bin/python"  # cosmos-rl starts `python`
 export PYTHONPATH=$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-export PATH=$W/bin:$SITE/bin:$SITE/redis/bin:$PATH LD_LIBRARY_PATH=$SITE/redis/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export PATH=$W/bin:$SITE/bin:$SITE/redis-server/bin:$PATH
+export LD_LIBRARY_PATH=$SITE/redis-server/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export HF_HUB_OFFLINE=1 VLLM_USE_FLASHINFER_SAMPLER=0 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
 export HF_DATASETS_DISABLE_PROGRESS_BARS=1 PLAUSIBILITY_BUILD_DIR=$W/build
 PY=${GPU_PYTHON:-python3}
@@ -154,7 +155,7 @@ run_stage() {
     log "sweep the cosmos-rl checkpoints"
     timeout 50 $PY -m recipe_lib.cli sweep "$C/sft-demo" --data "$eval_split" --device cuda --limit 64 \
       --mode expected --fps 4 --max-pixels 12544 --max-frames 8 2>&1 | tail -8
-    tar czf "$OUT/cosmos-demo.tgz" -C "$C" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' \
+    tar czf "$OUT/cosmos-demo.tgz" -C "$C" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.pth' --exclude='*.bin' \
       sft-demo.toml launch-sft-demo.log mem-demo.csv logs-sft-demo sft-demo ;;
   cosmos-7b)
     demo_assets || return 1
@@ -163,19 +164,28 @@ run_stage() {
     [ -d "$C/conv7b" ] || $PY -m recipe_lib.cli prepare conversations --data "$W/clips7b/dataset" --kind sft \
       --out "$C/conv7b" | tail -1
     smi=$(watch_memory "$C/mem-7b.csv")
-    log "cosmos-rl SFT of the 7B shape, 1 GPU, the recipe's model_max_length and video settings"
+    # full fine-tuning of 8.3 B parameters keeps ~100 GB of weights, gradients and AdamW state: on a card under
+    # 100 GiB (H100) that state goes to CPU memory (fsdp_offload); an H200 holds it
+    local gib offload=false
+    gib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    [ "${gib:-0}" -lt 102400 ] && offload=true
+    log "cosmos-rl SFT of the 7B shape, 1 GPU, the recipe's model_max_length and video settings (offload $offload)"
     $PY -m recipe_lib.cli cosmos render --kind sft --gpus 1 --model "$W/m7b" --dataset "$C/conv7b" \
       --output-dir "$C/sft-7b" --out "$C/sft-7b.toml" --set train.max_num_steps=4 \
       --set train.train_batch_per_replica=4 --set train.train_policy.mini_batch=1 --set train.ckpt.save_freq=4 \
-      --set train.ckpt.save_mode=sync --set train.ckpt.max_keep=1 | tail -1 || return 1
+      --set train.ckpt.save_mode=sync --set train.ckpt.max_keep=1 --set train.fsdp_offload=$offload \
+      | tail -1 || return 1
     timeout $((STAGE_SECONDS - 50)) $PY -m recipe_lib.cli cosmos launch "$C/sft-7b.toml" --run \
       --log-dir "$C/logs-sft-7b" > "$C/launch-sft-7b.log" 2>&1; echo "launch rc=$?"
     kill "$smi"; peak "$C/mem-7b.csv"
     grep -E "$KEEP" "$C/launch-sft-7b.log" | tail -25
     timeout 40 $PY -m recipe_lib.cli sweep "$C/sft-7b" --data "$W/clips7b/dataset" --device cuda --limit 8 \
       --no-start 2>&1 | tail -6
-    tar czf "$OUT/cosmos-7b.tgz" -C "$C" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' \
-      sft-7b.toml launch-sft-7b.log mem-7b.csv logs-sft-7b sft-7b ;;
+    tar czf "$OUT/cosmos-7b.tgz" -C "$C" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.pth' \
+      --exclude='*.bin' --exclude='*.distcp' sft-7b.toml launch-sft-7b.log mem-7b.csv logs-sft-7b sft-7b
+    # the exported weights (16 GB) and the optimizer state saved with them leave the disk to later stages
+    find "$C/sft-7b" -mindepth 2 -maxdepth 2 -type d \( -name checkpoints -o -name safetensors \) -exec rm -rf {} +
+    df -h /tmp | tail -1 ;;
   cosmos-grpo)
     # cosmos-rl's colocated GRPO (policy and rollout share one GPU) with its HF rollout ("example_hf"), as in its
     # configs/qwen2-5/qwen2-5-3b-p-fsdp2-colocated-grpo.toml; rendered for 2 GPUs, then folded onto one.

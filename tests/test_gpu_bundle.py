@@ -356,7 +356,7 @@ def test_real_bundle_covers_the_entry_points(tmp_path):
     assert [n for n in once_missing if n not in carried] == []
     assert carried["vllm"] == "0.22.1" and carried["transformers"] == "4.57.6" and carried["cosmos-rl"] == "0.4.7"
     assert "torch" not in carried and "torch" in m.present
-    assert (site / "redis" / "bin" / "redis-server").is_file() and (site / "bin" / "cosmos-rl").is_file()
+    assert (site / "redis-server" / "bin" / "redis-server").is_file() and (site / "bin" / "cosmos-rl").is_file()
     assert (site / "bin" / "cosmos-rl").read_text().startswith("#!/usr/bin/env python3\n")
     scan = gb.scan_imports(gb.ENTRY_MODULES, [site, REPO], gb.present_top_modules(gb.read_machine()))
     assert scan.modules > 500
