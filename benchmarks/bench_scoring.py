@@ -112,6 +112,11 @@ VARIANTS = {
     "fast": (_FAST, "sdpa"),  # + shared prompt prefix computed once
     "static": ({**_FAST, "decoder": "static"}, "sdpa"),  # + static cache, device-side sampling
     "graph": ({**_FAST, "decoder": "graph"}, "sdpa"),  # + each decode step replayed as a CUDA graph
+    # vision tower variants, each on top of "fast" (one switch each):
+    "packed": ({**_FAST, "packed_vision_attention": True}, "sdpa"),  # all chunks of a block in one attention call
+    "fused": ({**_FAST, "fused_vision_blocks": True}, "sdpa"),  # + each vision block as one function (eager)
+    "compiled": ({**_FAST, "fused_vision_blocks": True, "compile_vision": True}, "sdpa"),  # + torch.compile'd
+    "fused-graph": ({**_FAST, "decoder": "graph", "fused_vision_blocks": True}, "sdpa"),  # graph decode, fused tower
 }
 
 
@@ -372,6 +377,7 @@ class Context:
     preprocess: dict[str, float]
     decode: dict[str, dict[str, Any]]
     seq_len: dict[tuple[str, str], int]
+    compile_backend: str = "inductor"  # for the variants that compile the vision blocks
 
 
 def make_scorer(ctx: Context, sc: Scenario, video: VideoSettings) -> Any:
@@ -383,7 +389,8 @@ def make_scorer(ctx: Context, sc: Scenario, video: VideoSettings) -> Any:
     speed, attn = VARIANTS[sc.variant]
     sampling = dataclasses.replace(SamplingSettings(), max_new_tokens=sc.new_tokens or new_tokens or 1)
     set_attention(ctx.critic.model, attn)
-    return HFScorer(ctx.critic, load_prompt(prompt_name), video, sampling, mode=mode, speedups=Speedups(**speed))
+    speedups = Speedups(**{**speed, "compile_backend": ctx.compile_backend})
+    return HFScorer(ctx.critic, load_prompt(prompt_name), video, sampling, mode=mode, speedups=speedups)
 
 
 def set_attention(model: Any, impl: str) -> None:
@@ -401,7 +408,8 @@ def jobs_for(ctx: Context, sc: Scenario, wl: dict[str, Workload]) -> tuple[list[
     return jobs, [ctx.tokens[n] for n in names]
 
 
-def run_row(ctx: Context, sc: Scenario, wl: dict[str, Workload]) -> dict[str, Any]:
+def run_row(ctx: Context, sc: Scenario, wl: dict[str, Workload], breakdown: bool = True) -> dict[str, Any]:
+    """One row; ``breakdown`` adds one batch with device-synchronised phase timers (the shares)."""
     from recipe_lib.inference.requests import describe_plan, plan_batches
 
     mode, prompt_name, default_new = MODES[sc.mode]
@@ -428,10 +436,12 @@ def run_row(ctx: Context, sc: Scenario, wl: dict[str, Workload]) -> dict[str, An
         generated = scorer.tokens_generated - generated_before
         peak = _peak_memory(ctx.device)
         # One more batch with device-synchronised phase timers, for the breakdown.
-        scorer.profile = True
-        first = [jobs[i] for i in batches[0]]
-        run_pipeline(scorer, first, [list(range(len(first)))], 1)
-        timing = dict(scorer.last_timing)
+        timing: dict[str, float] = {}
+        if breakdown:
+            scorer.profile = True
+            first = [jobs[i] for i in batches[0]]
+            run_pipeline(scorer, first, [list(range(len(first)))], 1)
+            timing = dict(scorer.last_timing)
     finally:
         if getattr(scorer, "_decoder", None) is not None:
             scorer._decoder.release()

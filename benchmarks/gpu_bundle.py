@@ -155,6 +155,7 @@ STAGES = {
     "agree": (("project", "cosmos", "vllm"), 260),  # the vllm archive leaves out what the earlier ones hold
     "bench-vllm": (("project", "cosmos", "vllm"), 200),
     "serve": (("project", "cosmos", "vllm"), 450),
+    "bench-gpu": (("project", "cosmos", "vllm"), 570),  # benchmarks/bench_gpu.py; in place of a call's stages
 }
 # Which stages each device call runs, in order (the call's pieces must make their archives whole).
 CALLS = {

@@ -15,7 +15,7 @@
 #
 # One stage alone, on a machine that already has /tmp/site (e.g. a rerun in the same lease):
 #   bash benchmarks/gpu_session.sh STAGE       # check bench-hf train-7b cosmos-demo cosmos-7b cosmos-grpo agree
-#                                              # bench-vllm serve bench (= bench-vllm + bench-hf)
+#                                              # bench-vllm serve bench (= bench-vllm + bench-hf) bench-gpu
 # Results: $OUT (the device tool's empty folder; build/gpu elsewhere), a few small files a call: callN.log (each
 # stage's lines about steps, loss, memory, speed and errors), timeline.json (every stage so far: start, seconds,
 # exit status; wall time from the first call's start to the last result) and the stages' JSON / tgz files.
@@ -69,10 +69,13 @@ run_stage() {
     [ -f "$SITE/cosmos_rl/__init__.py" ] && redis-server --version
     demo_assets && log "demo critic and clips ready" ;;
   bench) run_stage bench-vllm; run_stage bench-hf ;;
+  bench-gpu)  # benchmarks/bench_gpu.py: both backends, the vision variants and fp8 in one run (about 8 minutes)
+    [ -f benchmarks/bench_gpu.py ] || { echo "skip: benchmarks/bench_gpu.py is not in this checkout"; return 0; }
+    $PY benchmarks/bench_gpu.py --out "$OUT" --time-limit $((STAGE_SECONDS - 110)) 2>&1 | tail -30 ;;
   bench-vllm)
     [ -f "$W/cfg7b/config.json" ] || $PY -m recipe_lib.cli tiny-model --arch qwen2.5-vl-7b --config-only --out "$W/cfg7b"
     $PY benchmarks/bench_vllm.py --model "$W/cfg7b" --dummy --out "$OUT/bench-vllm.json" --batch 64 \
-      ${BENCH_ONLY:+--only $BENCH_ONLY} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore" | tail -25 ;;
+      --time-limit $((STAGE_SECONDS - 90)) ${BENCH_ONLY:+--only $BENCH_ONLY} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore" | tail -25 ;;
   bench-hf)
     $PY benchmarks/bench_scoring.py --arch qwen2.5-vl-7b --random-weights --device cuda \
       --out "$OUT/bench-hf.json" --time-limit $((STAGE_SECONDS - 50)) --only 2k/expected/bs16/fast \

@@ -26,6 +26,7 @@ from recipe_lib.errors import ConfigError
 from recipe_lib.resources import CONFIGS_DIR as CONFIGS_DIR  # re-exported: the folders are located in resources
 from recipe_lib.resources import PROMPTS_DIR as PROMPTS_DIR
 from recipe_lib.resources import REPO_ROOT, default_build_dir
+from recipe_lib.validation import check_fields
 
 T = TypeVar("T")
 
@@ -142,6 +143,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _help(default: Any, help: str) -> Any:
+    """A dataclass field with its help text (the command-line flags built from the class show it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass
 class VideoSettings:
     """How a clip is sampled for the critic (the keys Qwen2.5-VL reads from a video message).
@@ -151,11 +157,14 @@ class VideoSettings:
     passes them); its GRPO rollouts use fps 1 and max_pixels 81920.
     """
 
-    fps: float = 16.0
-    total_pixels: int | None = 8192 * 28 * 28
-    max_pixels: int | None = None
-    min_pixels: int | None = None
-    max_frames: int = 768
+    fps: float = _help(16.0, "frames per second sampled from each clip")
+    total_pixels: int | None = _help(8192 * 28 * 28, "cap on frames x pixels over the clip")
+    max_pixels: int | None = _help(None, "cap on pixels of one frame")
+    min_pixels: int | None = _help(None, "floor on pixels of one frame")
+    max_frames: int = _help(768, "cap on frames per clip")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass
@@ -165,13 +174,16 @@ class SamplingSettings:
     gives for scoring VideoPhy-2, which it uses for the zero-shot critic and, by its text, for its SFT and GRPO
     checkpoints alike ("using the same metrics")."""
 
-    temperature: float = 0.6
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.05
-    max_new_tokens: int = 4096
-    seed: int = 1
-    trials: int = 1
+    temperature: float = _help(0.6, "sampling temperature")
+    top_k: int = _help(50, "sample among the k most likely tokens")
+    top_p: float = _help(0.95, "sample among the most likely tokens holding this share of probability")
+    repetition_penalty: float = _help(1.05, "penalty on tokens already generated")
+    max_new_tokens: int = _help(4096, "cap on answer tokens")
+    seed: int = _help(1, "sampling seed")
+    trials: int = _help(1, "answers sampled per clip")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def with_fields(settings: T, values: Mapping[str, Any], where: str = "settings") -> T:

@@ -42,7 +42,9 @@ class Rule:
             parts.append(f"at most {self.high:g}")
         return "a number " + " and ".join(parts) if parts else "a finite number"
 
-    def check(self, value: Any) -> None:
+    def check(self, value: Any, name: str | None = None) -> None:
+        """Raise :class:`ConfigError` when ``value`` breaks the rule; ``name`` is what the message calls it (default:
+        the option, ``--batch-size``; a config passes its field name)."""
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             return
         bad = not math.isfinite(value)
@@ -51,7 +53,7 @@ class Rule:
         if not bad and self.high is not None:
             bad = value > self.high
         if bad:
-            raise ConfigError(f"{self.option} {value:g} is not allowed: it must be {self.accepts()}")
+            raise ConfigError(f"{name or self.option} {value:g} is not allowed: it must be {self.accepts()}")
 
 
 RULES: tuple[Rule, ...] = (
@@ -75,12 +77,26 @@ RULES: tuple[Rule, ...] = (
     Rule("gpu_memory_utilization", 0, 1, strict=True),
     Rule("max_model_len", 1),
     Rule("tensor_parallel_size", 1),
+    Rule("max_num_seqs", 1),
+    Rule("max_num_batched_tokens", 1),
     Rule("concurrency", 1),
     Rule("timeout", 0, strict=True),
     Rule("retries", 0),
     Rule("num_workers", 1),
     Rule("gpus_per_worker", 0),
 )
+
+RULES_BY_NAME = {rule.dest: rule for rule in RULES}
+
+
+def check_fields(config: Any) -> None:
+    """Check the fields of dataclass ``config`` that share a name with a rule (``batch_size``, ``limit``, ``timeout``,
+    ...): a config built in a notebook gets the same checks as the options of the command that builds it."""
+    for f in dataclasses.fields(config):
+        rule = RULES_BY_NAME.get(f.name)
+        if rule is not None:
+            rule.check(getattr(config, f.name), name=f.name)
+
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")
 

@@ -19,38 +19,24 @@ def add_profile_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="local checkpoint folder or hub id (default: the profile's critic)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or auto (default: the profile's)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: the profile's)")
-    parser.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow code shipped with the checkpoint to run (off unless asked)",
-    )
+VIDEO_FLAGS = ("fps", "total_pixels", "max_pixels", "max_frames")
+SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "trials", "seed")
 
 
 def add_video_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("video sampling")
-    g.add_argument("--fps", type=float, help="frames per second sampled from each clip")
-    g.add_argument("--total-pixels", type=int, help="cap on frames x pixels over the clip")
-    g.add_argument("--max-pixels", type=int, help="cap on pixels of one frame")
-    g.add_argument("--max-frames", type=int, help="cap on frames per clip")
+    """``--fps`` ... from :class:`~recipe_lib.config.VideoSettings`; unset options leave the critic's settings."""
+    from recipe_lib.config import VideoSettings
+
+    group = parser.add_argument_group("video sampling (default: the critic's)")
+    add_config_args(group, VideoSettings, only=VIDEO_FLAGS, defaults=dict.fromkeys(VIDEO_FLAGS))
 
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("generation (mode=generate)")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--repetition-penalty", type=float)
-    g.add_argument("--max-new-tokens", type=int)
-    g.add_argument("--trials", type=int, help="answers sampled per clip")
-    g.add_argument("--seed", type=int)
+    """``--temperature`` ... from :class:`~recipe_lib.config.SamplingSettings` (generate mode)."""
+    from recipe_lib.config import SamplingSettings
 
-
-VIDEO_FLAGS = ("fps", "total_pixels", "max_pixels", "max_frames")
-SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "trials", "seed")
+    group = parser.add_argument_group("generation (mode=generate; default: the critic's)")
+    add_config_args(group, SamplingSettings, only=SAMPLING_FLAGS, defaults=dict.fromkeys(SAMPLING_FLAGS))
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -136,20 +122,26 @@ def add_config_args(
     defaults: dict[str, Any] | None = None,
     types: dict[str, Any] | None = None,
     skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> None:
     """One ``--option`` per field of dataclass ``cls`` (underscores become dashes), so the flags, their types, choices,
     defaults and help come from the config itself (``field(metadata={"help": ...})``) and are never written twice.
 
     ``names`` maps a field to another option name (``out_dir`` -> ``out``); ``defaults`` replaces a field's default
-    (one known only at run time); ``types`` gives a parser for a field whose annotation argparse cannot read.
+    (one known only at run time; None: the option is left unset unless given); ``types`` gives a parser for a field
+    whose annotation argparse cannot read; ``only`` / ``skip`` choose the fields, in ``only``'s order; ``notes`` adds
+    text to a field's help (e.g. "default: the profile's").
     :func:`config_from_args` with the same ``names`` builds the config back."""
     import dataclasses
     import types as pytypes
     import typing
 
-    names, defaults, types = names or {}, defaults or {}, types or {}
+    names, defaults, types, notes = names or {}, defaults or {}, types or {}, notes or {}
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in only if only is not None else list(fields):
+        f = fields[name]
         if f.name in skip or not f.init:
             continue
         hint = hints[f.name]
@@ -168,5 +160,9 @@ def add_config_args(
             kwargs["type"] = hint
         if default is not None and not isinstance(default, bool):
             help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        elif default is True:
+            help_text = f"{help_text} (default: on)" if help_text else "default: on"
+        if f.name in notes:
+            help_text = f"{help_text} ({notes[f.name]})" if help_text else notes[f.name]
         kwargs["help"] = help_text or None
         parser.add_argument("--" + names.get(f.name, f.name).replace("_", "-"), **kwargs)

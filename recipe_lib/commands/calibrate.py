@@ -7,11 +7,12 @@ import argparse
 import copy
 from pathlib import Path
 
+from recipe_lib.commands._common import add_config_args, config_from_args
 from recipe_lib.commands.score import add_scoring_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from recipe_lib.evaluation.calibration import CALIBRATION_METHODS
+    from recipe_lib.stages.calibrate import CalibrateConfig
 
     p = sub.add_parser(
         "calibrate",
@@ -28,16 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder caching the calibration split's scores (default: build/calibration/<name of --out>)",
     )
-    p.add_argument(
-        "--method",
-        choices=CALIBRATION_METHODS,
-        default="temperature",
-        help="temperature: one parameter, keeps the most likely digit (default); isotonic: monotone map of P(good)",
-    )
-    p.add_argument(
-        "--threshold", type=float, default=4.0, help="good = label (and digit) at least this: P(good) (default: 4)"
-    )
-    p.add_argument("--label-column", default="pc", help="the label column of the calibration data (default: pc)")
+    add_config_args(p, CalibrateConfig, only=("method", "threshold", "label_column"))
     add_scoring_args(p)
     p.set_defaults(func=run)
 
@@ -50,13 +42,7 @@ def run(args: argparse.Namespace) -> int:
     scoring = copy.copy(args)
     scoring.videos = list(args.data)
     scoring.out = args.scores_dir or build_dir() / "calibration" / Path(args.out).stem
-    cfg = CalibrateConfig(
-        score=score_config(scoring),
-        out_path=args.out,
-        method=args.method,
-        label_column=args.label_column,
-        threshold=args.threshold,
-    )
+    cfg = config_from_args(CalibrateConfig, args, score=score_config(scoring), out_path=args.out)
     result = run_calibrate(cfg)
     print("\n".join(result.summary_lines()))
     return 0

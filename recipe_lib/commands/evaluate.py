@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from recipe_lib.commands._common import add_config_args, config_from_args
 from recipe_lib.errors import ConfigError
+
+# EvalConfig fields whose option is named otherwise.
+RENAMES = {"eval_data": "data", "out_dir": "out", "label_key": "label_column", "n_boot": "resamples"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from recipe_lib.stages.evaluate import EvalConfig
+
     p = sub.add_parser(
         "evaluate",
         help="measure one or more critics against labels: metrics with intervals, report, thresholds",
@@ -32,24 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=FILE",
         help="apply a calibration file (from `plausibility calibrate`) to critic NAME's p(1..5) (repeatable)",
     )
-    p.add_argument("--data", help="labelled dataset folder or table (demo default: the synthetic eval split)")
-    p.add_argument("--out", type=Path, help="output folder (default: build/06_evaluation)")
-    p.add_argument("--profile", choices=["demo", "full"], default="demo")
-    p.add_argument("--mode", choices=["expected", "generate"], default="expected")
-    p.add_argument("--threshold", type=float, default=4.0, help="good = label/score at least this (default: 4)")
-    p.add_argument("--label-column", default="pc")
-    p.add_argument("--prompt", default=None, help="prompt YAML (default: demo compact prompt / full video_reward)")
-    p.add_argument("--split", help="split name when the dataset folder holds several")
-    p.add_argument("--limit", type=int, help="evaluate only the first N clips")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument(
-        "--target-precision",
-        type=float,
-        help="choose the threshold with the most recall at this precision (default: maximise F1)",
+    add_config_args(
+        p,
+        EvalConfig,
+        only=("eval_data", "out_dir", "profile", "mode", "threshold", "label_key", "prompt", "split", "limit"),
+        names=RENAMES,
+    )
+    add_config_args(
+        p, EvalConfig, only=("batch_size", "device", "dtype", "n_boot", "seed", "target_precision"), names=RENAMES
     )
     p.add_argument(
         "--task",
@@ -57,9 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what to measure: pc (default), sa, rule, or a comma list such as pc,sa,rule (joint is computed when pc "
         "and sa are both given); the first of pc/sa drives the comparison table and thresholds",
     )
-    p.add_argument("--caption-column", default="caption", help="task sa: column with the caption (default: caption)")
-    p.add_argument("--sa-column", default="sa", help="task sa: label column (default: sa)")
-    p.add_argument("--no-thumbnails", action="store_true", help="leave clip thumbnails out of the report")
+    add_config_args(p, EvalConfig, only=("caption_column", "sa_column", "thumbnails"))
     p.add_argument("--publish", action="store_true", help="also copy the report into build/docs/reports/")
     p.set_defaults(func=run)
 
@@ -79,7 +72,6 @@ def parse_critics(
 
 
 def run(args: argparse.Namespace) -> int:
-    from recipe_lib.commands._common import config_from_args
     from recipe_lib.evaluation.outside_scores import OutsideScoreResult
     from recipe_lib.stages.evaluate import EvalConfig, run_evaluate
     from recipe_lib.stages.score import scoring_lines, task_metric_line
@@ -88,11 +80,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(
         EvalConfig,
         args,
-        renames={"eval_data": "data", "out_dir": "out", "label_key": "label_column", "n_boot": "resamples"},
+        renames=RENAMES,
         critics=parse_critics(args.critic),
         calibrations=parse_critics(args.calibration, "--calibration", "FILE", "sft=runs/sft_calibration.json"),
         objective="precision" if args.target_precision is not None else "f1",
-        thumbnails=not args.no_thumbnails,
         tasks=parse_tasks(args.task),
     )
     result = run_evaluate(cfg)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from recipe_lib.commands._common import (
     add_config_args,
-    add_model_args,
     add_profile_args,
     add_sampling_args,
     add_video_args,
@@ -18,10 +17,10 @@ from recipe_lib.commands._common import (
     sampling_flags,
     video_flags,
 )
-from recipe_lib.inference.score_config import EndpointOptions, VLLMOptions
+from recipe_lib.inference.score_config import EndpointOptions, ScoreConfig, VLLMOptions
 
 if TYPE_CHECKING:
-    from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
+    from recipe_lib.inference.score_config import ScoreResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:
-    """What each clip is scored for (recipe_lib.tasks) and the columns the tasks read."""
+    """What each clip is scored for (recipe_lib.tasks) and the columns the tasks read. ``--task`` (a comma list, read
+    into ``ScoreStageConfig.tasks``) and the per-task prompts (into ``ScoreStageConfig.prompts``) are written here; the
+    columns come from the configs' fields."""
+    from recipe_lib.stages.score import ScoreStageConfig
+
     g = p.add_argument_group("tasks")
     g.add_argument(
         "--task",
@@ -49,120 +52,78 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
         help="pc (physics, default), sa (semantic adherence to the caption), rule (one judgement per listed physical "
         "rule), or a comma list such as pc,sa (joint is then computed)",
     )
-    g.add_argument(
-        "--caption-column", default="caption", help="task sa: column with the text the video should show (caption)"
-    )
-    g.add_argument("--sa-column", default="sa", help="task sa: label column (default: sa)")
+    add_config_args(g, ScoreConfig, only=("caption_column",))
+    add_config_args(g, ScoreStageConfig, only=("sa_column",))
     g.add_argument("--sa-prompt", default=None, help="task sa: prompt YAML (default: prompts/semantic_adherence.yaml)")
     g.add_argument("--rule-prompt", default=None, help="task rule: prompt YAML (default: prompts/physical_rule.yaml)")
 
 
+# ScoreConfig fields offered as options, in the order --help lists them.
+SCORING_FIELDS = (
+    "model", "prompt", "mode", "batch_size", "device", "dtype", "precision", "split", "limit", "use_caption", "workers",
+    "max_batch_tokens", "download_cache", "backend", "trust_remote_code",
+)  # fmt: skip
+SCALE_FIELDS = ("engine", "address", "num_workers", "gpus_per_worker")
+# Fields whose default, when the option is left out, is the profile's.
+PROFILE_FIELDS = ("model", "batch_size", "device", "dtype")
+
+
 def add_scoring_args(p: argparse.ArgumentParser) -> None:
-    """Critic, prompt, mode, batching and video/sampling options shared by the commands that score clips."""
+    """Critic, prompt, mode, batching and video/sampling options shared by the commands that score clips: one option
+    per field of :class:`ScoreConfig` (and of its vLLM / endpoint options), built from the fields' types, defaults
+    and help texts."""
     add_profile_args(p)
-    add_model_args(p)
-    p.add_argument("--prompt", default="video_reward", help="prompt YAML path or name in prompts/")
-    p.add_argument(
-        "--mode",
-        choices=["expected", "generate"],
-        default="expected",
-        help="expected: read p(1..5) in one pass (fast); generate: sample answers",
-    )
-    p.add_argument("--batch-size", type=int, help="clips per forward pass")
-    p.add_argument("--split", help="split name when a dataset folder holds several")
-    p.add_argument("--limit", type=int, help="score only the first N clips")
-    p.add_argument("--use-caption", action="store_true", help="add each clip's caption to the prompt")
-    p.add_argument("--workers", type=int, help="CPU threads decoding clips ahead (default: cores-1, 2-8)")
-    p.add_argument("--max-batch-tokens", type=int, help="cap on visual tokens per batch (GPU memory)")
-    p.add_argument(
-        "--backend",
-        choices=["hf", "vllm", "openai"],
-        default="hf",
-        help="hf: transformers in this process; vllm: a vLLM engine in this process; openai: a served endpoint",
+    unset = dict.fromkeys(PROFILE_FIELDS)
+    add_config_args(
+        p,
+        ScoreConfig,
+        only=SCORING_FIELDS,
+        defaults=unset,
+        notes=dict.fromkeys(PROFILE_FIELDS[1:], "default: the profile's"),
     )
     add_config_args(p.add_argument_group("vLLM engine (--backend vllm)"), VLLMOptions)
     add_config_args(p.add_argument_group("served endpoint (--backend openai)"), EndpointOptions)
-    g = p.add_argument_group("scaling out")
-    g.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local: this process; ray: a Ray cluster (needs the ray extra)",
-    )
-    g.add_argument("--address", help="Ray cluster head as host:port, or 'auto' (default: start a local cluster)")
-    g.add_argument("--num-workers", type=int, default=1, help="ray: scoring actors, one critic each (default: 1)")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="ray: GPUs per scoring actor (default: 0)")
+    add_config_args(p.add_argument_group("scaling out"), ScoreConfig, only=SCALE_FIELDS)
     add_video_args(p)
     add_sampling_args(p)
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("filtering and report")
-    g.add_argument(
-        "--threshold",
-        type=float,
-        default=4.0,
-        help="keep a clip when its expected score (else its score) is at least this (default: 4)",
-    )
-    g.add_argument(
-        "--report",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write OUT/report.html and OUT/evaluation_results.json (default: on)",
-    )
-    g.add_argument("--report-title", default=None, help="title of the HTML report")
-    g.add_argument("--label-column", default=None, help="label column when the clips' table has labels (default: pc)")
-    g.add_argument(
-        "--keep-on",
-        choices=["pc", "sa", "joint"],
-        default=None,
-        help="what the keep/reject manifest reads: pc, sa, or joint (both at least the threshold); default: pc when "
-        "scored, else sa",
-    )
-    g.add_argument(
-        "--calibration",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="calibrate p(1..5) with this file from `plausibility calibrate` before deciding (expected mode)",
+    """Keep/reject and report options: fields of :class:`~recipe_lib.stages.score.ScoreStageConfig`."""
+    from recipe_lib.stages.score import ScoreStageConfig
+
+    add_config_args(
+        p.add_argument_group("filtering and report"),
+        ScoreStageConfig,
+        only=("threshold", "report", "report_title", "label_column", "keep_on", "calibration"),
+        defaults={"label_column": None},  # left out: pc, and a table without it is not an error
+        notes={"label_column": "default: pc"},
     )
 
 
 def score_config(args: argparse.Namespace) -> ScoreConfig:
-    """The scoring stage's config from the shared arguments (used by score and rank)."""
-    from recipe_lib.inference.score_config import ScoreConfig, default_workers
+    """The scoring stage's config from the shared arguments (used by score, rank and calibrate)."""
     from recipe_lib.profiles import get_profile
     from recipe_lib.prompts import load_prompt
 
     load_prompt(args.prompt)  # a bad prompt file is reported before any model is built or loaded
     profile = get_profile(args.profile)
-    model = profile.critic(args.model)
-    return ScoreConfig(
-        inputs=list(args.videos),
-        out_dir=args.out,
-        model=model,
-        prompt=args.prompt,
-        mode=args.mode,
-        video_overrides=video_flags(args),
-        sampling_overrides=sampling_flags(args),
+    label_column = getattr(args, "label_column", None)
+    return config_from_args(
+        ScoreConfig,
+        args,
+        renames={"inputs": "videos", "out_dir": "out"},
+        model=profile.critic(args.model),
         batch_size=args.batch_size or profile.batch_size,
         device=args.device or profile.device,
         dtype=args.dtype or profile.dtype,
-        split=args.split,
-        limit=args.limit,
-        use_caption=args.use_caption,
-        workers=args.workers or default_workers(),
-        max_batch_tokens=args.max_batch_tokens,
-        backend=args.backend,
+        video_overrides=video_flags(args),
+        sampling_overrides=sampling_flags(args),
         vllm=config_from_args(VLLMOptions, args),
         endpoint=config_from_args(EndpointOptions, args),
-        trust_remote_code=args.trust_remote_code,
-        label_column=getattr(args, "label_column", None) or "pc",
-        require_label_column=getattr(args, "label_column", None) is not None,
-        engine=args.engine,
-        address=args.address,
-        num_workers=args.num_workers,
-        gpus_per_worker=args.gpus_per_worker,
+        label_column=label_column or "pc",
+        require_label_column=label_column is not None,
+        task="pc",  # the stage sets each task's own
         caption_column=getattr(args, "caption_column", None) or "caption",
     )
 
@@ -184,17 +145,13 @@ def run(args: argparse.Namespace) -> int:
     from recipe_lib.stages.score import check_calibration_option
 
     check_calibration_option(args.calibration, args.mode)  # before the critic is built or loaded
-    stage = ScoreStageConfig(
+    stage = config_from_args(
+        ScoreStageConfig,
+        args,
         score=score_config(args),
-        threshold=args.threshold,
-        report=args.report,
-        report_title=args.report_title,
         label_column=args.label_column or "pc",
         tasks=parse_tasks(args.task),
-        keep_on=args.keep_on,
-        sa_column=args.sa_column,
         prompts=prompts,
-        calibration=getattr(args, "calibration", None),
     )
     result = run_score(stage)
     print("\n".join(result.summary_lines()))

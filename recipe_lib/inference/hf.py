@@ -12,7 +12,9 @@ All CPU work for a clip happens in :meth:`HFScorer.prepare` (decode, size, rende
 tokens and normalised patches), which scoring runs on worker threads one batch ahead; :meth:`HFScorer.score_batch`
 only collates, copies to the device and runs the model. The speed-ups in :mod:`recipe_lib.inference.accel` are
 chosen by ``speedups`` (default: everything that pays on the critic's device); they patch Qwen2.5-VL's modules, so a
-Qwen3-VL critic (Cosmos-Reason2) always runs transformers' stock path, whatever ``speedups`` asks for.
+Qwen3-VL critic (Cosmos-Reason2) runs transformers' stock path, whatever ``speedups`` asks for, but for the packed
+vision attention, which knows both families. ``ScoreConfig.precision == "fp8"`` converts the critic's linear layers to
+float8 when :meth:`HFScorer.from_config` loads it (:func:`recipe_lib.inference.accel.apply_float8`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ from recipe_lib.inference.accel import (
     SamplerSettings,
     Speedups,
     StaticDecoder,
+    apply_float8,
     batched_vision_attention,
+    check_float8_device,
+    fused_vision_blocks,
     generated_lengths,
     linear_patch_embed,
+    packed_vision_attention,
     padded_vision_mlp,
     qwen_core,
 )
@@ -90,10 +96,15 @@ class HFScorer:
 
     @classmethod
     def from_config(cls, cfg: ScoreConfig, prompt: PromptSpec) -> HFScorer:
-        """The critic ``cfg.model`` loaded on ``cfg.device`` in ``cfg.dtype``, with the run's settings."""
-        from recipe_lib.models.loading import load_critic
+        """The critic ``cfg.model`` loaded on ``cfg.device`` in ``cfg.dtype``, with the run's settings; with
+        ``cfg.precision == "fp8"`` its linear layers are converted to float8 (checked before loading)."""
+        from recipe_lib.models.loading import load_critic, resolve_device
 
+        if cfg.precision == "fp8":
+            check_float8_device(resolve_device(cfg.device))
         critic = load_critic(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        if cfg.precision == "fp8":
+            apply_float8(critic.model)
         return cls(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
 
     def __init__(
@@ -124,8 +135,15 @@ class HFScorer:
         if self._core is None:
             # Not a Qwen2.5-VL model (a Qwen3-VL critic, say): the accel patches target Qwen2.5-VL's modules, so only
             # what needs transformers' public interface alone is kept.
+            # Packed vision attention also knows Qwen3-VL's vision attention.
             self.speedups = dataclasses.replace(
-                self.speedups, batched_vision_attention=False, padded_vision_mlp=False, reuse_prefix=False, decoder="hf"
+                self.speedups,
+                batched_vision_attention=False,
+                padded_vision_mlp=False,
+                reuse_prefix=False,
+                decoder="hf",
+                fused_vision_blocks=False,
+                compile_vision=False,
             )
         self.digit_ids = digit_token_ids(self.processor.tokenizer) if mode == "expected" else None
         self.pixel_dtype = _visual_dtype(self._core or self.model)
@@ -175,6 +193,8 @@ class HFScorer:
             batched_vision_attention(self.model, sp.batched_vision_attention),
             padded_vision_mlp(self.model, sp.padded_vision_mlp),
             linear_patch_embed(self.model, sp.linear_patch_embed),
+            packed_vision_attention(self.model, sp.packed_vision_attention),
+            fused_vision_blocks(self.model, sp.fused_vision_blocks, sp.vision_compile_backend),
         ):
             inputs = self._inputs(batch)
             collated = time.perf_counter()

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, ScoringProtocol, VideoSettings
 from recipe_lib.inference.record import ScoredClip
+from recipe_lib.validation import ConfigError, check_fields
 
 
 def default_workers() -> int:
@@ -19,6 +20,10 @@ def default_workers() -> int:
 
 def _opt(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _field(help: str, **kwargs: Any) -> Any:
+    return dataclasses.field(metadata={"help": help}, **kwargs)
 
 
 @dataclasses.dataclass
@@ -32,6 +37,11 @@ class VLLMOptions:
     enable_prefix_caching: bool = _opt(True, "reuse the shared rubric's keys/values across clips")
     load_format: str = _opt("auto", "vLLM load format; 'dummy' builds random weights from config.json (benchmarks)")
     enforce_eager: bool = _opt(False, "skip torch.compile and CUDA graphs (starts faster, runs slower)")
+    max_num_seqs: int | None = _opt(None, "requests the engine runs at once (default: vLLM's)")
+    max_num_batched_tokens: int | None = _opt(None, "tokens the engine runs in one step (default: vLLM's)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass
@@ -45,41 +55,69 @@ class EndpointOptions:
     timeout: float = _opt(120.0, "seconds to wait for one answer")
     retries: int = _opt(3, "retries of a failed request (with exponential back-off)")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclasses.dataclass
 class ScoreConfig:
-    inputs: list[str]
-    out_dir: Path
-    model: str
-    prompt: str = "video_reward"
-    mode: Literal["generate", "expected"] = "expected"
+    """One scoring run. The help texts are the ``plausibility score`` options' (:func:`recipe_lib.commands.score.
+    add_scoring_args` builds the flags from these fields); the numeric limits are checked here, so a notebook gets
+    the same one-line errors as the command (:func:`recipe_lib.validation.check_fields`)."""
+
+    inputs: list[str] = _field(help="video files, folders, globs, dataset folders or tables; paths or URLs")
+    out_dir: Path = _field(help="output folder (results.sqlite, scores.csv, skipped.jsonl, summary.json)")
+    model: str = _field(help="local checkpoint folder or hub id (default: the profile's critic)")
+    prompt: str = _opt("video_reward", "prompt YAML path or name in prompts/")
+    mode: Literal["expected", "generate"] = _opt(
+        "expected", "expected: read p(1..5) in one pass (fast); generate: sample answers"
+    )
     video: VideoSettings | None = None  # None: the critic's (demo critic: demo settings; any other: the recipe's)
     sampling: SamplingSettings | None = None  # None: the critic's, like video
     video_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields set by flags: win over all
     sampling_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     video_source: str = "given"  # what chose ``video`` when it is given (e.g. "eval conversations")
     sampling_source: str = "given"
-    batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "auto"
-    split: str | None = None
-    limit: int | None = None
-    use_caption: bool = False
-    workers: int = dataclasses.field(default_factory=lambda: default_workers())
-    max_batch_tokens: int | None = None  # cap on visual tokens per batch (clips are grouped by similar size)
-    backend: Literal["hf", "vllm", "openai"] = "hf"
+    batch_size: int = _opt(8, "clips per forward pass")
+    device: str = _opt("auto", "cpu, cuda, cuda:1 or auto")
+    dtype: str = _opt("auto", "float32, bfloat16, float16 or auto")
+    precision: Literal["dtype", "fp8"] = _opt(
+        "dtype",
+        "dtype: every layer in --dtype; fp8: the language model's and vision tower's linear layers in float8 "
+        "(torchao, dynamic rowwise scaling; GPUs with compute capability >= 8.9; --backend vllm: vLLM's fp8)",
+    )
+    split: str | None = _opt(None, "split name when a dataset folder holds several")
+    limit: int | None = _opt(None, "score only the first N clips")
+    use_caption: bool = _opt(False, "add each clip's caption to the prompt")
+    workers: int = _field(
+        default_factory=default_workers, help="CPU threads decoding clips ahead of the model (default: cores-1, 2-8)"
+    )
+    max_batch_tokens: int | None = _opt(None, "cap on visual tokens per batch; clips are grouped by similar size")
+    backend: Literal["hf", "vllm", "openai"] = _opt(
+        "hf", "hf: transformers in this process; vllm: a vLLM engine in this process; openai: a served endpoint"
+    )
     vllm: VLLMOptions = dataclasses.field(default_factory=VLLMOptions)
     endpoint: EndpointOptions = dataclasses.field(default_factory=EndpointOptions)
-    trust_remote_code: bool = False
+    trust_remote_code: bool = _opt(False, "allow code shipped with the checkpoint to run (off unless asked)")
     label_column: str = "pc"  # checked before scoring: empty or a whole score 1-5
     require_label_column: bool = False  # the column was named by the user: a table without it is an error
-    engine: Literal["local", "ray"] = "local"  # ray: score on a Ray cluster (recipe_lib.inference.ray_engine)
-    address: str | None = None  # the Ray cluster (host:port or "auto"); None starts a local one on 127.0.0.1
-    num_workers: int = 1  # ray: scoring actors, one critic each
-    gpus_per_worker: float = 0.0  # ray: GPUs per scoring actor (0 scores on CPU)
-    download_cache: Path | None = None  # where URL inputs are fetched to (default: build/cache/videos)
+    engine: Literal["local", "ray"] = _opt("local", "local: this process; ray: a Ray cluster (needs the ray extra)")
+    address: str | None = _opt(None, "Ray cluster head as host:port, or 'auto' (default: start a local cluster)")
+    num_workers: int = _opt(1, "ray: scoring actors, one critic each")
+    gpus_per_worker: float = _opt(0.0, "ray: GPUs per scoring actor")
+    download_cache: Path | None = _opt(None, "where URL inputs are fetched to (default: build/cache/videos)")
     task: str = "pc"  # pc, sa or rule (recipe_lib.tasks); one task per call, its rows keyed apart in one store
-    caption_column: str = "caption"  # task sa: the column holding the text the video should show
+    caption_column: str = _opt("caption", "task sa: column with the text the video should show")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.precision not in ("dtype", "fp8"):
+            raise ConfigError(f"precision {self.precision} is not allowed", hint="use dtype or fp8")
+        if self.precision == "fp8" and self.backend == "openai":
+            raise ConfigError(
+                "precision fp8 applies to the model in this process (--backend hf or vllm)",
+                hint="a served endpoint picks its own precision; leave --precision out",
+            )
 
 
 @dataclasses.dataclass

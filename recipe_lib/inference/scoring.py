@@ -141,11 +141,18 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
         rows = [by_key[k] for k, _ in plan.keyed if k in by_key]
         warnings = list(store.warnings)
     result = ScoreResult(
-        out, rows, plan.skipped, len(plan.items), n_now, n_cached, time.perf_counter() - start, plan.repeated
+        out_dir=out,
+        rows=rows,
+        skipped=plan.skipped,
+        n_inputs=len(plan.items),
+        n_scored_now=n_now,
+        n_cached=n_cached,
+        seconds=time.perf_counter() - start,
+        repeated=plan.repeated,
+        warnings=warnings,
+        task=cfg.task,
+        label_column=cfg.label_column,
+        protocol=protocol,
     )
-    result.warnings = warnings
-    result.task = cfg.task
-    result.label_column = cfg.label_column
-    result.protocol = protocol
     _write_outputs(cfg, result)
     return result

@@ -105,6 +105,10 @@ class VLLMScorer:
         if key != "auto" and key not in DTYPES:
             raise RecipeError(f"unknown dtype '{self.cfg.dtype}'", hint="use auto, float32, bfloat16 or float16")
         dtype = "auto" if key == "auto" else DTYPES[key]
+        limits = {
+            "max_num_seqs": self.options.max_num_seqs,
+            "max_num_batched_tokens": self.options.max_num_batched_tokens,
+        }
         return {
             "model": str(self.cfg.model),
             "dtype": dtype,
@@ -117,6 +121,8 @@ class VLLMScorer:
             "enable_prefix_caching": self.options.enable_prefix_caching,
             "load_format": self.options.load_format,
             "enforce_eager": self.options.enforce_eager,
+            **{k: v for k, v in limits.items() if v is not None},
+            **({"quantization": "fp8"} if self.cfg.precision == "fp8" else {}),
             **self.engine_kwargs,
         }
 
@@ -127,15 +133,17 @@ class VLLMScorer:
         return self._llm
 
     def prepare(self, item: dict[str, Any]) -> Prepared:
-        """CPU work for one clip (safe to run in a worker thread)."""
+        """CPU work for one clip (safe to run in a worker thread), the engine request included: the frames' copy to
+        vLLM's ``(T, H, W, 3)`` layout happens here, not on the thread that feeds the engine."""
         start = time.perf_counter()
         video = load_for_model(item["video_url"], self.video_settings, self.patch_factor)
         text = clip_text(self.processor, self.prompt, item, self.video_settings, self.mode, self.use_caption)
-        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start)
+        request = vllm_input(text, video, self.family)
+        return Prepared(item=item, text=text, video=video, preprocess_s=time.perf_counter() - start, encoded=request)
 
     def requests(self, batch: list[Prepared]) -> list[dict[str, Any]]:
-        """The engine inputs of a batch (one per clip)."""
-        return [vllm_input(p.text, p.video, self.family) for p in batch]
+        """The engine inputs of a batch (one per clip): the request :meth:`prepare` built, or built now."""
+        return [p.encoded if p.encoded is not None else vllm_input(p.text, p.video, self.family) for p in batch]
 
     def score_batch(self, batch: list[Prepared]) -> list[dict[str, Any]]:
         vllm = _import_vllm()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.errors import ConfigError
@@ -24,6 +24,11 @@ from recipe_lib.evaluation.calibration import (
 from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
 from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import claim_outputs, writes_as
+from recipe_lib.validation import check_fields
+
+
+def _opt(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
@@ -32,12 +37,18 @@ class CalibrateConfig:
     ``out_path``."""
 
     score: ScoreConfig
-    out_path: Path
-    method: str = "temperature"
-    label_column: str = LABEL_COLUMN
-    threshold: float = DEFAULT_THRESHOLD  # good = label (and digit) at least this: what P(good) means
+    out_path: Path = dataclasses.field(metadata={"help": "the calibration file to write (.json)"})
+    method: Literal["temperature", "isotonic"] = _opt(
+        "temperature",
+        "temperature: one parameter, keeps the most likely digit; isotonic: monotone map of P(good)",
+    )
+    label_column: str = _opt(LABEL_COLUMN, "the label column of the calibration data")
+    threshold: float = _opt(DEFAULT_THRESHOLD, "good = label (and digit) at least this: what P(good) means")
     n_bins: int = ECE_BINS
     min_clips: int = MIN_CALIBRATION_CLIPS
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass

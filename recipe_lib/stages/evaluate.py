@@ -57,9 +57,14 @@ from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 from recipe_lib.profiles import get_profile
 from recipe_lib.prompts import load_prompt
+from recipe_lib.validation import check_fields
 
 REPORT_NAME = "evaluation_report.html"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _opt(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
@@ -70,32 +75,37 @@ class EvalConfig:
     applied to its p(1..5) before anything is measured."""
 
     critics: dict[str, str] | None = None
-    eval_data: str | None = None  # dataset folder or table with labels; demo default: the synthetic eval split
-    profile: str = "demo"
-    mode: Literal["expected", "generate"] = "expected"
-    threshold: float = DEFAULT_THRESHOLD
-    out_dir: Path | None = None  # default: build/06_evaluation
-    prompt: str | None = None  # default: demo -> the compact prompt the demo critics learn with; full -> video_reward
-    label_key: str = LABEL_COLUMN
-    batch_size: int | None = None
-    limit: int | None = None
-    split: str | None = None
-    n_boot: int = 1000
-    seed: int = 0
+    eval_data: str | None = _opt(None, "labelled dataset folder or table (demo default: the synthetic eval split)")
+    profile: Literal["demo", "full"] = _opt("demo", "defaults for the critics, device and batch size")
+    mode: Literal["expected", "generate"] = _opt("expected", "expected: p(1..5) in one pass; generate: sampled answers")
+    threshold: float = _opt(DEFAULT_THRESHOLD, "good = label/score at least this")
+    out_dir: Path | None = _opt(None, "output folder (default: build/06_evaluation)")
+    prompt: str | None = _opt(None, "prompt YAML (default: demo compact prompt / full video_reward)")
+    label_key: str = _opt(LABEL_COLUMN, "the label column")
+    batch_size: int | None = _opt(None, "clips per forward pass (default: the profile's)")
+    limit: int | None = _opt(None, "evaluate only the first N clips")
+    split: str | None = _opt(None, "split name when the dataset folder holds several")
+    n_boot: int = _opt(1000, "bootstrap resamples for the intervals")
+    seed: int = _opt(0, "bootstrap seed")
     confidence: float = 0.95
     objective: Literal["f1", "precision"] = "f1"
-    target_precision: float | None = None
-    device: str | None = None
-    dtype: str | None = None
+    target_precision: float | None = _opt(
+        None, "choose the threshold with the most recall at this precision (default: maximise F1)"
+    )
+    device: str | None = _opt(None, "cpu, cuda, cuda:1 or auto (default: the profile's)")
+    dtype: str | None = _opt(None, "float32, bfloat16, float16 or auto (default: the profile's)")
     video: VideoSettings | None = None
     sampling: SamplingSettings | None = None
-    thumbnails: bool = True
+    thumbnails: bool = _opt(True, "clip thumbnails in the report")
     # Tasks (recipe_lib.tasks): the first 1-5 task (pc before sa) drives the comparison table, thresholds and report;
     # the others (and joint, when pc and sa are both scored) are measured in ``task_metrics`` and tasks.csv.
     tasks: tuple[str, ...] = ("pc",)
-    caption_column: str = "caption"
-    sa_column: str = "sa"
+    caption_column: str = _opt("caption", "task sa: column with the caption")
+    sa_column: str = _opt("sa", "task sa: label column")
     calibrations: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass

@@ -24,13 +24,19 @@ import copy
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
 from recipe_lib.evaluation.collapse import check_collapse
 from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
 from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import printable, writes_as
+from recipe_lib.tasks import check_keep_on
+from recipe_lib.validation import check_fields
+
+
+def _opt(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
@@ -39,15 +45,25 @@ class ScoreStageConfig:
     filter and report it."""
 
     score: ScoreConfig
-    threshold: float = DEFAULT_THRESHOLD  # keep a clip when its expected score (else its score) is at least this
-    report: bool = True  # write report.html and evaluation_results.json
-    report_title: str | None = None
-    label_column: str = LABEL_COLUMN
+    threshold: float = _opt(DEFAULT_THRESHOLD, "keep a clip when its expected score (else its score) is at least this")
+    report: bool = _opt(True, "write OUT/report.html and OUT/evaluation_results.json")
+    report_title: str | None = _opt(None, "title of the HTML report")
+    label_column: str = _opt(LABEL_COLUMN, "label column when the clips' table has labels")
     tasks: tuple[str, ...] = ("pc",)  # pc, sa, rule (recipe_lib.tasks)
-    keep_on: str | None = None  # pc, sa or joint; default: pc when scored, else sa
-    sa_column: str = "sa"  # the sa label
+    keep_on: Literal["pc", "sa", "joint"] | None = _opt(
+        None,
+        "what the keep/reject manifest reads: pc, sa, or joint (both at least the threshold); default: pc when "
+        "scored, else sa",
+    )
+    sa_column: str = _opt("sa", "task sa: label column")
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # task -> prompt (pc: score.prompt)
-    calibration: str | Path | None = None  # a calibration JSON applied to p(1..5) (plausibility calibrate)
+    calibration: Path | None = _opt(
+        None, "calibrate p(1..5) with this file from `plausibility calibrate` before deciding (expected mode)"
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_keep_on(self.keep_on, self.tasks)
 
 
 @dataclasses.dataclass

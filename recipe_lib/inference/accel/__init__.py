@@ -21,6 +21,20 @@ Padded vision MLP (:func:`enable_padded_vision_mlp`)
     for it (measured ~200 TFLOP/s on an H200). Padding it with zeros to 3456 gives the same function on kernels that
     run at full speed; gate and up projections run as one product.
 
+Packed vision attention (:func:`enable_packed_vision_attention`)
+    All chunks of a vision block (windows, or frames in the full-attention blocks) in ONE attention call: chunks laid
+    out as rows of a batch padded to the longest, padded keys masked (no mask when all chunks have the same length).
+    The same function as the stock per-chunk loop; Qwen2.5-VL and Qwen3-VL.
+
+Fused vision block (:func:`enable_fused_vision_blocks`)
+    A Qwen2.5-VL vision block as one pure function (packed attention, the MLP padded with gate and up in one product,
+    weights cached), optionally compiled with ``torch.compile`` (static shapes) so norms, rotary, activation and
+    residuals fuse around the matrix products.
+
+Float8 linear layers (:func:`apply_float8`)
+    ``precision="fp8"``: the language model's and vision tower's linear layers in float8 through torchao (dynamic
+    rowwise scaling), on GPUs with float8 units; an opt-in that changes the numbers (its agreement is measured).
+
 Shared prompt prefix (:class:`PrefixReuse`)
     The rubric before the video is the same for every clip; its keys and values are computed once and reused by
     every unpadded batch where it is at least a tenth of the prompt.
@@ -42,6 +56,26 @@ from recipe_lib.inference.accel.core import (
     DECODE_ATTENTION,
     Speedups,
     qwen_core,
+)
+from recipe_lib.inference.accel.float8 import (
+    apply_float8,
+    check_float8_device,
+    float8_targets,
+    pad_vision_mlps,
+)
+from recipe_lib.inference.accel.packed_vision import (
+    PackedPlan,
+    build_packed_plan,
+    disable_fused_vision_blocks,
+    disable_packed_vision_attention,
+    enable_fused_vision_blocks,
+    enable_packed_vision_attention,
+    fused_block_math,
+    fused_vision_blocks,
+    fused_vision_blocks_enabled,
+    packed_attention,
+    packed_vision_attention,
+    packed_vision_attention_enabled,
 )
 from recipe_lib.inference.accel.patch_embed import (
     disable_linear_patch_embed,
@@ -81,25 +115,41 @@ from recipe_lib.inference.accel.vision_mlp import (
 __all__ = [
     "DECODE_ATTENTION",
     "DecodeResult",
+    "PackedPlan",
     "PhaseTimer",
     "PrefixReuse",
     "SamplerSettings",
     "Speedups",
     "StaticDecoder",
     "StaticKV",
+    "apply_float8",
     "batched_vision_attention",
     "batched_vision_attention_enabled",
     "build_chunk_plan",
+    "build_packed_plan",
+    "check_float8_device",
     "disable_batched_vision_attention",
+    "disable_fused_vision_blocks",
     "disable_linear_patch_embed",
+    "disable_packed_vision_attention",
     "disable_padded_vision_mlp",
     "enable_batched_vision_attention",
+    "enable_fused_vision_blocks",
     "enable_linear_patch_embed",
+    "enable_packed_vision_attention",
     "enable_padded_vision_mlp",
+    "float8_targets",
+    "fused_block_math",
+    "fused_vision_blocks",
+    "fused_vision_blocks_enabled",
     "generated_lengths",
     "gqa_decode_attention",
     "linear_patch_embed",
     "linear_patch_embed_enabled",
+    "pad_vision_mlps",
+    "packed_attention",
+    "packed_vision_attention",
+    "packed_vision_attention_enabled",
     "padded_vision_mlp",
     "qwen_core",
     "rotate_qk",

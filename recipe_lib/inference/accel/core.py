@@ -29,6 +29,10 @@ class Speedups:
     ``pin_memory``  stage the batch in page-locked memory and copy it to the GPU without blocking.
     ``linear_patch_embed``  the vision tower's patch embedding (a patch-sized ``Conv3d``) as one matrix product;
                  measured on CPUs only, so only :meth:`for_device` on a CPU turns it on.
+    ``packed_vision_attention``  all chunks of a vision block in ONE attention call (padded, masked); Qwen2.5-VL and
+                 Qwen3-VL. Supersedes ``batched_vision_attention`` where both are on.
+    ``fused_vision_blocks``  each Qwen2.5-VL vision block as one function (packed attention, padded MLP, cached
+                 weights); ``compile_vision`` also compiles it with ``torch.compile(backend=compile_backend)``.
     """
 
     batched_vision_attention: bool = True
@@ -37,10 +41,21 @@ class Speedups:
     padded_vision_mlp: bool = False
     reuse_prefix: bool = False
     linear_patch_embed: bool = False
+    packed_vision_attention: bool = False
+    fused_vision_blocks: bool = False
+    compile_vision: bool = False
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         if self.decoder not in ("hf", "static", "graph"):
             raise RecipeError(f"unknown decoder '{self.decoder}'", hint="use 'hf', 'static' or 'graph'")
+        if self.compile_vision and not self.fused_vision_blocks:
+            raise RecipeError("compile_vision compiles the fused vision blocks", hint="turn fused_vision_blocks on too")
+
+    @property
+    def vision_compile_backend(self) -> str | None:
+        """The torch.compile backend of the fused vision blocks, or None when they run eagerly."""
+        return self.compile_backend if self.compile_vision else None
 
     @classmethod
     def none(cls) -> Speedups:
