@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 LAB_STAMP := $(VENV)/.installed-lab
 export PLAUSIBILITY_BUILD_DIR ?= $(CURDIR)/build
 
-.PHONY: venv demo test test-all test-fast lint lab docs bench bench-quick bench-training gpu-venv gpu-resolve clean
+.PHONY: venv demo test test-all test-fast lint lab docs bench bench-quick bench-training gpu-venv gpu-resolve gpu-bundle gpu-plan clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 is needed); run 'make PYTHON=python3 ...'"; exit 2; }
@@ -83,6 +83,16 @@ gpu-venv:
 	test -x .venv-gpu/bin/python || $(PYTHON) -m venv .venv-gpu
 	.venv-gpu/bin/python -m pip install -q --upgrade pip
 	.venv-gpu/bin/python -m pip install -q -c constraints-gpu.txt -e '.[gpu,dev]'
+
+# The offline bundle for a GPU machine without network (benchmarks/gpu_bundle.py; needs network here): what vLLM,
+# cosmos-rl and recipe_lib need there and benchmarks/gpu-machine-packages.txt lacks, in pieces of at most PIECE_MIB
+# (.gpu/p1 ... .gpu/p4, each with the manifest and SHA256SUMS), and the device calls that carry them.
+PIECE_MIB ?= 58
+gpu-bundle: $(STAMP)
+	$(PY) benchmarks/gpu_bundle.py build --out .gpu --piece-mib $(PIECE_MIB)
+
+gpu-plan:
+	$(PY) benchmarks/gpu_bundle.py plan --out .gpu
 
 # Show that the GPU set resolves for Python 3.12 on manylinux x86-64 without installing anything (downloads wheels).
 gpu-resolve:
