@@ -71,7 +71,7 @@ run_stage() {
   bench) run_stage bench-vllm; run_stage bench-hf ;;
   bench-gpu)  # benchmarks/bench_gpu.py: both backends, the vision variants and fp8 in one run (about 8 minutes)
     [ -f benchmarks/bench_gpu.py ] || { echo "skip: benchmarks/bench_gpu.py is not in this checkout"; return 0; }
-    $PY benchmarks/bench_gpu.py --out "$OUT" --time-limit $((STAGE_SECONDS - 110)) 2>&1 | tail -30 ;;
+    $PY benchmarks/bench_gpu.py --out "$OUT" --work "$W" --time-limit $((STAGE_SECONDS - 60)) 2>&1 | tail -30 ;;
   bench-vllm)
     [ -f "$W/cfg7b/config.json" ] || $PY -m recipe_lib.cli tiny-model --arch qwen2.5-vl-7b --config-only --out "$W/cfg7b"
     $PY benchmarks/bench_vllm.py --model "$W/cfg7b" --dummy --out "$OUT/bench-vllm.json" --batch 64 \
@@ -82,8 +82,9 @@ run_stage() {
       7.8k/expected/bs8/fast 2k/generate/bs16/graph 2k/thinking/bs32/graph 2k/generate/bs1/naive 2>&1 | tail -25 ;;
   train-7b)
     if [ ! -f benchmarks/train_7b.sh ]; then echo "skip: benchmarks/train_7b.sh is not in this checkout"; return 0; fi
-    mkdir -p "$W/train7b"
-    OUT=$W/train7b bash benchmarks/train_7b.sh; local rc=$?
+    mkdir -p "$W/train7b" "$W/t7b"
+    seeded_7b && ln -sfn "$W/m7b" "$W/t7b/m7b"  # one copy of the 16.6 GB weights for every stage (64 GB disk)
+    OUT=$W/train7b WORK=$W/t7b bash benchmarks/train_7b.sh; local rc=$?
     tar czf "$OUT/train-7b.tgz" -C "$W/train7b" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' .
     return $rc ;;
   agree)
