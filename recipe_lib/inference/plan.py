@@ -18,12 +18,9 @@ from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.score_config import ScoreConfig
 from recipe_lib.inference.store import STORE_NAME, result_key
-from recipe_lib.io import (
-    printable,
-    utf8_name,
-)
+from recipe_lib.io import printable, redact_url, remember_url, utf8_name
 from recipe_lib.prompts import load_prompt
-from recipe_lib.video import file_digest, find_videos
+from recipe_lib.video import file_digest, find_videos, special_file
 
 
 def resolve_items(inputs: list[str], split: str | None = None, label_column: str = "pc") -> list[dict[str, Any]]:
@@ -59,7 +56,7 @@ def resolve_inputs(
     for raw in inputs:
         path = Path(raw)
         if is_remote(raw):
-            items.append({"video_url": str(raw)})  # a clip given by URL (fetched when scoring)
+            items.append({"video_url": remember_url(str(raw))})  # a clip given by URL (fetched when scoring)
         elif is_dataset_dir(path) or is_table(path):
             rows = load_rows(path, split=split)
             if not rows:
@@ -75,7 +72,9 @@ def resolve_inputs(
                     raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
                 url = str(url)
                 check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
-                if not is_remote(url) and not Path(url).is_absolute():
+                if is_remote(url):
+                    url = remember_url(url)  # credentials never reach a row, a skip or a report
+                elif not Path(url).is_absolute():
                     url = str((path.parent if path.is_file() else path).joinpath(url))
                 items.append({**row, "video_url": url})
         else:
@@ -111,6 +110,19 @@ def model_fingerprint(model: str) -> str:
         return model
     stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
     return f"{path.resolve()}::{result_key(stats=stats)}"
+
+
+def backend_identity(cfg: ScoreConfig) -> dict[str, Any]:
+    """What, besides the critic's name, says which weights answer: the backend, and for a served endpoint its address
+    (credentials removed: they say who asks, not who answers) and the model name it serves. Rows of the in-process
+    transformers backend keep the key they always had, so existing stores stay valid."""
+    if cfg.backend == "hf":
+        return {}
+    identity: dict[str, Any] = {"backend": cfg.backend}
+    if cfg.backend == "openai":
+        identity["endpoint"] = redact_url(str(cfg.endpoint.base_url or "")).rstrip("/")
+        identity["served_model"] = cfg.endpoint.served_model or str(cfg.model)
+    return identity
 
 
 # The store's lock and SQLite's -wal/-shm files are not claimed: they hold no exported data, and another run holding
@@ -172,13 +184,16 @@ class ScorePlan:
 
 def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, str]:
     """video_url -> local file for every item (URLs fetched through the download cache, in parallel)."""
-    from recipe_lib.inference.fetch import FetchFailure, fetch
+    from recipe_lib.data.download import DownloadConfig
+    from recipe_lib.inference.fetch import FetchFailure, default_cache_dir, fetch
 
     urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
     local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
     if urls:
+        cache = Path(cfg.download_cache or default_cache_dir())
+        how = DownloadConfig(cache_dir=cache, progress=False, deadline=cfg.download_deadline)
         with cf.ThreadPoolExecutor(max_workers=max(1, min(8, cfg.workers))) as pool:
-            futures = {u: pool.submit(fetch, u, cfg.download_cache) for u in urls}
+            futures = {u: pool.submit(fetch, u, cache, how) for u in urls}
             for url, fut in futures.items():
                 try:
                     local[url] = str(fut.result())
@@ -213,6 +228,7 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         "caption": cfg.use_caption,
         "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
+    settings.update(backend_identity(cfg))
     skipped: list[dict[str, Any]] = list(task_skips)
     named: list[dict[str, Any]] = []
     for item in items:
@@ -235,6 +251,10 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         if url not in local:
             continue  # a URL that could not be fetched: already a skip
         try:
+            kind = special_file(local[url])
+            if kind is not None:
+                skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
+                continue
             digest = file_digest(local[url])
         except FileNotFoundError:
             skipped.append({"video": url, "reason": f"video not found: {url}"})
