@@ -341,7 +341,10 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
         if _path_test(Path.is_dir, p):
             found.extend(
                 sorted(
-                    q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and (q.is_file() or q.is_symlink())
+                    # Anything but a folder: a device, a FIFO or a broken link named .mp4 becomes a counted skip.
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix.lower() in VIDEO_SUFFIXES and not _path_test(Path.is_dir, q)
                 )
             )
         elif any(ch in str(item) for ch in "*?[") and not _path_test(Path.exists, p):
