@@ -299,11 +299,11 @@ def contact_sheet(path: str | Path, out_png: str | Path, n: int = 4, tile_height
     return out_png
 
 
-def special_file(path: str | Path) -> str | None:
+def special_file(path: str | Path, mode: int | None = None) -> str | None:
     """What ``path`` (links followed) is when it is not a regular file or a folder: a character device (``/dev/zero``
     reads forever), a FIFO (blocks on open until a writer comes), a socket, a block device; None for a regular file
     or a folder. Looked up with ``stat``, which never opens the file, so it cannot hang."""
-    mode = os.stat(path).st_mode
+    mode = os.stat(path).st_mode if mode is None else mode
     for test, name in (
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISFIFO, "a FIFO"),

@@ -51,6 +51,8 @@ LONG = {
     "04 runs GRPO in the gate",
     "tests/train/test_grpo.py::test_grpo_needs_labels": "the same trained fixture",
     "tests/test_docs_browser.py::test_docs_site_after_notebook_06": "executes notebook 06 again, then a browser",
+    "tests/reliability/test_gauntlet_round3.py::test_a_million_row_table": "a 1 M-row table scored and rerun (the "
+    "gate scores 50 k rows; benchmarks/bench_tables.py measures 10 M)",
     "tests/reliability/test_gauntlet_score.py::test_kill_before_first_batch": "three kills and resumes of one run "
     "(the gate kills and resumes scoring in tests/inference/test_scoring.py)",
 }
