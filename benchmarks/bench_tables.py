@@ -85,6 +85,8 @@ def make_table(path: Path, clips: list[str], n: int) -> Path:
 def measure_read(table: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", READ_CHILD, str(table)], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"reading {table} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     n, first, seconds, rss = out.stdout.split()
     return {"rows": int(n), "first_chunk_s": float(first), "seconds": float(seconds), "peak_rss_mb": float(rss)}
 

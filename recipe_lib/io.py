@@ -353,12 +353,13 @@ def real_url(url: str) -> str:
 def redact(text: Any) -> str:
     """``text`` with every registered secret and every URL's user name and password replaced by ``***``."""
     out = str(text)
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in out:
-            out = out.replace(secret, REDACTED)
-    return _URL_USERINFO.sub(rf"\1{REDACTED}@", out)
+    if _secrets:
+        with _secrets_lock:
+            secrets = sorted(_secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in out:
+                out = out.replace(secret, REDACTED)
+    return _URL_USERINFO.sub(rf"\1{REDACTED}@", out) if "@" in out else out
 
 
 def redact_obj(value: Any) -> Any:
