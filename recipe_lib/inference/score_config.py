@@ -53,7 +53,7 @@ class EndpointOptions:
     served_model: str | None = _opt(None, "model name the server knows (default: --model)")
     concurrency: int = _opt(8, "requests in flight at once")
     timeout: float = _opt(
-        120.0, "seconds one request may take in all (connect, send, the whole answer): a total deadline per attempt"
+        120.0, "seconds one request may take: its answer must be whole by then (a dripping server is cut off)"
     )
     retries: int = _opt(3, "retries of a failed request (with exponential back-off)")
 
