@@ -157,7 +157,11 @@ def _connected(cfg: ScoreConfig) -> Any:
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RecipeError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        raise RecipeError(
+            f"cannot connect to the Ray cluster at {address}: {exc}",
+            hint="if the cluster uses token authentication, give this machine its token (the head's "
+            "~/.ray/auth_token, or RAY_AUTH_TOKEN); RAY_AUTH_MODE=disabled on both sides turns it off",
+        ) from exc
     try:
         yield ray
     finally:
