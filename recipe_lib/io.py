@@ -15,6 +15,9 @@ import contextvars
 import functools
 import json
 import os
+import re
+import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -262,3 +265,109 @@ def utf8_name(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# secrets: never written, never printed
+#
+# Inputs are redacted where they are listed (ScoreConfig, tables' rows, the endpoint's address): the user name and
+# password of a URL and the values of query parameters that carry credentials (tokens, signatures of presigned URLs)
+# become ``***``. Everything after that point (rows, manifest, predictions, report, summary, the download cache's
+# index) only ever sees the redacted text; the fetcher asks :func:`real_url` for the URL to request. Texts from the
+# outside (a server's error body, an exception message) go through :func:`redact`, which also removes every secret
+# registered so far (an API key read from the environment, the passwords of listed URLs).
+
+REDACTED = "***"
+SECRET_QUERY_KEY = re.compile(
+    r"token|key|sig|signature|secret|passw|pwd|auth|credential|session|x-amz-security", re.IGNORECASE
+)
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@?#]+@")
+_secrets: set[str] = set()
+_real_urls: dict[str, str] = {}
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` (and its percent-decoded form) as a secret :func:`redact` removes from any text."""
+    if not value or len(value) < 4 or value == REDACTED:  # shorter values would blank out ordinary words
+        return
+    with _secrets_lock:
+        _secrets.update({value, urllib.parse.unquote(value)})
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: ``http://alice:s3cret@host/a.mp4?token=T&x=1`` -> ``http://***@host/a.mp4?token=***&x=1``.
+    Anything that is not a URL with a scheme is returned as it is."""
+    text = str(url)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError:
+        return _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    if len(parts.scheme) <= 1:  # a path (or a Windows drive letter)
+        return text
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(_redact_param(piece) for piece in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query:
+        return text
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redact_param(piece: str) -> str:
+    name, eq, value = piece.partition("=")
+    return f"{name}={REDACTED}" if eq and value and SECRET_QUERY_KEY.search(urllib.parse.unquote(name)) else piece
+
+
+def _url_secrets(url: str) -> list[str]:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    found = [parts.password or "", parts.username or ""] if "@" in parts.netloc else []
+    for piece in parts.query.split("&"):
+        name, eq, value = piece.partition("=")
+        if eq and value and SECRET_QUERY_KEY.search(urllib.parse.unquote(name)):
+            found.append(value)
+    return found
+
+
+def remember_url(url: str) -> str:
+    """The redacted form of ``url`` (:func:`redact_url`), remembered so :func:`real_url` gives the URL back to the
+    fetcher; its credentials are registered as secrets."""
+    text = str(url)
+    shown = redact_url(text)
+    if shown != text:
+        with _secrets_lock:
+            _real_urls[shown] = text
+        for secret in _url_secrets(text):
+            register_secret(secret)
+    return shown
+
+
+def real_url(url: str) -> str:
+    """The URL to request for a redacted one listed by :func:`remember_url` (the text itself otherwise)."""
+    return _real_urls.get(str(url), str(url))
+
+
+def redact(text: Any) -> str:
+    """``text`` with every registered secret and every URL's user name and password replaced by ``***``."""
+    out = str(text)
+    if _secrets:
+        with _secrets_lock:
+            secrets = sorted(_secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in out:
+                out = out.replace(secret, REDACTED)
+    return _URL_USERINFO.sub(rf"\1{REDACTED}@", out) if "@" in out else out
+
+
+def redact_obj(value: Any) -> Any:
+    """:func:`redact` applied to every text inside dicts, lists and tuples (keys included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_obj(k): redact_obj(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_obj(v) for v in value]
+    return value

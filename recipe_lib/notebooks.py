@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import json
+import keyword
 import os
 import sys
 import time
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from recipe_lib.config import build_dir
-from recipe_lib.errors import RecipeError
+from recipe_lib.errors import ConfigError, RecipeError
 from recipe_lib.resources import NOTEBOOKS_DIR, project_dir
 
 KERNEL_NAME = "plausibility-recipes"
@@ -191,6 +193,31 @@ def export_html(executed: Path, out_dir: Path | None = None) -> Path:
     return export_notebook_html(executed, out_dir or build_dir() / "docs")
 
 
+def notebook_parameters(name: str) -> list[str]:
+    """The names a notebook's ``parameters`` cell assigns (what ``-p NAME=VALUE`` may set), in cell order."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(find_notebook(name))))
+
+
+def check_parameters(name: str, parameters: dict[str, Any]) -> None:
+    """Every parameter name must be one the notebook's ``parameters`` cell assigns: papermill writes names into code
+    as they are (``-p "__import__('os').system(...);x=2"`` would run), and an unknown name would change nothing.
+    One error naming the notebook's parameters, with the closest name, before any kernel starts."""
+    known = notebook_parameters(name)
+    for key in parameters:
+        if key.isidentifier() and not keyword.iskeyword(key) and key in known:
+            continue
+        shown = key if len(key) <= 60 else key[:57] + "..."
+        close = difflib.get_close_matches(key, known, n=1)
+        if key.isidentifier() and not keyword.iskeyword(key):
+            problem = f"notebook {find_notebook(name).stem} has no parameter {shown!r}"
+        else:
+            problem = f"parameter name {shown!r} is not a name (letters, digits and underscores)"
+        hint = (f"did you mean {close[0]!r}? " if close else "") + f"its parameters: {', '.join(known) or 'none'}"
+        raise ConfigError(problem, hint=hint)
+
+
 def run_notebook(
     name: str,
     parameters: dict[str, Any] | None = None,
@@ -202,6 +229,7 @@ def run_notebook(
     import papermill as pm
 
     source = find_notebook(name)
+    check_parameters(name, parameters or {})
     out_dir = out_dir or build_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / source.name

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ def _open(path: Path, header_only: bool = False):  # noqa: ANN202 - av container
         )
     if path.is_dir():
         raise VideoError(f"expected a video file, got a folder: {path}")
+    kind = special_file(path)
+    if kind is not None:
+        raise VideoError(f"not a regular file ({kind}): {path}", hint="only video files are read")
     if path.stat().st_size == 0:
         raise VideoError(f"video is an empty file (0 bytes): {path}", hint="re-export or re-download the clip")
     try:
@@ -158,7 +162,14 @@ def target_size(
     min_pixels = min(min_pixels, max_pixels)  # an explicit per-frame cap wins over the default floor
     if max(height, width) / min(height, width) > 200:
         raise VideoError(f"frame aspect ratio {width}x{height} is too extreme (over 200:1)")
-    return smart_resize(height, width, factor=factor, min_pixels=int(min_pixels), max_pixels=int(max_pixels))
+    h_bar, w_bar = smart_resize(height, width, factor=factor, min_pixels=int(min_pixels), max_pixels=int(max_pixels))
+    # Under a small pixel cap a wide or tall frame's short side rounds down to 0 (1280x300 under 3 136 pixels):
+    # give it one patch row and fit the long side in what the cap leaves, never a side of 0.
+    if h_bar < factor or w_bar < factor:
+        patches = max(1, int(max_pixels) // (factor * factor))  # what the cap allows
+        long_side = min(patches, max(1, round(max(height, width) / min(height, width)))) * factor
+        h_bar, w_bar = (factor, long_side) if width >= height else (long_side, factor)
+    return h_bar, w_bar
 
 
 def read_frames(path: str | Path, indices: list[int] | None = None, max_frames: int = 16) -> np.ndarray:
@@ -288,6 +299,22 @@ def contact_sheet(path: str | Path, out_png: str | Path, n: int = 4, tile_height
     return out_png
 
 
+def special_file(path: str | Path, mode: int | None = None) -> str | None:
+    """What ``path`` (links followed) is when it is not a regular file or a folder: a character device (``/dev/zero``
+    reads forever), a FIFO (blocks on open until a writer comes), a socket, a block device; None for a regular file
+    or a folder. Looked up with ``stat``, which never opens the file, so it cannot hang."""
+    mode = os.stat(path).st_mode if mode is None else mode
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return None
+
+
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of the file's bytes (the content key of cached results)."""
     h = hashlib.sha256()
@@ -314,7 +341,10 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
         if _path_test(Path.is_dir, p):
             found.extend(
                 sorted(
-                    q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and (q.is_file() or q.is_symlink())
+                    # Anything but a folder: a device, a FIFO or a broken link named .mp4 becomes a counted skip.
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix.lower() in VIDEO_SUFFIXES and not _path_test(Path.is_dir, q)
                 )
             )
         elif any(ch in str(item) for ch in "*?[") and not _path_test(Path.exists, p):

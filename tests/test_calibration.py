@@ -253,7 +253,7 @@ def test_score_refuses_a_bad_calibration_before_scoring(tiny_critic, cal_clips, 
     proc = run_cli("score", str(cal_clips.dataset_dir), "--out", str(out), "--model", str(tiny_critic), "--calibration",
                    str(bad))  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "is not a calibration file: temperature 0 is not a positive finite number" in proc.stderr
+    assert "is not a calibration file: temperature 0 is not a number from 0.01 to 100" in proc.stderr
     assert "hint:" in proc.stderr and not (out / "results.sqlite").exists()
     gen = run_cli("score", str(cal_clips.dataset_dir), "--out", str(out), "--mode", "generate", "--calibration",
                   str(bad))  # fmt: skip

@@ -42,11 +42,13 @@ def list_notebooks(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from recipe_lib.commands._common import parse_params
+    from recipe_lib.notebooks import check_parameters, run_notebook, write_index
     from recipe_lib.notebooks import list_notebooks as nbs
-    from recipe_lib.notebooks import run_notebook, write_index
 
     names = args.names or [nb.stem for nb in nbs()]
     params = parse_params(args.param)
+    for name in names:  # every name checked before the first notebook runs
+        check_parameters(name, params)
     for name in names:
         r = run_notebook(name, params, timeout=args.timeout, html=not args.no_html)
         print(f"{r.name}: {r.seconds:.0f} s -> {r.output}" + (f", {r.html}" if r.html else ""))

@@ -31,10 +31,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from recipe_lib.errors import DataError
+from recipe_lib.io import redact, redact_url
 
 ALLOWED_SCHEMES = ("http", "https")
 DEFAULT_MAX_BYTES = 2 * 1024**3  # 2 GiB: far above any VideoPhy-2 clip, low enough to stop a runaway response
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+DEFAULT_DEADLINE = 600.0  # seconds one download may take in all, whatever the server's pace
+MAX_INFLATION = 20  # decoded / sent bytes of a Content-Encoding body: a video hardly compresses, a bomb inflates 1000x
+BOMB_FLOOR = 1 << 20  # small bodies may inflate freely (a text error page)
 
 
 class DownloadFailure(Exception):
@@ -50,7 +54,8 @@ class DownloadFailure(Exception):
 class DownloadConfig:
     """How clips are fetched.
 
-    ``timeout`` bounds the connection and each wait for bytes (seconds); ``retries`` is the number of extra attempts
+    ``timeout`` bounds the connection and each wait for bytes (seconds), ``deadline`` the whole download (seconds,
+    ``None``: no bound; an expired deadline is not retried in the same run); ``retries`` is the number of extra attempts
     after the first for transient errors, waiting ``backoff * 2**attempt`` seconds (at most ``max_backoff``) between
     them; ``max_bytes`` caps one file (``None``: no cap).
     """
@@ -58,6 +63,7 @@ class DownloadConfig:
     cache_dir: Path
     workers: int = 4
     timeout: float = 30.0
+    deadline: float | None = DEFAULT_DEADLINE
     retries: int = 3
     backoff: float = 1.0
     max_backoff: float = 30.0
@@ -107,11 +113,12 @@ def check_url(url: str) -> None:
     if scheme not in ALLOWED_SCHEMES:
         shown = f"'{scheme}://'" if scheme else "no scheme"
         raise DataError(
-            f"refused to download {url}: {shown} is not allowed, only http:// and https:// URLs are fetched",
+            f"refused to download {redact_url(url)}: {shown} is not allowed, only http:// and https:// URLs are "
+            "fetched",
             hint="give local files as plain paths, or serve them over http(s)",
         )
     if not parts.netloc:
-        raise DataError(f"refused to download {url}: the URL has no host")
+        raise DataError(f"refused to download {redact_url(url)}: the URL has no host")
 
 
 def url_key(url: str) -> str:
@@ -147,7 +154,7 @@ class DownloadCache:
         return self.files_dir / f"{url_key(url)}{url_suffix(url)}"
 
     def index(self) -> dict[str, dict[str, Any]]:
-        """url -> latest record; lines cut short by a killed run are ignored."""
+        """URL (as recorded: credentials redacted) -> latest record; lines cut short by a killed run are ignored."""
         if self._index is None:
             records: dict[str, dict[str, Any]] = {}
             if self.index_path.exists():
@@ -163,21 +170,23 @@ class DownloadCache:
         return self._index
 
     def record(self, url: str, path: Path, digest: str, size: int) -> None:
-        rec = {"url": url, "file": path.name, "bytes": size, "sha256": digest, "time": time.time()}
+        rec = {"url": redact_url(url), "file": path.name, "bytes": size, "sha256": digest, "time": time.time()}
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
             with self.index_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            self.index()[url] = rec
+            self.index()[rec["url"]] = rec
 
     def lookup(self, url: str, verify: bool = True) -> Path | None:
         """The cached file of ``url`` if it is there and (with ``verify``) its content matches the index."""
         path = self.path_for(url)
         if not path.is_file():
             return None
-        rec = self.index().get(url)
+        rec = self.index().get(redact_url(url))
+        if rec is not None and rec.get("file") != path.name:
+            rec = None  # the same URL with other credentials: a file of its own
         if rec is None:
             # Moved into place but the run died before the index line was written: the file is whole (it only gets
             # its final name once complete), so record it now.
@@ -212,18 +221,25 @@ def _alive(pid: int) -> bool:
 
 
 def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig) -> tuple[str, int]:
-    """One attempt: stream ``url`` into ``target`` atomically; returns (sha256, bytes)."""
+    """One attempt: stream ``url`` into ``target`` atomically within ``cfg.deadline`` seconds; returns (sha256, bytes).
+
+    The body is read with ``read1`` (whatever the socket holds, at most a chunk), so the deadline is checked between
+    reads even when a server drips one byte at a time: a blocking read of a whole chunk would wait for every byte. A
+    ``Content-Encoding`` (gzip) is decoded; ``Content-Length`` is compared with the bytes that came over the wire, and
+    a body that inflates more than ``MAX_INFLATION`` times is stopped as a decompression bomb."""
     import requests
+    import urllib3
 
     # URLs are de-duplicated per run, so one process writes one URL at a time: the pid makes the name unique.
     part = target.with_name(f"{target.name}.{os.getpid()}.part")
+    start = time.monotonic()
     try:
         try:
             response = session.get(url, stream=True, timeout=(cfg.timeout, cfg.timeout), allow_redirects=True)
         except requests.exceptions.Timeout as exc:
             raise DownloadFailure(f"timed out after {cfg.timeout:g} s waiting for the server", retry=True) from exc
         except requests.exceptions.InvalidSchema as exc:
-            raise DownloadFailure(f"redirected to a URL that is not http(s): {exc}", retry=False) from exc
+            raise DownloadFailure(f"redirected to a URL that is not http(s): {_short(exc)}", retry=False) from exc
         except requests.exceptions.RequestException as exc:
             raise DownloadFailure(f"connection failed: {_short(exc)}", retry=True) from exc
         with response:
@@ -237,6 +253,7 @@ def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig) -> tuple[s
                 raise DownloadFailure(f"redirected to a '{final}' URL, which is not downloaded", retry=False)
             declared = response.headers.get("Content-Length")
             expected = int(declared) if declared and declared.isdigit() else None
+            encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
             if cfg.max_bytes is not None and expected is not None and expected > cfg.max_bytes:
                 raise DownloadFailure(
                     f"file is {expected} bytes, over the size cap of {cfg.max_bytes} bytes", retry=False
@@ -244,33 +261,51 @@ def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig) -> tuple[s
             h = hashlib.sha256()
             size = 0
             part.parent.mkdir(parents=True, exist_ok=True)
+            raw = response.raw
             try:
                 with part.open("wb") as fh:
-                    for block in response.iter_content(chunk_size=cfg.chunk_size):
-                        if not block:
-                            continue
+                    while True:
+                        if cfg.deadline is not None and time.monotonic() - start > cfg.deadline:
+                            raise DownloadFailure(
+                                f"not complete within the deadline of {cfg.deadline:g} s (got {size} bytes"
+                                + (f" of {expected}" if expected is not None else "")
+                                + "); tried again on the next run",
+                                retry=False,
+                            )
+                        block = raw.read1(cfg.chunk_size, decode_content=True)
+                        if not block:  # the end of the body
+                            break
                         size += len(block)
                         if cfg.max_bytes is not None and size > cfg.max_bytes:
                             raise DownloadFailure(
                                 f"body grew past the size cap of {cfg.max_bytes} bytes; stopped", retry=False
                             )
+                        wire = raw.tell()
+                        if encoded and size > BOMB_FLOOR and size > MAX_INFLATION * max(1, wire):
+                            raise DownloadFailure(
+                                f"the {response.headers.get('Content-Encoding')} body inflates more than "
+                                f"{MAX_INFLATION} times ({wire} bytes sent, {size} decoded so far): refused as a "
+                                "decompression bomb",
+                                retry=False,
+                            )
                         h.update(block)
                         fh.write(block)
                     fh.flush()
                     os.fsync(fh.fileno())
-            except requests.exceptions.Timeout as exc:
+            except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
                 raise DownloadFailure(
                     f"timed out after {cfg.timeout:g} s without data (got {size} bytes)", retry=True
                 ) from exc
-            except requests.exceptions.RequestException as exc:
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 raise DownloadFailure(
                     f"connection broke after {size} bytes"
                     + (f" of {expected}" if expected is not None else "")
                     + f": {_short(exc)}",
                     retry=True,
                 ) from exc
-            if expected is not None and size != expected:
-                raise DownloadFailure(f"truncated body: got {size} of {expected} bytes", retry=True)
+            wire = raw.tell()  # bytes as sent (compressed when encoded): what Content-Length counts
+            if expected is not None and wire != expected:
+                raise DownloadFailure(f"truncated body: got {wire} of {expected} bytes", retry=True)
             if size == 0:
                 raise DownloadFailure("the server sent an empty body", retry=True)
         os.replace(part, target)
@@ -280,7 +315,7 @@ def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig) -> tuple[s
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    text = redact(str(exc).splitlines()[0]) if str(exc) else exc.__class__.__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
@@ -386,7 +421,7 @@ def write_failures(path: Path, failures: dict[str, str]) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for url, error in failures.items():
-            fh.write(json.dumps({"url": url, "error": error}, ensure_ascii=False) + "\n")
+            fh.write(json.dumps({"url": redact_url(url), "error": redact(error)}, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -4,6 +4,7 @@ JSONL or Excel. Rows are plain dicts; ``video_url`` is the one required column f
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,11 @@ def check_columns(columns: list[Any], where: str) -> None:
         raise DataError(f"{where}: column name(s) {dupes} appear more than once", hint="rename the copies")
 
 
-def check_cells(rows: list[dict[str, Any]], where: str) -> None:
+def check_cells(rows: list[dict[str, Any]], where: str, offset: int = 0) -> None:
     """No text cell is longer than ``MAX_CELL_CHARS`` (a 100 MB caption would be tokenised into tens of GB)."""
     from recipe_lib.constants import MAX_CELL_CHARS
 
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows, start=offset):
         for key, value in row.items():
             if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
                 raise DataError(
@@ -94,8 +95,70 @@ def _saved_without_rows(path: Path) -> bool:
     return isinstance(state, dict) and state.get("_data_files") == []
 
 
+STREAMED_SUFFIXES = (".csv", ".jsonl", ".parquet")  # read in chunks, any number of rows
+CHUNK_ROWS = 50_000
+
+
+def iter_rows(
+    path: str | Path, split: str | None = None, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a dataset folder or table file in chunks of at most ``chunk_rows``. CSV, JSONL and Parquet are
+    streamed (pandas' chunked readers, pyarrow's record batches): memory holds one chunk, whatever the number of rows,
+    so a table of millions of clips is read as it is scored. Other forms (Excel, JSON, a dataset folder) are read
+    whole, within ``MAX_TABLE_ROWS``. Every chunk gets the checks :func:`load_rows` makes (unique columns, cell
+    lengths); an empty table yields nothing."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if is_dataset_dir(path) or suffix not in STREAMED_SUFFIXES:
+        rows = load_rows(path, split=split)
+        for start in range(0, len(rows), chunk_rows):
+            yield rows[start : start + chunk_rows]
+        return
+    if not path.exists():
+        raise DataError(f"table not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"table {path} is an empty file (0 bytes)", hint="export it again: a header row, then one row per clip"
+        )
+    if split is not None:
+        raise DataError(
+            f"{path} is a table, not a dataset folder with splits, so --split {split} names nothing",
+            hint="drop --split (it selects a split of a dataset folder that holds several)",
+        )
+    import pandas as pd
+
+    try:
+        if suffix == ".csv":
+            check_columns(_csv_header(path), str(path))
+            frames: Iterator[Any] = iter(pd.read_csv(path, chunksize=chunk_rows))
+        elif suffix == ".jsonl":
+            frames = iter(pd.read_json(path, lines=True, chunksize=chunk_rows))
+        else:
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(path)
+            check_columns(parquet.schema_arrow.names, str(path))
+            frames = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=chunk_rows))
+        offset = 0
+        for frame in frames:
+            if offset == 0:
+                check_columns(list(frame.columns), str(path))
+            rows = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+            check_cells(rows, str(path), offset)
+            offset += len(rows)
+            yield rows
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise DataError(
+            f"cannot read {path}: {first}", hint=f"check that it is a valid {suffix.lstrip('.')} file"
+        ) from exc
+
+
 def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """All rows of a dataset folder or table file."""
+    """All rows of a dataset folder or table file (at most ``MAX_TABLE_ROWS``; :func:`iter_rows` streams any
+    number)."""
     path = Path(path)
     if is_dataset_dir(path):
         import datasets

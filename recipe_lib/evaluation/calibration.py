@@ -50,6 +50,7 @@ CALIBRATION_KIND = "plausibility-calibration"
 CALIBRATION_VERSION = 1
 MIN_CALIBRATION_CLIPS = 20  # labelled clips with p(1..5) needed to fit a calibration
 TEMPERATURE_BOUNDS = (0.01, 100.0)  # the search range of T
+MAX_CALIBRATION_BYTES = 16 * 1024**2  # an isotonic map has at most a few thousand knots
 _EPS = 1e-12
 _V = np.asarray(SCORE_VALUES, dtype=float)
 
@@ -645,6 +646,9 @@ def load_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"calibration file not found: {path}", hint="write one with `plausibility calibrate`")
+    size = path.stat().st_size
+    if size > MAX_CALIBRATION_BYTES:
+        raise _bad_file(path, f"it is {size} bytes, more than a calibration file ever holds ({MAX_CALIBRATION_BYTES})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -660,18 +664,29 @@ def load_calibration(path: str | Path) -> Calibration:
     if not isinstance(threshold, int | float) or not 1 < float(threshold) <= 5:
         raise _bad_file(path, f"threshold {threshold!r} is not a number above 1 and at most 5")
     kind = data.get("label_kind", "graded")
+    if kind not in ("graded", "binary"):
+        raise _bad_file(path, f"label_kind {kind!r} is neither 'graded' nor 'binary'")
+    for key in ("fitted_on", "in_sample"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise _bad_file(path, f"{key} is a {type(data[key]).__name__}, not an object of named values")
+    note = data.get("note") or ""
+    if not isinstance(note, str):
+        raise _bad_file(path, f"note is a {type(note).__name__}, not a text")
     common = {
         "threshold": float(threshold),
-        "label_kind": kind if kind in ("graded", "binary") else "graded",
+        "label_kind": kind,
         "fitted_on": data.get("fitted_on") or {},
         "in_sample": data.get("in_sample") or {},
         "path": str(path),
-        "note": str(data.get("note") or ""),
+        "note": note,
     }
     if method == "temperature":
         t = data.get("temperature")
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
-            raise _bad_file(path, f"temperature {t!r} is not a positive finite number")
+        low, high = TEMPERATURE_BOUNDS
+        if isinstance(t, bool) or not isinstance(t, int | float) or not low <= t <= high:
+            # A temperature of 5e-324 passes "positive and finite" yet turns every p(1..5) into NaN; a fit only
+            # ever returns a value within its search range.
+            raise _bad_file(path, f"temperature {t!r} is not a number from {low:g} to {high:g} (the range a fit uses)")
         return Calibration("temperature", temperature=float(t), **common)
     iso = data.get("isotonic")
     x = iso.get("x") if isinstance(iso, dict) else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import json
 import os
 import tempfile
 import time
@@ -30,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
-from recipe_lib.inference.requests import SCORES, TOP_LOGPROBS, check_mode, generate_row, row_from_logprobs
+from recipe_lib.inference.requests import (
+    SCORES,
+    TOP_LOGPROBS,
+    InvalidLogprobs,
+    check_logprobs,
+    check_mode,
+    generate_row,
+    row_from_logprobs,
+)
+from recipe_lib.io import real_url, redact, register_secret
 from recipe_lib.prompts import PromptSpec
 from recipe_lib.video import ModelVideo, load_for_model
 
@@ -42,6 +52,35 @@ SKIP = "skip_reason"  # a row holding only this key is recorded as a skip, not s
 
 class EndpointError(Exception):
     """One request failed (after its retries); the message is the skip reason."""
+
+
+class AnswerTooSlow(Exception):
+    """The answer did not arrive whole before the request's deadline."""
+
+
+class AnswerTooLarge(Exception):
+    """The answer is larger than any chat completion of a score."""
+
+
+MAX_ANSWER_BYTES = 64 * 1024**2  # a generate-mode answer of 8 trials x 4 096 tokens is well under 1 MB
+
+
+def read_body(resp: Any, deadline: float, limit: int) -> bytes:
+    """The whole (decoded) body of a streamed response by ``deadline`` (``time.monotonic``) and within ``limit`` bytes.
+    Reads take what the socket holds (``read1``), so a server that drips its answer one byte at a time is cut off at
+    the deadline instead of resetting a per-read timeout forever."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise AnswerTooSlow()
+        block = resp.raw.read1(1 << 16, decode_content=True)
+        if not block:
+            return b"".join(parts)
+        size += len(block)
+        if size > limit:
+            raise AnswerTooLarge()
+        parts.append(block)
 
 
 def encode_mp4(video: ModelVideo) -> bytes:
@@ -106,6 +145,7 @@ def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> di
         choices = data["choices"]
         if mode == "expected":
             top = choices[0]["logprobs"]["content"][0]["top_logprobs"]
+            check_logprobs({str(entry["token"]): entry["logprob"] for entry in top})  # a NaN is never dropped
             logprobs: dict[int, float] = {}
             for entry in top:
                 token = str(entry["token"]).strip()
@@ -113,6 +153,8 @@ def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> di
                     logprobs[int(token)] = max(logprobs.get(int(token), float("-inf")), float(entry["logprob"]))
             return row_from_logprobs(logprobs, list(SCORES))
         return generate_row([str(c["message"]["content"] or "") for c in choices], answer_format)
+    except InvalidLogprobs as exc:
+        raise EndpointError(f"the endpoint's answer holds an invalid log-probability: {exc}") from exc
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointError(
             f"the endpoint's answer lacks {'the answer token log-probabilities' if mode == 'expected' else 'a message'}"
@@ -145,7 +187,8 @@ class EndpointScorer:
         self.cfg = cfg
         self.prompt = prompt
         self.mode = cfg.mode
-        self.base_url = str(opts.base_url).rstrip("/")
+        self.base_url = str(opts.base_url).rstrip("/")  # as shown: credentials redacted
+        self.url = real_url(str(opts.base_url)).rstrip("/")  # as requested
         self.headers = {"Content-Type": "application/json"}
         if opts.api_key_env:
             key = os.environ.get(opts.api_key_env)
@@ -153,6 +196,7 @@ class EndpointScorer:
                 raise RecipeError(
                     f"environment variable {opts.api_key_env} is not set", hint="export it with the endpoint's API key"
                 )
+            register_secret(key)  # never in a skip reason, a report or a line, whatever the server echoes
             self.headers["Authorization"] = f"Bearer {key}"
         self._checked = False
 
@@ -161,7 +205,7 @@ class EndpointScorer:
         import requests
 
         try:
-            requests.get(f"{self.base_url}/models", headers=self.headers, timeout=min(10.0, self.cfg.endpoint.timeout))
+            requests.get(f"{self.url}/models", headers=self.headers, timeout=min(10.0, self.cfg.endpoint.timeout))
         except requests.RequestException as exc:
             raise RecipeError(
                 f"cannot reach the endpoint at {self.base_url} ({exc.__class__.__name__})",
@@ -184,32 +228,48 @@ class EndpointScorer:
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         import requests
+        import urllib3
 
         opts = self.cfg.endpoint
         last = ""
         for attempt in range(opts.retries + 1):
             if attempt:
                 time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+            deadline = time.monotonic() + opts.timeout  # the whole request, not each wait for bytes
             try:
-                resp = requests.post(
-                    f"{self.base_url}/chat/completions", json=body, headers=self.headers, timeout=opts.timeout
-                )
+                with requests.post(
+                    f"{self.url}/chat/completions",
+                    json=body,
+                    headers=self.headers,
+                    timeout=(min(10.0, opts.timeout), opts.timeout),
+                    stream=True,
+                ) as resp:
+                    status = resp.status_code
+                    data = read_body(resp, deadline, MAX_ANSWER_BYTES)
+            except AnswerTooSlow:
+                last = f"no complete answer within {opts.timeout:g} s"
+                continue
+            except AnswerTooLarge:
+                last = f"the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                break
             except requests.Timeout:
                 last = f"no answer within {opts.timeout:g} s"
                 continue
-            except requests.RequestException as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 last = f"request failed ({exc.__class__.__name__})"
                 continue
-            if resp.status_code == 200:
+            if status == 200:
                 try:
-                    return resp.json()
+                    return json.loads(data)
                 except ValueError:
                     last = "the endpoint answered with something that is not JSON"
                     continue
-            last = f"HTTP {resp.status_code}: {resp.text[:200].strip()}"
-            if resp.status_code < 500 and resp.status_code != 429:
+            # Redacted before it is cut short: a server that echoes the API key never gets it into a skip.
+            text = redact(data.decode("utf-8", "replace")).strip()
+            last = f"HTTP {status}: {text[:200]}"
+            if status < 500 and status != 429:
                 break  # a client error does not get better by retrying
-        raise EndpointError(f"{last} (after {opts.retries + 1} attempt(s))")
+        raise EndpointError(redact(f"{last} (after {attempt + 1} attempt(s))"))
 
     def _one(self, p: Prepared) -> dict[str, Any]:
         start = time.perf_counter()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from recipe_lib.data.download import DownloadCache, DownloadConfig, DownloadFailure, download_one, is_remote
 from recipe_lib.errors import DataError
+from recipe_lib.io import real_url, redact, redact_url
 
 HTTP_SCHEMES = ("http", "https")
 OBJECT_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")  # read through fsspec
@@ -46,6 +47,8 @@ def fetch(url: str, cache_dir: Path | None = None, cfg: DownloadConfig | None = 
     cache_dir = Path(cache_dir or default_cache_dir())
     cfg = cfg or DownloadConfig(cache_dir=cache_dir, progress=False)
     cache = DownloadCache(cache_dir)
+    shown = redact_url(url)  # what a reason names; the request goes to the URL as listed (credentials kept)
+    url = real_url(url)
     scheme = scheme_of(url)
     try:
         if scheme in HTTP_SCHEMES:
@@ -53,14 +56,14 @@ def fetch(url: str, cache_dir: Path | None = None, cfg: DownloadConfig | None = 
         if scheme in OBJECT_STORE_SCHEMES:
             return _fetch_fsspec(url, cache, cfg)
         raise DataError(
-            f"refused to read {url}: '{scheme}://' is not allowed; http(s)://, s3:// and gs:// URLs are read"
+            f"refused to read {shown}: '{scheme}://' is not allowed; http(s)://, s3:// and gs:// URLs are read"
         )
     except DownloadFailure as exc:
-        raise FetchFailure(f"cannot download {url}: {exc.message}") from exc
+        raise FetchFailure(redact(f"cannot download {shown}: {exc.message}")) from exc
     except DataError as exc:
-        raise FetchFailure(exc.message) from exc
+        raise FetchFailure(redact(exc.message)) from exc
     except OSError as exc:
-        raise FetchFailure(f"cannot download {url}: {exc.strerror or exc}") from exc
+        raise FetchFailure(redact(f"cannot download {shown}: {exc.strerror or exc}")) from exc
 
 
 def _fetch_fsspec(url: str, cache: DownloadCache, cfg: DownloadConfig) -> Path:

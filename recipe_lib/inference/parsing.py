@@ -11,6 +11,7 @@ Every failure says why, so a report can count unparsed outputs by reason instead
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import re
 
 from recipe_lib.constants import ANSWER_FORMATS
@@ -61,12 +62,9 @@ def parse_answer(
     if not re.fullmatch(r"[+-]?\d+(\.\d+)?", answer_text):
         shown = answer_text if len(answer_text) <= 40 else answer_text[:37] + "..."
         return ParsedAnswer(None, thinking, answer_text, f"answer is not a number {lo}-{hi}: {shown!r}", False)
-    value = float(answer_text)
-    if value != int(value):
-        return ParsedAnswer(None, thinking, answer_text, f"answer is not a whole number: {answer_text}", False)
-    score = int(value)
-    if not lo <= score <= hi:
-        return ParsedAnswer(None, thinking, answer_text, f"answer {score} is outside {lo}-{hi}", False)
+    score, error = _number_error(answer_text, lo, hi)
+    if error is not None:
+        return ParsedAnswer(None, thinking, answer_text, error, False)
     pattern = r"\s*(<think>.*?</think>\s*)?<answer>\s*\d+\s*</answer>\s*"
     well_formed = len(answers) == 1 and re.fullmatch(pattern, text, re.DOTALL | re.IGNORECASE) is not None
     if require_thinking and thinking is None:
@@ -75,14 +73,20 @@ def parse_answer(
 
 
 def _number_error(answer_text: str, lo: int, hi: int) -> tuple[int | None, str | None]:
-    """The score a number's text stands for, or why it is none."""
-    value = float(answer_text)
-    if value != int(value):
-        return None, f"answer is not a whole number: {answer_text}"
-    score = int(value)
-    if not lo <= score <= hi:
-        return None, f"answer {score} is outside {lo}-{hi}"
-    return score, None
+    """The score a number's text stands for, or why it is none. The text is read as an exact decimal and compared
+    with the scale before any conversion, so a runaway answer (5 000 nines) is an answer outside the scale, never an
+    overflow."""
+    value = decimal.Decimal(answer_text)
+    shown = _shown(answer_text)
+    if value != value.to_integral_value():
+        return None, f"answer is not a whole number: {shown}"
+    if not lo <= value <= hi:
+        return None, f"answer {shown} is outside {lo}-{hi}"
+    return int(value), None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
 
 
 def _parse_line(text: str, lo: int, hi: int, require_thinking: bool) -> ParsedAnswer:

@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from recipe_lib.config import ScoringProtocol, to_dict, with_fields
 from recipe_lib.data.download import is_remote
-from recipe_lib.data.tables import is_dataset_dir, is_table, load_rows
+from recipe_lib.data.tables import is_dataset_dir, is_table, iter_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.score_config import ScoreConfig
 from recipe_lib.inference.store import STORE_NAME, result_key
-from recipe_lib.io import (
-    printable,
-    utf8_name,
-)
+from recipe_lib.io import printable, redact_url, remember_url, utf8_name
 from recipe_lib.prompts import load_prompt
-from recipe_lib.video import file_digest, find_videos
+from recipe_lib.video import file_digest, find_videos, special_file
 
 
 def resolve_items(inputs: list[str], split: str | None = None, label_column: str = "pc") -> list[dict[str, Any]]:
@@ -47,6 +45,24 @@ def check_label(value: Any, where: str, label_column: str) -> None:
         )
 
 
+def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_column: str) -> dict[str, Any]:
+    """One table row as an item: its ``video_url`` checked (a URL listed redacted, a relative path resolved from the
+    table's folder) and its label checked."""
+    url = row.get("video_url")
+    if not url:
+        raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
+    url = str(url)
+    label = row.get(label_column)
+    if label is not None and not (type(label) is int and 1 <= label <= 5):  # the common case, checked fast
+        check_label(label, f"{path} row {i} ({os.path.basename(url)})", label_column)
+    if is_remote(url):
+        url = remember_url(url)  # credentials never reach a row, a skip or a report
+    elif not os.path.isabs(url):
+        url = os.path.join(base, url)
+    row["video_url"] = url
+    return row
+
+
 def resolve_inputs(
     inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -59,25 +75,21 @@ def resolve_inputs(
     for raw in inputs:
         path = Path(raw)
         if is_remote(raw):
-            items.append({"video_url": str(raw)})  # a clip given by URL (fetched when scoring)
+            items.append({"video_url": remember_url(str(raw))})  # a clip given by URL (fetched when scoring)
         elif is_dataset_dir(path) or is_table(path):
-            rows = load_rows(path, split=split)
-            if not rows:
+            i = -1
+            base = path.parent if path.is_file() else path
+            for rows in iter_rows(path, split=split):  # chunks: a table of millions of rows is never read whole
+                if i < 0 and require_label_column and rows and label_column not in rows[0]:
+                    raise DataError(
+                        f"{path} has no column '{label_column}' (named by --label-column)",
+                        hint=f"its columns: {', '.join(map(str, rows[0]))}",
+                    )
+                for row in rows:
+                    i += 1
+                    items.append(_table_item(row, i, path, base, label_column))
+            if i < 0:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
-            if require_label_column and label_column not in rows[0]:
-                raise DataError(
-                    f"{path} has no column '{label_column}' (named by --label-column)",
-                    hint=f"its columns: {', '.join(map(str, rows[0]))}",
-                )
-            for i, row in enumerate(rows):
-                url = row.get("video_url")
-                if not url:
-                    raise DataError(f"{path}: row {i} has no 'video_url'", hint="every row needs a video path")
-                url = str(url)
-                check_label(row.get(label_column), f"{path} row {i} ({Path(url).name})", label_column)
-                if not is_remote(url) and not Path(url).is_absolute():
-                    url = str((path.parent if path.is_file() else path).joinpath(url))
-                items.append({**row, "video_url": url})
         else:
             loose.append(raw)
     seen: set[str] = set()
@@ -111,6 +123,19 @@ def model_fingerprint(model: str) -> str:
         return model
     stats = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in path.glob("*.safetensors"))
     return f"{path.resolve()}::{result_key(stats=stats)}"
+
+
+def backend_identity(cfg: ScoreConfig) -> dict[str, Any]:
+    """What, besides the critic's name, says which weights answer: the backend, and for a served endpoint its address
+    (credentials removed: they say who asks, not who answers) and the model name it serves. Rows of the in-process
+    transformers backend keep the key they always had, so existing stores stay valid."""
+    if cfg.backend == "hf":
+        return {}
+    identity: dict[str, Any] = {"backend": cfg.backend}
+    if cfg.backend == "openai":
+        identity["endpoint"] = redact_url(str(cfg.endpoint.base_url or "")).rstrip("/")
+        identity["served_model"] = cfg.endpoint.served_model or str(cfg.model)
+    return identity
 
 
 # The store's lock and SQLite's -wal/-shm files are not claimed: they hold no exported data, and another run holding
@@ -156,6 +181,22 @@ def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
     return resolved, protocol
 
 
+class DigestCache:
+    """sha256 of each file's bytes, computed once per run per file (by device, inode, size and mtime): a table that
+    lists a few clips under millions of names hashes each clip once."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, int, int], str] = {}
+
+    def of(self, path: str, st: os.stat_result | None = None) -> str:
+        st = st or os.stat(path)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = self._known.get(ident)
+        if digest is None:
+            digest = self._known[ident] = file_digest(path)
+        return digest
+
+
 @dataclasses.dataclass
 class ScorePlan:
     """What a run has to do, worked out on the driver before any model is loaded: the clips with their cache keys
@@ -172,13 +213,16 @@ class ScorePlan:
 
 def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, str]:
     """video_url -> local file for every item (URLs fetched through the download cache, in parallel)."""
-    from recipe_lib.inference.fetch import FetchFailure, fetch
+    from recipe_lib.data.download import DownloadConfig
+    from recipe_lib.inference.fetch import FetchFailure, default_cache_dir, fetch
 
     urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
     local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
     if urls:
+        cache = Path(cfg.download_cache or default_cache_dir())
+        how = DownloadConfig(cache_dir=cache, progress=False, deadline=cfg.download_deadline)
         with cf.ThreadPoolExecutor(max_workers=max(1, min(8, cfg.workers))) as pool:
-            futures = {u: pool.submit(fetch, u, cfg.download_cache) for u in urls}
+            futures = {u: pool.submit(fetch, u, cache, how) for u in urls}
             for url, fut in futures.items():
                 try:
                     local[url] = str(fut.result())
@@ -213,6 +257,11 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         "caption": cfg.use_caption,
         "dtype": _resolved_dtype(cfg),  # a bfloat16 row is never served as the float32 one
     }
+    settings.update(backend_identity(cfg))
+    if cfg.precision != "dtype":
+        settings["precision"] = (
+            cfg.precision
+        )  # an fp8 row is never served as the bfloat16 one (dtype rows keep their key)
     skipped: list[dict[str, Any]] = list(task_skips)
     named: list[dict[str, Any]] = []
     for item in items:
@@ -230,12 +279,19 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     local = _local_files(cfg, items, skipped)
     keyed: list[tuple[str, dict[str, Any]]] = []
     seen: set[str] = set()
+    digests = DigestCache()
+    keys: dict[tuple[str, str], str] = {}
     for item in items:
         url = item["video_url"]
         if url not in local:
             continue  # a URL that could not be fetched: already a skip
         try:
-            digest = file_digest(local[url])
+            st = os.stat(local[url])  # one stat: what the file is, and the digest cache's identity
+            kind = special_file(local[url], st.st_mode)
+            if kind is not None:
+                skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
+                continue
+            digest = digests.of(local[url], st)
         except FileNotFoundError:
             skipped.append({"video": url, "reason": f"video not found: {url}"})
             continue
@@ -245,7 +301,11 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
         except OSError as exc:
             skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
             continue
-        key = result_key(content=digest, **settings, **tasks.key_parts(task, item))
+        parts = tasks.key_parts(task, item)
+        memo = (digest, json.dumps(parts, sort_keys=True, default=str) if parts else "")
+        key = keys.get(memo)
+        if key is None:  # the same clip listed many times is keyed once (the key itself is unchanged)
+            key = keys[memo] = result_key(content=digest, **settings, **parts)
         if key in seen:
             skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
             continue

@@ -72,7 +72,14 @@ def check_ray(cfg: ScoreConfig) -> None:
     if cfg.backend != "hf":
         raise RecipeError("the ray engine scores with the transformers backend", hint="use --backend hf")
     address = cfg.address
-    if address in (None, "", "auto", "local"):
+    if address in (None, "", "local"):
+        import ray
+
+        if not ray.is_initialized():  # a cluster this process started is checked when scoring starts
+            # The local cluster ray.init starts has this machine's cores (and no GPU unless CUDA sees one).
+            check_resources(cfg, float(os.cpu_count() or 1), float(_local_gpus()), "this machine")
+        return
+    if address == "auto":
         return
     host, port = _host_port(address)
     try:
@@ -84,6 +91,60 @@ def check_ray(cfg: ScoreConfig) -> None:
             hint="start one with 'ray start --head --port PORT' and pass its host:port, or leave out --address "
             "to start a local one",
         ) from exc
+
+
+ACTOR_CPUS_CPU, ACTOR_CPUS_GPU = 0.5, 1.0  # CPUs a scoring actor holds: on CPU it shares cores with decoding
+DECODE_CPUS = 0.25  # CPUs one decode task holds
+
+
+def actor_cpus(cfg: ScoreConfig) -> float:
+    return ACTOR_CPUS_GPU if cfg.gpus_per_worker else ACTOR_CPUS_CPU
+
+
+def check_resources(cfg: ScoreConfig, cpus: float, gpus: float, where: str) -> None:
+    """The scoring actors (and one decode task beside them) must fit the cluster: Ray Data would otherwise wait for
+    actors that can never be placed, at 0 of N, without a word."""
+    per_cpu = actor_cpus(cfg)
+    need_cpus = cfg.num_workers * per_cpu + DECODE_CPUS
+    if need_cpus > cpus:
+        fit = max(0, int((cpus - DECODE_CPUS) // per_cpu))
+        raise RecipeError(
+            f"--num-workers {cfg.num_workers} needs {need_cpus:g} CPUs ({per_cpu:g} per scoring actor, "
+            f"{DECODE_CPUS:g} for decoding) but {where} has {cpus:g}",
+            hint=f"use --num-workers {fit} or fewer, or add nodes" if fit else "add CPUs to the cluster",
+        )
+    need_gpus = cfg.num_workers * cfg.gpus_per_worker
+    if need_gpus > gpus:
+        fit = int(gpus // cfg.gpus_per_worker) if cfg.gpus_per_worker else 0
+        raise RecipeError(
+            f"--num-workers {cfg.num_workers} x --gpus-per-worker {cfg.gpus_per_worker:g} needs {need_gpus:g} GPUs "
+            f"but {where} has {gpus:g}",
+            hint=(f"use --num-workers {fit} or fewer" if fit else "add GPU nodes")
+            + ", or lower --gpus-per-worker (0 scores on CPU)",
+        )
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def use_token_auth_when_available() -> None:
+    """Connect to a cluster the way ``ray start`` set it up. Ray 2.60's ``ray start --head`` turns token
+    authentication on by itself when a token exists (``~/.ray/auth_token``, which a plain ``ray.init()`` writes, e.g.
+    notebook 07; or ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``), but a driver given an explicit address does not,
+    and then retries ``InvalidAuthToken`` until it gives up. So, unless ``RAY_AUTH_MODE`` says otherwise, a driver
+    that has a token sends it (a cluster without authentication ignores it)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return  # the user's choice
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication
+        return
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        Config.initialize("")  # Ray reads its settings once; this process now sees token mode too
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -109,10 +170,16 @@ def _connected(cfg: ScoreConfig) -> Any:
         kwargs["_node_ip_address"] = "127.0.0.1"  # keep all traffic on loopback for a cluster on this machine
     if address is None:
         kwargs["include_dashboard"] = False
+    else:
+        use_token_auth_when_available()
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RecipeError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        raise RecipeError(
+            f"cannot connect to the Ray cluster at {address}: {exc}",
+            hint="if the cluster uses token authentication, give this machine its token (the head's "
+            "~/.ray/auth_token, or RAY_AUTH_TOKEN); RAY_AUTH_MODE=disabled on both sides turns it off",
+        ) from exc
     try:
         yield ray
     finally:
@@ -203,21 +270,15 @@ def score_with_ray(
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         resources = ray.cluster_resources()
-        if cfg.gpus_per_worker and resources.get("GPU", 0) < cfg.gpus_per_worker:
-            raise RecipeError(
-                f"the Ray cluster has {resources.get('GPU', 0):g} GPUs, fewer than --gpus-per-worker "
-                f"{cfg.gpus_per_worker:g}",
-                hint="add GPU nodes, or lower --gpus-per-worker (0 scores on CPU)",
-            )
+        check_resources(cfg, resources.get("CPU", 0.0), resources.get("GPU", 0.0), "the Ray cluster")
         records = [{"key": k, "item": pickle.dumps(it), "local": plan.local[it["video_url"]]} for k, it in todo]
         ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 200)))
         # On CPU the scoring actors and decode tasks share the cores; with GPUs each actor holds one CPU for collation.
-        actor_cpus = 1.0 if cfg.gpus_per_worker else 0.5
         ds = ds.map_batches(
             decode_batch,
             fn_kwargs={"video_settings": cfg.video},
             batch_size=cfg.batch_size,
-            num_cpus=0.25,
+            num_cpus=DECODE_CPUS,
             max_retries=3,
         )
         ds = ds.map_batches(
@@ -227,7 +288,7 @@ def score_with_ray(
             fn_constructor_kwargs={"cfg": dataclasses.replace(cfg, inputs=[]), "prompt": plan.prompt},
             batch_size=cfg.batch_size,
             compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
-            num_cpus=actor_cpus,
+            num_cpus=actor_cpus(cfg),
             num_gpus=cfg.gpus_per_worker or None,
             max_restarts=-1,
             max_task_retries=-1,

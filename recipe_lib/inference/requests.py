@@ -311,12 +311,30 @@ def expected_row(probs: Sequence[float], digit_mass: float) -> dict[str, Any]:
     }
 
 
+class InvalidLogprobs(ValueError):
+    """An answer token's log-probability that is no log-probability (NaN, infinite or above 0)."""
+
+
+LOGPROB_SLACK = 1e-4  # rounding of an engine's log-softmax: log p may come out a hair above 0 for p = 1
+
+
+def check_logprobs(logprobs: Mapping[Any, Any]) -> None:
+    """Raise :class:`InvalidLogprobs` unless every value is a finite number at most 0 (``-inf`` is p = 0, allowed)."""
+    for token, value in logprobs.items():
+        bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
+        if bad or value == math.inf or value > LOGPROB_SLACK:
+            raise InvalidLogprobs(f"log-probability {value!r} of answer token {token!r} is not a number at most 0")
+
+
 def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -> dict[str, Any]:
     """``expected`` row from log-probabilities of the answer token (token id -> log p over the whole vocabulary).
 
     With vLLM's ``logprob_token_ids`` every digit is present; from a top-k list (a served endpoint) a digit outside it
-    counts as probability 0, and when none of 1-5 is among them the row has no score and says why.
+    counts as probability 0, and when none of 1-5 is among them the row has no score and says why. A log-probability
+    that is not a number at most 0 (NaN, infinite, 1000.0) is no probability: :class:`InvalidLogprobs` (a
+    ``ValueError``) names it, and the caller skips the clip rather than storing a row built on it.
     """
+    check_logprobs(logprobs)
     mass = [math.exp(logprobs[d]) if d in logprobs else 0.0 for d in digit_ids]
     total = sum(mass)
     if total <= 0:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.config import SamplingSettings, ScoringProtocol, VideoSettings
+from recipe_lib.data.download import DEFAULT_DEADLINE, is_remote
 from recipe_lib.inference.record import ScoredClip
+from recipe_lib.io import remember_url
 from recipe_lib.validation import ConfigError, check_fields
 
 
@@ -52,11 +54,15 @@ class EndpointOptions:
     api_key_env: str | None = _opt(None, "environment variable that holds the API key (the key never goes in a file)")
     served_model: str | None = _opt(None, "model name the server knows (default: --model)")
     concurrency: int = _opt(8, "requests in flight at once")
-    timeout: float = _opt(120.0, "seconds to wait for one answer")
+    timeout: float = _opt(
+        120.0, "seconds one request may take: its answer must be whole by then (a dripping server is cut off)"
+    )
     retries: int = _opt(3, "retries of a failed request (with exponential back-off)")
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.base_url:
+            self.base_url = remember_url(str(self.base_url))  # user:password never reaches a file or a line
 
 
 @dataclasses.dataclass
@@ -106,6 +112,11 @@ class ScoreConfig:
     num_workers: int = _opt(1, "ray: scoring actors, one critic each")
     gpus_per_worker: float = _opt(0.0, "ray: GPUs per scoring actor")
     download_cache: Path | None = _opt(None, "where URL inputs are fetched to (default: build/cache/videos)")
+    download_deadline: float = _opt(
+        DEFAULT_DEADLINE,
+        "seconds one URL's download may take in all, whatever the server's pace; past it the clip is a skip, "
+        "retried on the next run",
+    )
     task: str = "pc"  # pc, sa or rule (recipe_lib.tasks); one task per call, its rows keyed apart in one store
     caption_column: str = _opt("caption", "task sa: column with the text the video should show")
 
@@ -118,6 +129,8 @@ class ScoreConfig:
                 "precision fp8 applies to the model in this process (--backend hf or vllm)",
                 hint="a served endpoint picks its own precision; leave --precision out",
             )
+        # URLs are listed redacted (recipe_lib.io.remember_url): config dumps, rows and reports hold no credentials.
+        self.inputs = [remember_url(i) if isinstance(i, str) and is_remote(i) else i for i in self.inputs]
 
 
 @dataclasses.dataclass

@@ -35,6 +35,7 @@ from recipe_lib.io import (
     atomic_write_json,
     atomic_write_jsonl,
     claim_outputs,
+    redact_obj,
     writes_as,
 )
 from recipe_lib.progress import progress_bar
@@ -45,7 +46,8 @@ def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
     _, scores, skipped, summary = score_files(cfg.task)
     atomic_write_csv(out / scores, result.frame())
     atomic_write_jsonl(out / skipped, result.skipped)
-    atomic_write_json(out / summary, {"config": to_dict(cfg), **result.summary()})
+    # Inputs and URLs are listed redacted; a reason may quote a server's text: the whole summary goes through redact.
+    atomic_write_json(out / summary, redact_obj({"config": to_dict(cfg), **result.summary()}))
 
 
 def _score_local(
@@ -142,7 +144,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
     result = ScoreResult(
         out_dir=out,
         rows=rows,
-        skipped=plan.skipped,
+        skipped=redact_obj(plan.skipped),  # a reason may quote a server's answer: no secret is printed or written
         n_inputs=len(plan.items),
         n_scored_now=n_now,
         n_cached=n_cached,

@@ -161,7 +161,18 @@ def scoring_lines(result: ScoreResult, prefix: str = "") -> list[str]:
     if result.protocol is not None:
         lines.append(f"settings: {result.protocol.describe()}")
     lines += [f"  warning: {printable(w)}" for w in result.warnings]
-    return lines + [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in result.skipped]
+    shown = result.skipped[:MAX_SKIP_LINES]
+    lines += [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in shown]
+    if len(result.skipped) > len(shown):  # a table of a million rows must not print a million lines
+        from collections import Counter
+
+        reasons = Counter(str(skip["reason"]).split(":", 1)[0] for skip in result.skipped[len(shown) :])
+        top = ", ".join(f"{printable(r)} x{n}" for r, n in reasons.most_common(3))
+        lines.append(f"  ... and {len(result.skipped) - len(shown)} more skipped ({top}): see skipped.jsonl")
+    return lines
+
+
+MAX_SKIP_LINES = 200  # skipped clips listed one a line; the rest are counted by reason (all are in skipped.jsonl)
 
 
 class SharedCritic:

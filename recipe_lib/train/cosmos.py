@@ -16,18 +16,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import math
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import typing
 from pathlib import Path
 from typing import Any
 
 from recipe_lib.config import CONFIGS_DIR, REPO_ROOT, from_mapping, load_toml
 from recipe_lib.errors import ConfigError, RecipeError
-from recipe_lib.io import atomic_write_text
+from recipe_lib.io import atomic_write_text, printable
 from recipe_lib.train.config import GRPOCustomConfig, SFTCustomConfig, from_cosmos_mapping
 
 FULL_CONFIG_DIR = CONFIGS_DIR / "full"
@@ -147,19 +149,62 @@ def render_config(
             cfg.setdefault("rollout", {}).setdefault("parallelism", {}).update(split["rollout"])
             # One GPU for the whole policy: shard nothing, keep parameters and optimizer state in CPU memory.
             cfg["train"]["fsdp_offload"] = split["policy"]["dp_shard_size"] == 1
-    if training_kind(cfg) == "grpo":
-        # vLLM samples with rollout.sampling_config.temperature; the trainer rescales logits by
-        # train.train_policy.temperature. They must agree or the importance ratios are off.
-        cfg.setdefault("rollout", {}).setdefault("sampling_config", {})["temperature"] = cfg["train"]["train_policy"][
-            "temperature"
-        ]
     if settings:
         from recipe_lib.config import apply_overrides
 
         cfg = apply_overrides(cfg, settings)
+    if training_kind(cfg) == "grpo":
+        _one_temperature(cfg, settings or {})
     if validate:
         validate_config(cfg)
     return cfg
+
+
+POLICY_TEMPERATURE = "train.train_policy.temperature"
+ROLLOUT_TEMPERATURE = "rollout.sampling_config.temperature"
+
+
+def _one_temperature(cfg: dict[str, Any], settings: dict[str, Any]) -> None:
+    """GRPO: vLLM samples with ``rollout.sampling_config.temperature``, the trainer rescales logits by
+    ``train.train_policy.temperature``; they must agree or the importance ratios are off. The one the user set (by
+    ``--set``, applied before this) is copied to the other; setting both to different values is an error."""
+    policy = cfg.setdefault("train", {}).setdefault("train_policy", {})
+    rollout = cfg.setdefault("rollout", {}).setdefault("sampling_config", {})
+    if ROLLOUT_TEMPERATURE in settings and POLICY_TEMPERATURE not in settings:
+        policy["temperature"] = rollout["temperature"]
+    elif POLICY_TEMPERATURE in settings and ROLLOUT_TEMPERATURE not in settings:
+        rollout["temperature"] = policy["temperature"]
+    elif ROLLOUT_TEMPERATURE not in settings:
+        rollout["temperature"] = policy.get("temperature")
+
+
+def _check_temperatures(mapping: dict[str, Any]) -> None:
+    if training_kind(mapping) != "grpo":
+        return
+    policy = mapping.get("train", {}).get("train_policy", {}).get("temperature")
+    rollout = mapping.get("rollout", {}).get("sampling_config", {}).get("temperature")
+    if policy is not None and rollout is not None and policy != rollout:
+        raise ConfigError(
+            f"{POLICY_TEMPERATURE} = {policy!r} but {ROLLOUT_TEMPERATURE} = {rollout!r}: GRPO needs one temperature",
+            hint="set one of them (the other follows) or both to the same value",
+        )
+
+
+def _non_finite(mapping: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in ``mapping`` (TOML can write them; no setting means one)."""
+    if isinstance(mapping, dict):
+        for key, value in mapping.items():
+            found = _non_finite(value, f"{prefix}{key}.")
+            if found:
+                return found
+    elif isinstance(mapping, list):
+        for i, value in enumerate(mapping):
+            found = _non_finite(value, f"{prefix}{i}.")
+            if found:
+                return found
+    elif isinstance(mapping, float) and not math.isfinite(mapping):
+        return f"{prefix.rstrip('.')} = {mapping}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -215,6 +260,10 @@ def validate_config(mapping: dict[str, Any]) -> Any:
     ``train.output_dir`` with a timestamp).
     """
     kind = training_kind(mapping)
+    bad = _non_finite(mapping)
+    if bad:
+        raise ConfigError(f"{bad} is not a finite number", hint="give a number (nan and inf mean no setting)")
+    _check_temperatures(mapping)
     Config = _cosmos_config_class()
     extra = [k for k in unknown_keys(Config, mapping) if not k.startswith("custom.")]
     if extra:
@@ -263,7 +312,7 @@ def validate_config_file(path: str | Path) -> Any:
 def write_config(out_path: str | Path, kind: str, **overrides: Any) -> Path:
     """Render (see :func:`render_config`: ``model``, ``dataset``, ``n_gpus``, ``output_dir``, ``eval_dataset``) and
     write a TOML file atomically; ``out_path`` may be a folder."""
-    import toml
+    import tomli_w
 
     cfg = render_config(kind, **overrides)
     out = Path(out_path)
@@ -273,9 +322,15 @@ def write_config(out_path: str | Path, kind: str, **overrides: Any) -> Path:
         out = out / f"{kind}{gpus}.toml"
     header = (
         f"# cosmos-rl {kind} config rendered by recipe_lib.train.cosmos.write_config from configs/full/{kind}.toml\n"
-        f"# run: cosmos-rl --config {out.name} {ENTRIES[kind].relative_to(REPO_ROOT)}\n\n"
+        f"# run: cosmos-rl --config {printable(out.name)} {ENTRIES[kind].relative_to(REPO_ROOT)}\n\n"
     )
-    return atomic_write_text(out, header + toml.dumps(cfg))
+    try:
+        text = tomli_w.dumps(cfg)  # strings exactly (a backslash stays a backslash, control characters escaped)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the config cannot be written as TOML: {exc}") from exc
+    if tomllib.loads(text) != cfg:  # what cosmos-rl will read is what was checked, or nothing is written
+        raise ConfigError("the config does not read back as written", hint="check the --set values and paths")
+    return atomic_write_text(out, header + text)
 
 
 # --------------------------------------------------------------------------------------------------------------------

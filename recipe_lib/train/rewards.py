@@ -26,6 +26,7 @@ it is a constant, which group-normalised advantages ignore. ``format_weight = 0`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from recipe_lib.errors import ConfigError, DataError
@@ -69,7 +70,7 @@ def reference_score(reference: object) -> int:
             raise DataError(f"reference {reference!r} is not a score 1-5") from exc
     else:
         raise DataError(f"reference {reference!r} ({type(reference).__name__}) is not a score 1-5")
-    if value != int(value) or not LO <= int(value) <= HI:
+    if not math.isfinite(value) or value != int(value) or not LO <= int(value) <= HI:
         raise DataError(f"reference {reference!r} is not a whole number {LO}-{HI}")
     return int(value)
 

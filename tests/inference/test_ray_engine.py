@@ -250,3 +250,81 @@ def test_importing_the_library_does_not_import_ray():
     code = "import sys, recipe_lib, recipe_lib.cli, recipe_lib.inference.scoring; print('ray' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):  # noqa: ANN001, ANN201
+    """A one-node cluster started by ``ray start --head`` the way the README says, on a machine where a token already
+    exists in ``~/.ray`` (as after ``make demo``: notebook 07's ``ray.init()`` writes one) and ``RAY_AUTH_MODE`` is
+    unset: Ray 2.60's head then turns token authentication on by itself. HOME is a temporary folder, so the real
+    ``~/.ray`` is never read or written."""
+    pytest.importorskip("ray", reason="Ray is not installed")
+    ray_bin = Path(sys.executable).with_name("ray")
+    home = tmp_path_factory.mktemp("home")
+    temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    port = _free_port()
+    marker = f"{os.getpid()}-{port}-token"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(
+        {
+            "HOME": str(home),
+            MARKER: marker,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_agent_register_timeout_ms": "300000",
+            "RAY_raylet_start_wait_time_s": "300",
+        }
+    )
+    made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120)
+    assert (home / ".ray" / "auth_token").is_file(), made.stderr
+    head = ["start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false", "--num-cpus", "2"]
+    head += ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--dashboard-port", str(_free_port())]
+    head += ["--ray-client-server-port", str(_free_port())]
+    try:
+        # 'ray start' gives up after 30 s waiting for its node (the node keeps starting) and leaves daemons holding
+        # its stdout: no pipes, then wait for the node as a client that sends the token.
+        subprocess.run([ray_bin, *head], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+        deadline = time.time() + 300
+        while True:
+            r = subprocess.run(
+                [sys.executable, "-c", probe % f"127.0.0.1:{port}"],
+                env={**env, "RAY_AUTH_MODE": "token"},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if r.stdout.strip().splitlines()[-1:] == ["1"]:
+                break
+            assert time.time() < deadline, f"the token cluster did not come up: {r.stderr[-2000:]}"
+            time.sleep(3)
+        yield {"address": f"127.0.0.1:{port}", "env": env}
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _cluster_pids(marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(2)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_cluster_with_token_auth_after_the_demo(token_cluster, tiny_critic, synth_clips, tmp_path):
+    """The README's cluster steps after ``make demo``: the driver sends the token the head asks for, the clips are
+    scored; and workers that cannot fit the cluster's CPUs are one error before any clip is scored."""
+    env, address = token_cluster["env"], token_cluster["address"]
+    args = [sys.executable, "-m", "recipe_lib.cli", *_args(tiny_critic, _clips(synth_clips, 2))]
+    too_many = subprocess.run(
+        [*args, "--out", str(tmp_path / "many"), "--engine", "ray", "--address", address, "--num-workers", "50"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert too_many.returncode == 2, too_many.stderr
+    assert "error: --num-workers 50 needs 25.25 CPUs" in too_many.stderr and "the Ray cluster has 2" in too_many.stderr
+    assert "Traceback" not in too_many.stderr and store_count(tmp_path / "many") == 0, "no clip scored"
+    done = subprocess.run(
+        [*args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--address", address],
+        env=env, capture_output=True, text=True, timeout=400, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "scored 2 of 2 clips (2 now, 0 cached)" in done.stdout, done.stdout
+    assert "InvalidAuthToken" not in done.stderr
