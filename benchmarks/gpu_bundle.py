@@ -484,6 +484,9 @@ def slim(site: Path) -> dict[str, str]:
     if "xgrammar" in DROP and (site / "vllm").is_dir():
         (site / "xgrammar").mkdir(exist_ok=True)
         (site / "xgrammar" / "__init__.py").write_text(XGRAMMAR_STAND_IN)
+        # `vllm serve` imports xgrammar.structural_tag when its app starts (seen on an H100, 2026-12-07): the same
+        # stand-in serves as that submodule.
+        (site / "xgrammar" / "structural_tag.py").write_text(XGRAMMAR_STAND_IN)
         done["xgrammar/__init__.py"] = "stand-in for the dropped xgrammar (raises on use)"
     for cache in site.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)

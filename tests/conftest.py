@@ -53,6 +53,8 @@ LONG = {
     "tests/test_docs_browser.py::test_docs_site_after_notebook_06": "executes notebook 06 again, then a browser",
     "tests/test_gpu_bundle.py::test_real_bundle_covers_the_entry_points": "downloads ~600 MB of wheels from PyPI "
     "and packs the GPU bundle (reuses .gpu/wheels and .gpu/cache where make gpu-bundle made them)",
+    "tests/train/test_train_7b_script.py": "benchmarks/train_7b.sh rehearsed with the demo critic on a CPU (about 7 "
+    "min; the gate tests the adapter checkpoints, merging and the disk and memory checks in test_lora_checkpoints.py)",
     "tests/reliability/test_gauntlet_round3.py::test_a_million_row_table": "a 1 M-row table scored and rerun (the "
     "gate scores 50 k rows; benchmarks/bench_tables.py measures 10 M)",
     "tests/reliability/test_gauntlet_score.py::test_kill_before_first_batch": "three kills and resumes of one run "
