@@ -43,8 +43,16 @@ def compare(rows_a: list[dict], rows_b: list[dict]) -> dict:
         "clips": len(pairs),
         "max_abs_dprob": max((max(abs(x - y) for x, y in zip(a["probs"], b["probs"])) for a, b in probs), default=None),
         "argmax_agreement": sum(a["score"] == b["score"] for a, b in pairs) / len(pairs) if pairs else None,
+        # a clip without an expected score on either side (unparsed, skipped by the server) is counted, not compared
+        "clips_without_expected": sum(
+            a.get("expected_score") is None or b.get("expected_score") is None for a, b in pairs
+        ),
         "max_abs_dexpected": max(
-            (abs(a["expected_score"] - b["expected_score"]) for a, b in pairs if a["expected_score"] is not None),
+            (
+                abs(a["expected_score"] - b["expected_score"])
+                for a, b in pairs
+                if a.get("expected_score") is not None and b.get("expected_score") is not None
+            ),
             default=None,
         ),
         "mean_abs_dexpected": (
