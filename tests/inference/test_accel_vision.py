@@ -121,7 +121,15 @@ def test_float8_targets_and_exact_mlp_padding(tiny_critic):
     padded = accel.pad_vision_mlps(model, multiple=48)
     assert padded == len(model.model.visual.blocks) and mlp.gate_proj.out_features == -(-mlp_width // 48) * 48
     assert mlp.down_proj.in_features == mlp.gate_proj.out_features
+    # no all-zero weight row for float8's row scaling (it would be 0/0 = NaN); the padded down columns are zero
+    assert bool(mlp.gate_proj.weight.abs().amax(dim=1).gt(0).all()) and bool(
+        mlp.up_proj.weight.abs().amax(dim=1).gt(0).all()
+    )
+    assert not mlp.down_proj.weight[:, mlp_width:].any()
     assert _relative(_vision(model, pixels, grids), reference) < 1e-6
+    assert accel.float8_config("rowwise").activation_value_lb == accel.ACTIVATION_FLOOR > 0
+    with pytest.raises(RecipeError, match="float8 scaling"):
+        accel.float8_config("blockwise")
     targets = accel.float8_targets(model)
     names = set(targets)
     assert "lm_head" not in names and not any("patch_embed" in n for n in names)

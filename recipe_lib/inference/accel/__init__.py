@@ -58,8 +58,10 @@ from recipe_lib.inference.accel.core import (
     qwen_core,
 )
 from recipe_lib.inference.accel.float8 import (
+    ACTIVATION_FLOOR,
     apply_float8,
     check_float8_device,
+    float8_config,
     float8_targets,
     pad_vision_mlps,
 )
@@ -122,6 +124,7 @@ __all__ = [
     "Speedups",
     "StaticDecoder",
     "StaticKV",
+    "ACTIVATION_FLOOR",
     "apply_float8",
     "batched_vision_attention",
     "batched_vision_attention_enabled",
@@ -138,6 +141,7 @@ __all__ = [
     "enable_linear_patch_embed",
     "enable_packed_vision_attention",
     "enable_padded_vision_mlp",
+    "float8_config",
     "float8_targets",
     "fused_block_math",
     "fused_vision_blocks",
