@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
+import typing
 from typing import Any
 
 from recipe_lib.errors import ConfigError
@@ -99,10 +101,31 @@ RULES_BY_NAME = {rule.dest: rule for rule in RULES}
 def check_fields(config: Any) -> None:
     """Check the fields of dataclass ``config`` that share a name with a rule (``batch_size``, ``limit``, ``timeout``,
     ...): a config built in a notebook gets the same checks as the options of the command that builds it."""
+    choices = literal_choices(type(config))
     for f in dataclasses.fields(config):
         rule = RULES_BY_NAME.get(f.name)
         if rule is not None:
             rule.check(getattr(config, f.name), name=f.name)
+        allowed = choices.get(f.name)
+        if allowed is not None and getattr(config, f.name) not in allowed:
+            raise ConfigError(
+                f"{f.name} {getattr(config, f.name)!r} is not allowed",
+                hint=f"use one of {', '.join(map(str, allowed))}",
+            )
+
+
+@functools.cache
+def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of each field of dataclass ``cls`` typed ``Literal[...]`` (what its option's choices are)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:  # an annotation names a type imported only for type checkers: no choices read from it
+        return {}
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints.get(f.name)) is typing.Literal
+    }
 
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")

@@ -60,7 +60,8 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
 
 # ScoreConfig fields offered as options, in the order --help lists them.
 SCORING_FIELDS = (
-    "model", "prompt", "mode", "batch_size", "device", "dtype", "precision", "split", "limit", "use_caption", "workers",
+    "model", "prompt", "mode", "batch_size", "device", "dtype", "precision", "vision_path", "split", "limit",
+    "use_caption", "workers",
     "max_batch_tokens", "download_cache", "download_deadline", "backend", "trust_remote_code",
 )  # fmt: skip
 SCALE_FIELDS = ("engine", "address", "num_workers", "gpus_per_worker")

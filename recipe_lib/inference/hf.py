@@ -105,7 +105,10 @@ class HFScorer:
         critic = load_critic(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         if cfg.precision == "fp8":
             apply_float8(critic.model)
-        return cls(critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption)
+        speedups = Speedups.for_device(str(critic.device), cfg.vision_path)
+        return cls(
+            critic, prompt, cfg.video, cfg.sampling, mode=cfg.mode, use_caption=cfg.use_caption, speedups=speedups
+        )
 
     def __init__(
         self,

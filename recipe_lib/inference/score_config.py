@@ -92,6 +92,12 @@ class ScoreConfig:
         "dtype: every layer in --dtype; fp8: the language model's and vision tower's linear layers in float8 "
         "(torchao, dynamic rowwise scaling; GPUs with compute capability >= 8.9; --backend vllm: vLLM's fp8)",
     )
+    vision_path: Literal["auto", "stock", "batched", "packed", "fused", "compiled"] = _opt(
+        "auto",
+        "hf backend, Qwen2.5-VL: the vision tower's path, each adding one change to the one before: stock, batched "
+        "(attention per group of equal windows), packed (one attention call per block), fused (each block one "
+        "function), compiled (fused + torch.compile, once per clip shape); auto: fused on CUDA, batched on CPU",
+    )
     split: str | None = _opt(None, "split name when a dataset folder holds several")
     limit: int | None = _opt(None, "score only the first N clips")
     use_caption: bool = _opt(False, "add each clip's caption to the prompt")

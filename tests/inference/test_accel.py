@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -336,3 +338,37 @@ def test_scaled_down_random_critic_scores_like_stock(tiny_critic):
         assert critic.model.model.visual.blocks[0].mlp._recipe_pad_to == 384
     for r, ref in zip(fast.score_batch(prepared), stock.score_batch(prepared)):
         assert max(abs(a - b) for a, b in zip(r["probs"], ref["probs"])) < 1e-5
+
+
+def test_vision_paths_add_one_switch_each():
+    """``--vision-path``: each path adds one change to the one before; auto is fused on CUDA, batched on CPU."""
+    cuda = {v: accel.Speedups.for_device("cuda", v) for v in accel.VISION_PATHS}
+    assert not cuda["stock"].batched_vision_attention and not cuda["stock"].padded_vision_mlp
+    assert cuda["batched"].batched_vision_attention and cuda["batched"].padded_vision_mlp
+    assert cuda["packed"].packed_vision_attention and not cuda["packed"].fused_vision_blocks
+    assert cuda["fused"].fused_vision_blocks and not cuda["fused"].compile_vision
+    assert cuda["compiled"].compile_vision and cuda["auto"] == cuda["fused"]
+    assert all(s.decoder == "graph" for s in cuda.values())
+    cpu = accel.Speedups.for_device("cpu")
+    assert cpu == accel.Speedups.for_device("cpu", "batched") and cpu.linear_patch_embed and not cpu.padded_vision_mlp
+    with pytest.raises(RecipeError, match="unknown vision path"):
+        accel.Speedups.for_device("cpu", "turbo")
+
+
+def test_vision_path_is_a_scoring_option_with_the_same_scores(tiny_critic, synth_clips, tmp_path):
+    """The same clips scored through the stock tower and the fused one (CPU, float32): the same p(1..5)."""
+    from recipe_lib.inference.score_config import ScoreConfig
+    from recipe_lib.inference.scoring import score_videos
+
+    clips = sorted(str(p) for p in Path(synth_clips.out_dir, "videos").glob("*.mp4"))[:3]
+    probs = {}
+    for path in ("stock", "fused"):
+        cfg = ScoreConfig(
+            inputs=clips, out_dir=tmp_path / path, model=str(tiny_critic), device="cpu", batch_size=3, vision_path=path
+        )
+        probs[path] = [r["probs"] for r in score_videos(cfg, progress=False).rows]
+    assert len(probs["stock"]) == 3
+    for a, b in zip(probs["stock"], probs["fused"]):
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+    with pytest.raises(RecipeError, match="vision_path"):
+        ScoreConfig(inputs=clips, out_dir=tmp_path / "bad", model=str(tiny_critic), vision_path="turbo")

@@ -54,6 +54,7 @@ synchronising the device at the boundaries; it is for measurement, not for produ
 
 from recipe_lib.inference.accel.core import (
     DECODE_ATTENTION,
+    VISION_PATHS,
     Speedups,
     qwen_core,
 )
@@ -116,6 +117,7 @@ from recipe_lib.inference.accel.vision_mlp import (
 
 __all__ = [
     "DECODE_ATTENTION",
+    "VISION_PATHS",
     "DecodeResult",
     "PackedPlan",
     "PhaseTimer",
