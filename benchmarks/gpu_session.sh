@@ -11,6 +11,7 @@
 #   2. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 2 2>&1 | tail -c 11000        carry [".gpu/p2"]
 #   3. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 3 2>&1 | tail -c 11000        carry [".gpu/p3"]
 #   4. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 4 2>&1 | tail -c 11000        carry []
+# (calls 1-3 run what the full-scale guide records: fine-tuning, cosmos-rl, serve; call 4 the speed benchmark)
 # (58 MiB pieces make the bundle three pieces; built with smaller ones, a fourth would travel with call 4.)
 #
 # One stage alone, on a machine that already has /tmp/site (e.g. a rerun in the same lease):
@@ -116,10 +117,13 @@ run_stage() {
     kill $server; wait $server 2>/dev/null
     grep -E "$KEEP" "$W/logs/serve-demo.log" | tail -15 > "$OUT/serve-demo.log"
     seeded_7b || return 1
-    log "vllm serve: 7B shape, seeded weights"
+    # Both 7B engines (the server and --backend vllm) run eagerly: each starts in about a minute instead of two
+    # (compilation and CUDA graph capture), so the pair fits the stage; the comparison stays like for like.
+    log "vllm serve: 7B shape, seeded weights (both engines --enforce-eager)"
     local opts=(--fps 4 --total-pixels 1605632)
     $PY -m vllm.entrypoints.openai.api_server --model "$W/m7b" --served-model-name critic7b --host 127.0.0.1 \
-      --port 8012 --dtype bfloat16 --gpu-memory-utilization 0.55 --max-model-len 8192 > "$W/logs/serve-7b.log" 2>&1 &
+      --port 8012 --dtype bfloat16 --gpu-memory-utilization 0.55 --max-model-len 8192 --enforce-eager \
+      > "$W/logs/serve-7b.log" 2>&1 &
     server=$!
     if wait_for http://127.0.0.1:8012/v1/models 300; then
       log "engine ready; agreement hf / openai on 16 clips, then videos/s at concurrency 8 and 32"
@@ -136,7 +140,7 @@ run_stage() {
     log "the same clips through --backend vllm (in this process, same weights)"
     $PY benchmarks/serve_rows.py --label 7b --backend vllm --model "$W/m7b" --clips "$W/clips7b/videos" \
       --out "$rows" -- "${opts[@]}" --device cuda --dtype bfloat16 --batch-size 32 \
-      --gpu-memory-utilization 0.6 --max-model-len 8192 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore" | tail -4
+      --gpu-memory-utilization 0.6 --max-model-len 8192 --enforce-eager 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore" | tail -4
     cp "$W"/agreement-served-*.json "$rows" "$OUT"/ 2>/dev/null ;;
   cosmos-demo)
     demo_assets || return 1

@@ -279,7 +279,7 @@ def test_plan_fits_the_device_tool_and_checks_stage_needs(tmp_path):
     # the vllm archive whole only after piece 4, while call 3 runs vLLM stages: refused, naming both
     late = gb.Manifest(m.piece_bytes, m.pieces * 4, [*m.archives[:2], gb.Archive(**{
         **m.archives[2].__dict__, "complete_with_piece": 4})], {}, {}, {})  # fmt: skip
-    late_call = r"device call 3 runs bench-gpu, which needs the archive vllm, whole only after"
+    late_call = r"device call 3 runs serve, which needs the archive vllm, whole only after"
     with pytest.raises(RecipeError, match=late_call):
         gb.plan(late)
     five = gb.Manifest(m.piece_bytes, m.pieces * 5, m.archives, {}, {}, {})
