@@ -109,7 +109,7 @@ def check_fields(config: Any) -> None:
         allowed = choices.get(f.name)
         if allowed is not None and getattr(config, f.name) not in allowed:
             raise ConfigError(
-                f"{f.name} {getattr(config, f.name)!r} is not allowed",
+                f"{f.name} {getattr(config, f.name)} is not allowed",
                 hint=f"use one of {', '.join(map(str, allowed))}",
             )
 

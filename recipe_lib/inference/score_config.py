@@ -128,8 +128,6 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.precision not in ("dtype", "fp8"):
-            raise ConfigError(f"precision {self.precision} is not allowed", hint="use dtype or fp8")
         if self.precision == "fp8" and self.backend == "openai":
             raise ConfigError(
                 "precision fp8 applies to the model in this process (--backend hf or vllm)",

@@ -18,7 +18,6 @@ are built once per block and rebuilt when a weight changes (version counters), n
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.accel.toggle import bind_forward, has_own_forward, toggled, unbind_forward
-from recipe_lib.inference.accel.vision_attention import rotate_qk
+from recipe_lib.inference.accel.vision_attention import PlanCache, rotate_qk
 
 ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention")
 FUSED_BLOCK_CLASSES = ("Qwen2_5_VLVisionBlock",)
@@ -86,21 +85,6 @@ def build_packed_plan(cu_seqlens: Any) -> PackedPlan:
     )
 
 
-class _PlanCache:
-    """Plans keyed by the identity of the ``cu_seqlens`` tensor the tower hands to every block (two per forward)."""
-
-    def __init__(self, size: int = 4) -> None:
-        self.entries: collections.deque[tuple[Any, PackedPlan]] = collections.deque(maxlen=size)
-
-    def get(self, cu_seqlens: Any) -> PackedPlan:
-        for tensor, plan in self.entries:
-            if tensor is cu_seqlens:
-                return plan
-        plan = build_packed_plan(cu_seqlens)
-        self.entries.append((cu_seqlens, plan))
-        return plan
-
-
 def packed_attention(q: Any, k: Any, v: Any, layout: tuple[Any, ...], scaling: float) -> Any:
     """Attention of each chunk with itself, all chunks in one call: ``q``, ``k``, ``v`` of shape (rows, heads,
     head_dim) -> (rows, heads * head_dim); ``layout`` is :meth:`PackedPlan.layout`."""
@@ -145,7 +129,7 @@ def enable_packed_vision_attention(model: Any) -> int:
             f"{type(model).__name__} has no Qwen2.5-VL or Qwen3-VL vision attention to patch",
             hint="packed vision attention applies to Qwen2.5-VL and Qwen3-VL critics",
         )
-    plans = _PlanCache()
+    plans = PlanCache(build_packed_plan)
     for module in modules:
         module._recipe_packed_plans = plans
     return bind_forward(modules, _packed_attention_forward)
@@ -307,7 +291,7 @@ def enable_fused_vision_blocks(model: Any, compile_backend: str | None = None) -
             f"{type(model).__name__} has no Qwen2.5-VL vision block to fuse",
             hint="the fused vision block applies to Qwen2.5-VL critics (Cosmos-Reason1, the demo critic)",
         )
-    plans = _PlanCache()
+    plans = PlanCache(build_packed_plan)
     for block in blocks:
         block._recipe_fused_plans = plans
         block._recipe_compile = compile_backend

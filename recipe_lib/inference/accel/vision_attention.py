@@ -9,6 +9,7 @@ import collections
 import contextlib
 import dataclasses
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from recipe_lib.errors import RecipeError
@@ -27,23 +28,24 @@ class _ChunkPlan:
     groups: list[tuple[int, int, Any]]
 
 
-class _PlanCache:
-    """Plans keyed by the identity of the ``cu_seqlens`` tensor the vision tower passes to every block.
+class PlanCache:
+    """Plans keyed by the identity of the ``cu_seqlens`` tensor the vision tower passes to every block; ``build``
+    makes a plan from such a tensor (the grouped plan here, the packed one in ``packed_vision``).
 
     The tower builds two such tensors per forward (windows and frames) and hands the same objects to all 32 blocks,
     so a plan is built (one device sync) twice per forward instead of once per block. Entries hold a reference to
     their tensor, so an identity match can never be a different tensor at a reused address.
     """
 
-    def __init__(self, size: int = 4) -> None:
-        self.size = size
-        self.entries: collections.deque[tuple[Any, _ChunkPlan]] = collections.deque(maxlen=size)
+    def __init__(self, build: Callable[[Any], Any], size: int = 4) -> None:
+        self.build = build
+        self.entries: collections.deque[tuple[Any, Any]] = collections.deque(maxlen=size)
 
-    def get(self, cu_seqlens: Any) -> _ChunkPlan:
+    def get(self, cu_seqlens: Any) -> Any:
         for tensor, plan in self.entries:
             if tensor is cu_seqlens:
                 return plan
-        plan = build_chunk_plan(cu_seqlens)
+        plan = self.build(cu_seqlens)
         self.entries.append((cu_seqlens, plan))
         return plan
 
@@ -160,7 +162,7 @@ def _vision_attention_modules(model: Any, required: bool = True) -> list[Any]:
 def enable_batched_vision_attention(model: Any) -> int:
     """Patch every vision attention block of ``model`` (in place); returns how many were patched."""
     modules = _vision_attention_modules(model)
-    plans = _PlanCache()
+    plans = PlanCache(build_chunk_plan)
     for module in modules:
         module._recipe_plans = plans
     return bind_forward(modules, _grouped_forward)
