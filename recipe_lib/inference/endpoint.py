@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recipe_lib import net
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import (
@@ -54,10 +55,6 @@ class EndpointError(Exception):
     """One request failed (after its retries); the message is the skip reason."""
 
 
-class AnswerTooSlow(Exception):
-    """The answer did not arrive whole before the request's deadline."""
-
-
 class AnswerTooLarge(Exception):
     """The answer is larger than any chat completion of a score."""
 
@@ -65,22 +62,17 @@ class AnswerTooLarge(Exception):
 MAX_ANSWER_BYTES = 64 * 1024**2  # a generate-mode answer of 8 trials x 4 096 tokens is well under 1 MB
 
 
-def read_body(resp: Any, deadline: float, limit: int) -> bytes:
-    """The whole (decoded) body of a streamed response by ``deadline`` (``time.monotonic``) and within ``limit`` bytes.
-    Reads take what the socket holds (``read1``), so a server that drips its answer one byte at a time is cut off at
-    the deadline instead of resetting a per-read timeout forever."""
+def read_body(resp: Any, limit: int) -> bytes:
+    """The whole (decoded) body of a streamed response, within ``limit`` bytes. Reads take what the socket holds
+    (``read1``); the request's :class:`~recipe_lib.net.Deadline` bounds the time, however slowly the server sends."""
     parts: list[bytes] = []
     size = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise AnswerTooSlow()
-        block = resp.raw.read1(1 << 16, decode_content=True)
-        if not block:
-            return b"".join(parts)
+    while block := resp.raw.read1(1 << 16, decode_content=True):
         size += len(block)
         if size > limit:
             raise AnswerTooLarge()
         parts.append(block)
+    return b"".join(parts)
 
 
 def encode_mp4(video: ModelVideo) -> bytes:
@@ -201,14 +193,18 @@ class EndpointScorer:
         self._checked = False
 
     def check_reachable(self) -> None:
-        """One clear error when nothing answers at the address (checked once, before the first batch)."""
+        """One clear error when nothing answers at the address (checked once, before the first batch), within
+        ``min(10 s, --timeout)`` in all."""
         import requests
 
+        wait = min(10.0, self.cfg.endpoint.timeout)
         try:
-            requests.get(f"{self.url}/models", headers=self.headers, timeout=min(10.0, self.cfg.endpoint.timeout))
-        except requests.RequestException as exc:
+            with net.session() as s, net.Deadline(wait) as deadline:
+                s.get(f"{self.url}/models", headers=self.headers, timeout=deadline.timeouts(wait)).close()
+        except (requests.RequestException, net.DeadlineExceeded) as exc:
+            why = f"no answer within {wait:g} s" if isinstance(exc, net.DeadlineExceeded) else exc.__class__.__name__
             raise RecipeError(
-                f"cannot reach the endpoint at {self.base_url} ({exc.__class__.__name__})",
+                f"cannot reach the endpoint at {self.base_url} ({why})",
                 hint="start the server (e.g. `vllm serve MODEL`) or check --base-url; finished clips are kept",
             ) from exc
         self._checked = True
@@ -235,18 +231,23 @@ class EndpointScorer:
         for attempt in range(opts.retries + 1):
             if attempt:
                 time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-            deadline = time.monotonic() + opts.timeout  # the whole request, not each wait for bytes
             try:
-                with requests.post(
-                    f"{self.url}/chat/completions",
-                    json=body,
-                    headers=self.headers,
-                    timeout=(min(10.0, opts.timeout), opts.timeout),
-                    stream=True,
-                ) as resp:
+                # The whole request (connect, headers, body) within --timeout: the deadline closes the connection
+                # however slowly the server sends, where a read timeout would start again with every byte.
+                with (
+                    net.session() as session,
+                    net.Deadline(opts.timeout) as deadline,
+                    session.post(
+                        f"{self.url}/chat/completions",
+                        json=body,
+                        headers=self.headers,
+                        timeout=deadline.timeouts(opts.timeout),
+                        stream=True,
+                    ) as resp,
+                ):
                     status = resp.status_code
-                    data = read_body(resp, deadline, MAX_ANSWER_BYTES)
-            except AnswerTooSlow:
+                    data = read_body(resp, MAX_ANSWER_BYTES)
+            except net.DeadlineExceeded:
                 last = f"no complete answer within {opts.timeout:g} s"
                 continue
             except AnswerTooLarge:
