@@ -231,6 +231,7 @@ class EndpointScorer:
         for attempt in range(opts.retries + 1):
             if attempt:
                 time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
+            status = None
             try:
                 # The whole request (connect, headers, body) within --timeout: the deadline closes the connection
                 # however slowly the server sends, where a read timeout would start again with every byte.
@@ -248,7 +249,10 @@ class EndpointScorer:
                     status = resp.status_code
                     data = read_body(resp, MAX_ANSWER_BYTES)
             except net.DeadlineExceeded:
-                last = f"no complete answer within {opts.timeout:g} s"
+                if status is None:
+                    last = f"no answer within {opts.timeout:g} s (the response headers never came whole)"
+                else:
+                    last = f"no complete answer within {opts.timeout:g} s (HTTP {status}, the body cut short)"
                 continue
             except AnswerTooLarge:
                 last = f"the answer is larger than {MAX_ANSWER_BYTES} bytes"
