@@ -33,13 +33,11 @@ from recipe_lib import net
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import (
-    SCORES,
+    SKIP,
     TOP_LOGPROBS,
-    InvalidLogprobs,
-    check_logprobs,
     check_mode,
     generate_row,
-    row_from_logprobs,
+    row_from_answer_logprobs,
 )
 from recipe_lib.io import real_url, redact, register_secret
 from recipe_lib.prompts import PromptSpec
@@ -47,8 +45,6 @@ from recipe_lib.video import ModelVideo, load_for_model
 
 if TYPE_CHECKING:
     from recipe_lib.inference.score_config import ScoreConfig
-
-SKIP = "skip_reason"  # a row holding only this key is recorded as a skip, not stored
 
 
 class EndpointError(Exception):
@@ -137,16 +133,11 @@ def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> di
         choices = data["choices"]
         if mode == "expected":
             top = choices[0]["logprobs"]["content"][0]["top_logprobs"]
-            check_logprobs({str(entry["token"]): entry["logprob"] for entry in top})  # a NaN is never dropped
-            logprobs: dict[int, float] = {}
-            for entry in top:
-                token = str(entry["token"]).strip()
-                if token in {str(d) for d in SCORES}:
-                    logprobs[int(token)] = max(logprobs.get(int(token), float("-inf")), float(entry["logprob"]))
-            return row_from_logprobs(logprobs, list(SCORES))
+            row = row_from_answer_logprobs([(e["token"], e["logprob"]) for e in top], "the endpoint's answer")
+            if SKIP in row:  # a NaN or infinite log-probability: never a row
+                raise EndpointError(row[SKIP])
+            return row
         return generate_row([str(c["message"]["content"] or "") for c in choices], answer_format)
-    except InvalidLogprobs as exc:
-        raise EndpointError(f"the endpoint's answer holds an invalid log-probability: {exc}") from exc
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointError(
             f"the endpoint's answer lacks {'the answer token log-probabilities' if mode == 'expected' else 'a message'}"
