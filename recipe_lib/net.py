@@ -162,8 +162,9 @@ def _use_watched_pools(manager: PoolManager) -> PoolManager:
 
 
 class DeadlineAdapter(HTTPAdapter):
-    """``requests``' adapter with connections a :class:`Deadline` can cut off (directly and through an http(s)
-    proxy; a SOCKS proxy keeps urllib3's own connections, bounded only between reads)."""
+    """``requests``' adapter with connections a :class:`Deadline` can cut off, directly and through an http(s)
+    proxy. A SOCKS proxy keeps urllib3's own connections: the deadline cannot close those, only the per-read timeout
+    bounds each wait, and the late request raises :class:`DeadlineExceeded` when it ends."""
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

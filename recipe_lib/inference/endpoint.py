@@ -3,7 +3,9 @@
 ``EndpointScorer(cfg, prompt)`` has the scorer interface of :func:`recipe_lib.inference.scoring.score_videos`.
 
 Requests: one chat completion per clip — the rubric as the system message, the user message with the video and the
-question — sent ``concurrency`` at a time, each with a timeout and ``retries`` retries with exponential back-off.
+question — sent ``concurrency`` at a time, each within ``timeout`` seconds in all (connect, headers, body: a
+:class:`recipe_lib.net.Deadline` closes the connection however slowly the server sends) and with ``retries`` retries
+with exponential back-off.
 The video travels as an mp4 ``data:`` URL of the frames *already sampled and sized* by :mod:`recipe_lib.video`
 (re-encoded at the sampled fps), so the server's processor sees the same frames as the in-process backends; the
 request asks vLLM to keep every frame it is sent (``media_io_kwargs``) and not to resize them.
