@@ -14,6 +14,8 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from recipe_lib.data.download import DEFAULT_DEADLINE
+
     p = sub.add_parser(
         "prepare",
         help="prepare VideoPhy-2 or your own labelled videos as datasets",
@@ -58,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip opening every clip to check it is a readable video",
     )
     v.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a server (default 30)")
+    v.add_argument(
+        "--download-deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help="seconds one clip's download may take in all: connect, response headers and body of every attempt, "
+        "whatever the server's pace; at the deadline the connection is closed and the clip counts as failed, tried "
+        "again on the next run (default %(default)g)",
+    )
     v.add_argument("--retries", type=int, default=3, help="extra attempts for transient download errors")
     v.add_argument("--max-mb", type=float, default=2048, help="size cap per downloaded file in MB (default 2048)")
     v.set_defaults(func=run_videophy2)

@@ -54,9 +54,11 @@ class DownloadFailure(Exception):
 class DownloadConfig:
     """How clips are fetched.
 
-    ``timeout`` bounds the connection and each wait for bytes (seconds), ``deadline`` the whole download (seconds,
-    ``None``: no bound; an expired deadline is not retried in the same run); ``retries`` is the number of extra attempts
-    after the first for transient errors, waiting ``backoff * 2**attempt`` seconds (at most ``max_backoff``) between
+    ``timeout`` bounds the connection and each wait for bytes (seconds), ``deadline`` the whole download: connect,
+    headers and body of every attempt and the pauses between them (seconds, ``None``: no bound; at the deadline the
+    connection is closed, whatever the server is sending, and the URL is not tried again in the same run);
+    ``retries`` is the number of extra attempts after the first for transient errors, waiting
+    ``backoff * 2**attempt`` seconds (at most ``max_backoff``) between
     them; ``max_bytes`` caps one file (``None``: no cap).
     """
 
@@ -220,96 +222,101 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig) -> tuple[str, int]:
-    """One attempt: stream ``url`` into ``target`` atomically within ``cfg.deadline`` seconds; returns (sha256, bytes).
+def _fetch(session: Any, url: str, target: Path, cfg: DownloadConfig, seconds: float | None) -> tuple[str, int]:
+    """One attempt: stream ``url`` into ``target`` atomically within ``seconds`` (the time the download's deadline
+    leaves; None: no bound); returns (sha256, bytes).
 
-    The body is read with ``read1`` (whatever the socket holds, at most a chunk), so the deadline is checked between
-    reads even when a server drips one byte at a time: a blocking read of a whole chunk would wait for every byte. A
-    ``Content-Encoding`` (gzip) is decoded; ``Content-Length`` is compared with the bytes that came over the wire, and
-    a body that inflates more than ``MAX_INFLATION`` times is stopped as a decompression bomb."""
+    The deadline covers the whole exchange: a :class:`recipe_lib.net.Deadline` closes the connection when it passes,
+    whether the server drips its headers or its body, where a read timeout would start again with every byte. The
+    body is read with ``read1`` (whatever the socket holds, at most a chunk). A ``Content-Encoding`` (gzip) is
+    decoded; ``Content-Length`` is compared with the bytes that came over the wire, and a body that inflates more than
+    ``MAX_INFLATION`` times is stopped as a decompression bomb."""
     import requests
     import urllib3
 
+    from recipe_lib import net
+
     # URLs are de-duplicated per run, so one process writes one URL at a time: the pid makes the name unique.
     part = target.with_name(f"{target.name}.{os.getpid()}.part")
-    start = time.monotonic()
+    size = 0
+    expected: int | None = None
+    headers = False  # the status line and headers came
     try:
-        try:
-            response = session.get(url, stream=True, timeout=(cfg.timeout, cfg.timeout), allow_redirects=True)
-        except requests.exceptions.Timeout as exc:
-            raise DownloadFailure(f"timed out after {cfg.timeout:g} s waiting for the server", retry=True) from exc
-        except requests.exceptions.InvalidSchema as exc:
-            raise DownloadFailure(f"redirected to a URL that is not http(s): {_short(exc)}", retry=False) from exc
-        except requests.exceptions.RequestException as exc:
-            raise DownloadFailure(f"connection failed: {_short(exc)}", retry=True) from exc
-        with response:
-            if response.status_code >= 400:
-                reason = response.reason or ""
-                raise DownloadFailure(
-                    f"HTTP {response.status_code} {reason}".strip(), retry=response.status_code in RETRY_STATUS
-                )
-            final = urllib.parse.urlsplit(response.url).scheme.lower()
-            if final not in ALLOWED_SCHEMES:
-                raise DownloadFailure(f"redirected to a '{final}' URL, which is not downloaded", retry=False)
-            declared = response.headers.get("Content-Length")
-            expected = int(declared) if declared and declared.isdigit() else None
-            encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
-            if cfg.max_bytes is not None and expected is not None and expected > cfg.max_bytes:
-                raise DownloadFailure(
-                    f"file is {expected} bytes, over the size cap of {cfg.max_bytes} bytes", retry=False
-                )
-            h = hashlib.sha256()
-            size = 0
-            part.parent.mkdir(parents=True, exist_ok=True)
-            raw = response.raw
+        with net.Deadline(seconds) as deadline:
             try:
-                with part.open("wb") as fh:
-                    while True:
-                        if cfg.deadline is not None and time.monotonic() - start > cfg.deadline:
-                            raise DownloadFailure(
-                                f"not complete within the deadline of {cfg.deadline:g} s (got {size} bytes"
-                                + (f" of {expected}" if expected is not None else "")
-                                + "); tried again on the next run",
-                                retry=False,
-                            )
-                        block = raw.read1(cfg.chunk_size, decode_content=True)
-                        if not block:  # the end of the body
-                            break
-                        size += len(block)
-                        if cfg.max_bytes is not None and size > cfg.max_bytes:
-                            raise DownloadFailure(
-                                f"body grew past the size cap of {cfg.max_bytes} bytes; stopped", retry=False
-                            )
-                        wire = raw.tell()
-                        if encoded and size > BOMB_FLOOR and size > MAX_INFLATION * max(1, wire):
-                            raise DownloadFailure(
-                                f"the {response.headers.get('Content-Encoding')} body inflates more than "
-                                f"{MAX_INFLATION} times ({wire} bytes sent, {size} decoded so far): refused as a "
-                                "decompression bomb",
-                                retry=False,
-                            )
-                        h.update(block)
-                        fh.write(block)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
-                raise DownloadFailure(
-                    f"timed out after {cfg.timeout:g} s without data (got {size} bytes)", retry=True
-                ) from exc
-            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise DownloadFailure(
-                    f"connection broke after {size} bytes"
-                    + (f" of {expected}" if expected is not None else "")
-                    + f": {_short(exc)}",
-                    retry=True,
-                ) from exc
-            wire = raw.tell()  # bytes as sent (compressed when encoded): what Content-Length counts
-            if expected is not None and wire != expected:
-                raise DownloadFailure(f"truncated body: got {wire} of {expected} bytes", retry=True)
-            if size == 0:
-                raise DownloadFailure("the server sent an empty body", retry=True)
+                response = session.get(url, stream=True, timeout=deadline.timeouts(cfg.timeout), allow_redirects=True)
+            except requests.exceptions.Timeout as exc:
+                raise DownloadFailure(f"timed out after {cfg.timeout:g} s waiting for the server", retry=True) from exc
+            except requests.exceptions.InvalidSchema as exc:
+                raise DownloadFailure(f"redirected to a URL that is not http(s): {_short(exc)}", retry=False) from exc
+            except requests.exceptions.RequestException as exc:
+                raise DownloadFailure(f"connection failed: {_short(exc)}", retry=True) from exc
+            headers = True
+            with response:
+                if response.status_code >= 400:
+                    reason = response.reason or ""
+                    raise DownloadFailure(
+                        f"HTTP {response.status_code} {reason}".strip(), retry=response.status_code in RETRY_STATUS
+                    )
+                final = urllib.parse.urlsplit(response.url).scheme.lower()
+                if final not in ALLOWED_SCHEMES:
+                    raise DownloadFailure(f"redirected to a '{final}' URL, which is not downloaded", retry=False)
+                declared = response.headers.get("Content-Length")
+                expected = int(declared) if declared and declared.isdigit() else None
+                encoded = response.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+                if cfg.max_bytes is not None and expected is not None and expected > cfg.max_bytes:
+                    raise DownloadFailure(
+                        f"file is {expected} bytes, over the size cap of {cfg.max_bytes} bytes", retry=False
+                    )
+                h = hashlib.sha256()
+                part.parent.mkdir(parents=True, exist_ok=True)
+                raw = response.raw
+                try:
+                    with part.open("wb") as fh:
+                        while block := raw.read1(cfg.chunk_size, decode_content=True):
+                            size += len(block)
+                            if cfg.max_bytes is not None and size > cfg.max_bytes:
+                                raise DownloadFailure(
+                                    f"body grew past the size cap of {cfg.max_bytes} bytes; stopped", retry=False
+                                )
+                            wire = raw.tell()
+                            if encoded and size > BOMB_FLOOR and size > MAX_INFLATION * max(1, wire):
+                                raise DownloadFailure(
+                                    f"the {response.headers.get('Content-Encoding')} body inflates more than "
+                                    f"{MAX_INFLATION} times ({wire} bytes sent, {size} decoded so far): refused as "
+                                    "a decompression bomb",
+                                    retry=False,
+                                )
+                            h.update(block)
+                            fh.write(block)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
+                    raise DownloadFailure(
+                        f"timed out after {cfg.timeout:g} s without data (got {size} bytes)", retry=True
+                    ) from exc
+                except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    raise DownloadFailure(
+                        f"connection broke after {size} bytes"
+                        + (f" of {expected}" if expected is not None else "")
+                        + f": {_short(exc)}",
+                        retry=True,
+                    ) from exc
+                wire = raw.tell()  # bytes as sent (compressed when encoded): what Content-Length counts
+        # Checked after the deadline's block: a connection it cut off may look like a short, complete body.
+        if expected is not None and wire != expected:
+            raise DownloadFailure(f"truncated body: got {wire} of {expected} bytes", retry=True)
+        if size == 0:
+            raise DownloadFailure("the server sent an empty body", retry=True)
         os.replace(part, target)
         return h.hexdigest(), size
+    except net.DeadlineExceeded as exc:
+        got = "the response headers never came whole"
+        if headers:
+            got = f"got {size} bytes" + (f" of {expected}" if expected is not None else "")
+        raise DownloadFailure(
+            f"not complete within the deadline of {cfg.deadline:g} s ({got}); tried again on the next run", retry=False
+        ) from exc
     finally:
         part.unlink(missing_ok=True)
 
@@ -320,32 +327,40 @@ def _short(exc: BaseException) -> str:
 
 
 def download_one(url: str, cache: DownloadCache, cfg: DownloadConfig, session: Any = None) -> tuple[Path, bool]:
-    """Fetch one URL into ``cache`` (with retries); returns (path, downloaded_now).
+    """Fetch one URL into ``cache`` (with retries, all of them within ``cfg.deadline``); returns (path,
+    downloaded_now). ``session``: one from :func:`recipe_lib.net.session` (a new one when None), whose connections
+    the deadline can close.
 
     Raises :class:`DataError` for a refused URL and :class:`DownloadFailure` when every attempt failed."""
-    import requests
+    from recipe_lib import net
 
     check_url(url)
     hit = cache.lookup(url, verify=cfg.verify)
     if hit is not None:
         return hit, False
     target = cache.path_for(url)
+    end = None if cfg.deadline is None else time.monotonic() + cfg.deadline
     own = session is None
-    session = session or requests.Session()
+    session = session or net.session()
     session.headers.setdefault("User-Agent", cfg.user_agent)
     try:
         attempt = 0
         while True:
             try:
-                digest, size = _fetch(session, url, target, cfg)
+                left = None if end is None else end - time.monotonic()
+                digest, size = _fetch(session, url, target, cfg, left)
                 cache.record(url, target, digest, size)
                 return target, True
             except DownloadFailure as exc:
-                if not exc.retry or attempt >= cfg.retries:
+                pause = min(cfg.max_backoff, cfg.backoff * 2**attempt)
+                late = end is not None and time.monotonic() + pause >= end
+                if not exc.retry or attempt >= cfg.retries or late:
                     if attempt:
                         exc.message = f"{exc.message} (after {attempt + 1} attempts)"
+                    if exc.retry and late and attempt < cfg.retries:
+                        exc.message += f"; no time left for another attempt within the deadline of {cfg.deadline:g} s"
                     raise
-                time.sleep(min(cfg.max_backoff, cfg.backoff * 2**attempt))
+                time.sleep(pause)
                 attempt += 1
     finally:
         if own:
@@ -358,8 +373,9 @@ def download_all(urls: list[str], cfg: DownloadConfig) -> DownloadResult:
     The failures of this run are written to ``failures.jsonl`` (``{"url", "error"}`` per line); an empty file means
     everything is there. Rerun with the same URLs to retry only what failed or is missing.
     """
-    import requests
     from tqdm import tqdm
+
+    from recipe_lib import net
 
     start = time.perf_counter()
     cache = DownloadCache(cfg.cache_dir)
@@ -376,7 +392,7 @@ def download_all(urls: list[str], cfg: DownloadConfig) -> DownloadResult:
 
     def session() -> Any:
         if not hasattr(local, "session"):
-            local.session = requests.Session()
+            local.session = net.session()
             with sessions_lock:
                 sessions.append(local.session)
         return local.session

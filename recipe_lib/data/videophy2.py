@@ -60,7 +60,14 @@ from typing import Any
 
 from recipe_lib.config import build_dir, to_dict
 from recipe_lib.data.accounting import DroppedRow, count_reasons, describe_dropped, replace_dir, write_json
-from recipe_lib.data.download import DEFAULT_MAX_BYTES, DownloadCache, DownloadConfig, download_all, is_remote
+from recipe_lib.data.download import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_BYTES,
+    DownloadCache,
+    DownloadConfig,
+    download_all,
+    is_remote,
+)
 from recipe_lib.data.splits import as_number, as_score
 from recipe_lib.errors import DataError
 
@@ -94,7 +101,9 @@ class VideoPhy2Config:
 
     ``videos_dir``: where clips already on disk live; a relative ``video_url`` is looked up there (as given, then by
     file name), and so is the file name of an http(s) URL when downloads are off. ``cache_dir``: the download cache
-    (default ``build/cache/videos``). ``rename``: source column -> VideoPhy-2 column (``{"videopath": "video_url"}``).
+    (default ``build/cache/videos``); ``timeout`` bounds each wait for a server, ``download_deadline`` one clip's
+    whole download (see :class:`~recipe_lib.data.download.DownloadConfig`). ``rename``: source column -> VideoPhy-2
+    column (``{"videopath": "video_url"}``).
     """
 
     source: str
@@ -108,6 +117,7 @@ class VideoPhy2Config:
     rename: dict[str, str] = dataclasses.field(default_factory=dict)
     check_videos: bool = True
     timeout: float = 30.0
+    download_deadline: float | None = DEFAULT_DEADLINE
     retries: int = 3
     max_bytes: int | None = DEFAULT_MAX_BYTES
     progress: bool = True
@@ -441,6 +451,7 @@ def prepare_videophy2(cfg: VideoPhy2Config) -> VideoPhy2Result:
                 cache_dir=cache_dir,
                 workers=cfg.workers,
                 timeout=cfg.timeout,
+                deadline=cfg.download_deadline,
                 retries=cfg.retries,
                 max_bytes=cfg.max_bytes,
                 progress=cfg.progress,

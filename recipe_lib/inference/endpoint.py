@@ -3,7 +3,9 @@
 ``EndpointScorer(cfg, prompt)`` has the scorer interface of :func:`recipe_lib.inference.scoring.score_videos`.
 
 Requests: one chat completion per clip — the rubric as the system message, the user message with the video and the
-question — sent ``concurrency`` at a time, each with a timeout and ``retries`` retries with exponential back-off.
+question — sent ``concurrency`` at a time, each within ``timeout`` seconds in all (connect, headers, body: a
+:class:`recipe_lib.net.Deadline` closes the connection however slowly the server sends) and with ``retries`` retries
+with exponential back-off.
 The video travels as an mp4 ``data:`` URL of the frames *already sampled and sized* by :mod:`recipe_lib.video`
 (re-encoded at the sampled fps), so the server's processor sees the same frames as the in-process backends; the
 request asks vLLM to keep every frame it is sent (``media_io_kwargs``) and not to resize them.
@@ -29,16 +31,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recipe_lib import net
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import (
-    SCORES,
+    SKIP,
     TOP_LOGPROBS,
-    InvalidLogprobs,
-    check_logprobs,
     check_mode,
     generate_row,
-    row_from_logprobs,
+    row_from_answer_logprobs,
 )
 from recipe_lib.io import real_url, redact, register_secret
 from recipe_lib.prompts import PromptSpec
@@ -47,15 +48,9 @@ from recipe_lib.video import ModelVideo, load_for_model
 if TYPE_CHECKING:
     from recipe_lib.inference.score_config import ScoreConfig
 
-SKIP = "skip_reason"  # a row holding only this key is recorded as a skip, not stored
-
 
 class EndpointError(Exception):
     """One request failed (after its retries); the message is the skip reason."""
-
-
-class AnswerTooSlow(Exception):
-    """The answer did not arrive whole before the request's deadline."""
 
 
 class AnswerTooLarge(Exception):
@@ -65,22 +60,17 @@ class AnswerTooLarge(Exception):
 MAX_ANSWER_BYTES = 64 * 1024**2  # a generate-mode answer of 8 trials x 4 096 tokens is well under 1 MB
 
 
-def read_body(resp: Any, deadline: float, limit: int) -> bytes:
-    """The whole (decoded) body of a streamed response by ``deadline`` (``time.monotonic``) and within ``limit`` bytes.
-    Reads take what the socket holds (``read1``), so a server that drips its answer one byte at a time is cut off at
-    the deadline instead of resetting a per-read timeout forever."""
+def read_body(resp: Any, limit: int) -> bytes:
+    """The whole (decoded) body of a streamed response, within ``limit`` bytes. Reads take what the socket holds
+    (``read1``); the request's :class:`~recipe_lib.net.Deadline` bounds the time, however slowly the server sends."""
     parts: list[bytes] = []
     size = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise AnswerTooSlow()
-        block = resp.raw.read1(1 << 16, decode_content=True)
-        if not block:
-            return b"".join(parts)
+    while block := resp.raw.read1(1 << 16, decode_content=True):
         size += len(block)
         if size > limit:
             raise AnswerTooLarge()
         parts.append(block)
+    return b"".join(parts)
 
 
 def encode_mp4(video: ModelVideo) -> bytes:
@@ -145,16 +135,11 @@ def row_from_response(data: Any, mode: str, answer_format: str = "tagged") -> di
         choices = data["choices"]
         if mode == "expected":
             top = choices[0]["logprobs"]["content"][0]["top_logprobs"]
-            check_logprobs({str(entry["token"]): entry["logprob"] for entry in top})  # a NaN is never dropped
-            logprobs: dict[int, float] = {}
-            for entry in top:
-                token = str(entry["token"]).strip()
-                if token in {str(d) for d in SCORES}:
-                    logprobs[int(token)] = max(logprobs.get(int(token), float("-inf")), float(entry["logprob"]))
-            return row_from_logprobs(logprobs, list(SCORES))
+            row = row_from_answer_logprobs([(e["token"], e["logprob"]) for e in top], "the endpoint's answer")
+            if SKIP in row:  # a NaN or infinite log-probability: never a row
+                raise EndpointError(row[SKIP])
+            return row
         return generate_row([str(c["message"]["content"] or "") for c in choices], answer_format)
-    except InvalidLogprobs as exc:
-        raise EndpointError(f"the endpoint's answer holds an invalid log-probability: {exc}") from exc
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise EndpointError(
             f"the endpoint's answer lacks {'the answer token log-probabilities' if mode == 'expected' else 'a message'}"
@@ -201,14 +186,18 @@ class EndpointScorer:
         self._checked = False
 
     def check_reachable(self) -> None:
-        """One clear error when nothing answers at the address (checked once, before the first batch)."""
+        """One clear error when nothing answers at the address (checked once, before the first batch), within
+        ``min(10 s, --timeout)`` in all."""
         import requests
 
+        wait = min(10.0, self.cfg.endpoint.timeout)
         try:
-            requests.get(f"{self.url}/models", headers=self.headers, timeout=min(10.0, self.cfg.endpoint.timeout))
-        except requests.RequestException as exc:
+            with net.session() as s, net.Deadline(wait) as deadline:
+                s.get(f"{self.url}/models", headers=self.headers, timeout=deadline.timeouts(wait)).close()
+        except (requests.RequestException, net.DeadlineExceeded) as exc:
+            why = f"no answer within {wait:g} s" if isinstance(exc, net.DeadlineExceeded) else exc.__class__.__name__
             raise RecipeError(
-                f"cannot reach the endpoint at {self.base_url} ({exc.__class__.__name__})",
+                f"cannot reach the endpoint at {self.base_url} ({why})",
                 hint="start the server (e.g. `vllm serve MODEL`) or check --base-url; finished clips are kept",
             ) from exc
         self._checked = True
@@ -235,19 +224,28 @@ class EndpointScorer:
         for attempt in range(opts.retries + 1):
             if attempt:
                 time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
-            deadline = time.monotonic() + opts.timeout  # the whole request, not each wait for bytes
+            status = None
             try:
-                with requests.post(
-                    f"{self.url}/chat/completions",
-                    json=body,
-                    headers=self.headers,
-                    timeout=(min(10.0, opts.timeout), opts.timeout),
-                    stream=True,
-                ) as resp:
+                # The whole request (connect, headers, body) within --timeout: the deadline closes the connection
+                # however slowly the server sends, where a read timeout would start again with every byte.
+                with (
+                    net.session() as session,
+                    net.Deadline(opts.timeout) as deadline,
+                    session.post(
+                        f"{self.url}/chat/completions",
+                        json=body,
+                        headers=self.headers,
+                        timeout=deadline.timeouts(opts.timeout),
+                        stream=True,
+                    ) as resp,
+                ):
                     status = resp.status_code
-                    data = read_body(resp, deadline, MAX_ANSWER_BYTES)
-            except AnswerTooSlow:
-                last = f"no complete answer within {opts.timeout:g} s"
+                    data = read_body(resp, MAX_ANSWER_BYTES)
+            except net.DeadlineExceeded:
+                if status is None:
+                    last = f"no answer within {opts.timeout:g} s (the response headers never came whole)"
+                else:
+                    last = f"no complete answer within {opts.timeout:g} s (HTTP {status}, the body cut short)"
                 continue
             except AnswerTooLarge:
                 last = f"the answer is larger than {MAX_ANSWER_BYTES} bytes"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from recipe_lib.prompts import PromptSpec, build_messages
 from recipe_lib.video import ModelVideo, visual_tokens
 
 SCORES = (1, 2, 3, 4, 5)
+DIGIT_TEXTS = frozenset(str(d) for d in SCORES)
+SKIP = "skip_reason"  # a backend's row holding only this key is a skip: listed with the reason, never stored
 MODES = ("generate", "expected")
 TOP_LOGPROBS = 20  # the most a served OpenAI-compatible endpoint returns per token
 
@@ -318,9 +320,10 @@ class InvalidLogprobs(ValueError):
 LOGPROB_SLACK = 1e-4  # rounding of an engine's log-softmax: log p may come out a hair above 0 for p = 1
 
 
-def check_logprobs(logprobs: Mapping[Any, Any]) -> None:
-    """Raise :class:`InvalidLogprobs` unless every value is a finite number at most 0 (``-inf`` is p = 0, allowed)."""
-    for token, value in logprobs.items():
+def check_logprobs(logprobs: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
+    """Raise :class:`InvalidLogprobs` unless every value (of a mapping, or of (token, value) pairs) is a finite number
+    at most 0 (``-inf`` is p = 0, allowed)."""
+    for token, value in logprobs.items() if isinstance(logprobs, Mapping) else logprobs:
         bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
         if bad or value == math.inf or value > LOGPROB_SLACK:
             raise InvalidLogprobs(f"log-probability {value!r} of answer token {token!r} is not a number at most 0")
@@ -348,6 +351,31 @@ def row_from_logprobs(logprobs: Mapping[int, float], digit_ids: Sequence[int]) -
             "trials": [],
         }
     return expected_row([m / total for m in mass], total)
+
+
+def row_from_answer_logprobs(answers: Iterable[tuple[str, Any]], source: str) -> dict[str, Any]:
+    """The ``expected`` row of an answer token's log-probabilities as a backend returned them: (token text, log p)
+    pairs, every token it returned (a served endpoint's top-k list, vLLM's requested digit tokens and the sampled
+    one). A token whose text is a digit 1-5 (spaces around it allowed) counts for that digit, the largest log p when
+    several do.
+
+    Every value is checked before any is used: a NaN, an infinity or a 1000.0 anywhere would otherwise drop out of the
+    digits (leaving, say, p5 = 1.0) or swamp them, silently. Such an answer is a skip, ``{SKIP: "<source> holds an
+    invalid log-probability: ..."}``: listed and counted with its reason, never stored, tried again on the next run."""
+    pairs = [(str(token), value) for token, value in answers]
+    try:
+        check_logprobs(pairs)
+    except InvalidLogprobs as exc:
+        return {SKIP: f"{source} holds an invalid log-probability: {exc}"}
+    by_digit: dict[int, float] = {}
+    for token, value in pairs:
+        text = token.strip()
+        if text in DIGIT_TEXTS:
+            by_digit[int(text)] = max(by_digit.get(int(text), -math.inf), float(value))
+    row = row_from_logprobs(by_digit, SCORES)
+    if not by_digit:
+        row["parse_error"] = f"none of the digits 1-5 is among the {len(pairs)} answer tokens returned"
+    return row
 
 
 def generate_row(texts: Sequence[str], answer_format: str = "tagged") -> dict[str, Any]:

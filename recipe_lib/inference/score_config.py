@@ -55,7 +55,9 @@ class EndpointOptions:
     served_model: str | None = _opt(None, "model name the server knows (default: --model)")
     concurrency: int = _opt(8, "requests in flight at once")
     timeout: float = _opt(
-        120.0, "seconds one request may take: its answer must be whole by then (a dripping server is cut off)"
+        120.0,
+        "seconds one request (each attempt) may take in all: connect, response headers and body. At the deadline the "
+        "connection is closed, however slowly the server sends, and the clip is a skip, tried again on the next run",
     )
     retries: int = _opt(3, "retries of a failed request (with exponential back-off)")
 
@@ -120,8 +122,9 @@ class ScoreConfig:
     download_cache: Path | None = _opt(None, "where URL inputs are fetched to (default: build/cache/videos)")
     download_deadline: float = _opt(
         DEFAULT_DEADLINE,
-        "seconds one URL's download may take in all, whatever the server's pace; past it the clip is a skip, "
-        "retried on the next run",
+        "seconds one URL's download may take in all: connect, response headers and body of every attempt, whatever "
+        "the server's pace. At the deadline the connection is closed and the clip is a skip, tried again on the next "
+        "run",
     )
     task: str = "pc"  # pc, sa or rule (recipe_lib.tasks); one task per call, its rows keyed apart in one store
     caption_column: str = _opt("caption", "task sa: column with the text the video should show")

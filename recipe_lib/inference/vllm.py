@@ -9,7 +9,8 @@ the same text and the same pixels.
 ``generate``  ``SamplingParams`` from the recipe's sampling settings (``n = trials`` answers per clip), each parsed.
 ``expected``  one token after the prompt's answer prefix with the log-probabilities of exactly the five digit tokens
               (``SamplingParams(logprob_token_ids=...)``); p(1..5) are their probabilities renormalised and
-              ``digit_mass`` their sum, as in the transformers backend.
+              ``digit_mass`` their sum, as in the transformers backend. A NaN, infinite or positive log-probability,
+              or a digit missing from the answer, makes the clip a skip with the reason (:func:`row_from_output`).
 
 Engine settings (:class:`recipe_lib.inference.score_config.VLLMOptions`: memory share, context length, tensor parallel
 size, prefix caching, ``load_format="dummy"`` for random weights) come from ``ScoreConfig.vllm``
@@ -23,16 +24,19 @@ in an importable module, and never in a notebook cell.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.hf import Prepared
 from recipe_lib.inference.requests import (
+    SCORES,
+    SKIP,
     check_mode,
     clip_text,
     digit_token_ids,
     generate_row,
-    row_from_logprobs,
+    row_from_answer_logprobs,
     vllm_input,
     vllm_sampling_kwargs,
 )
@@ -161,14 +165,36 @@ class VLLMScorer:
         elapsed = time.perf_counter() - start
         rows = []
         for p, out in zip(batch, outputs):
-            if self.mode == "expected":
-                first = out.outputs[0].logprobs[0] if out.outputs and out.outputs[0].logprobs else {}
-                logprobs = {int(t): float(getattr(lp, "logprob", lp)) for t, lp in first.items()}
-                row = row_from_logprobs(logprobs, self.digit_ids or [])
-            else:
-                row = generate_row([o.text for o in out.outputs], self.prompt.parse_format())
-            row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}
-            row["frames"] = int(p.video.frames.shape[0])
-            row["frame_size"] = [int(p.video.frames.shape[2]), int(p.video.frames.shape[3])]
+            row = row_from_output(out, self.mode, self.digit_ids or [], self.prompt.parse_format())
+            if SKIP not in row:
+                row["timing"] = {"preprocess_s": round(p.preprocess_s, 4), "model_s": round(elapsed / len(batch), 4)}
+                row["frames"] = int(p.video.frames.shape[0])
+                row["frame_size"] = [int(p.video.frames.shape[2]), int(p.video.frames.shape[3])]
             rows.append(row)
         return rows
+
+
+def row_from_output(output: Any, mode: str, digit_ids: Sequence[int], answer_format: str) -> dict[str, Any]:
+    """The result row of one of vLLM's ``RequestOutput`` objects, or a skip (``{SKIP: reason}``).
+
+    It reads ``output.outputs`` (the completions): each one's ``text`` in ``generate`` mode; in ``expected`` mode the
+    first completion's ``logprobs[0]``, the answer token's ``{token id: Logprob}`` with ``Logprob.logprob``. The digits'
+    token ids (``digit_ids``, in the order 1-5) were all requested (``logprob_token_ids``), so a digit missing from
+    the answer is a skip, as is any log-probability that is NaN, infinite or above 0
+    (:func:`~recipe_lib.inference.requests.row_from_answer_logprobs`, which the endpoint backend shares): the row
+    would be wrong without a word (a dropped digit is p = 0), so the clip is listed with the reason and tried again on
+    the next run."""
+    if mode != "expected":
+        return generate_row([o.text for o in output.outputs], answer_format)
+    steps = output.outputs[0].logprobs if output.outputs else None
+    if not steps:
+        return {SKIP: "the engine's answer holds no log-probabilities for the answer token"}
+    returned = {int(tid): lp for tid, lp in steps[0].items()}
+    missing = [str(d) for tid, d in zip(digit_ids, SCORES) if tid not in returned]
+    if missing:
+        return {
+            SKIP: f"the engine's answer lacks the log-probability of the digit(s) {', '.join(missing)} it was asked for"
+        }
+    digit = {tid: str(d) for tid, d in zip(digit_ids, SCORES)}
+    answers = [(digit.get(tid, f"<token id {tid}>"), getattr(lp, "logprob", lp)) for tid, lp in returned.items()]
+    return row_from_answer_logprobs(answers, "the engine's answer")

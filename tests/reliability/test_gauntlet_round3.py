@@ -12,6 +12,7 @@ import http.server
 import json
 import math
 import os
+import select
 import shutil
 import threading
 import time
@@ -104,6 +105,39 @@ def drip(data: bytes, every: float) -> Route:
             h.wfile.write(data[i : i + 1])
             h.wfile.flush()
             time.sleep(every)
+
+    return handler
+
+
+def drip_headers(data: bytes, every: float, held: list[float]) -> Route:
+    """The status line and headers one byte every ``every`` seconds, then ``data`` (a read timeout, started again by
+    every byte, never fires); appends to ``held`` how long the client kept the connection open (the request is read
+    whole, so the socket turns readable only when the client closes it)."""
+
+    def handler(h: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+        h.close_connection = True
+        start = time.monotonic()
+        for i in range(len(head)):
+            h.wfile.write(head[i : i + 1].encode())
+            h.wfile.flush()
+            if select.select([h.connection], [], [], every)[0]:  # the client closed the connection
+                held.append(time.monotonic() - start)
+                return
+        h.wfile.write(data)
+
+    return handler
+
+
+def first_then(first: Route, rest: Route) -> Route:
+    """``first`` for the first request of a path, ``rest`` for the others."""
+    seen = threading.Event()
+
+    def handler(h: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+        if seen.is_set():
+            return rest(h, body)
+        seen.set()
+        return first(h, body)
 
     return handler
 
@@ -223,6 +257,80 @@ def test_an_endpoint_that_drips_its_answer_is_cut_at_the_timeout(tiny_critic, sy
         assert time.monotonic() - start < 45
     assert "Traceback" not in r.stderr
     assert "no complete answer within 3 s" in skip_lines(r.stdout)[clip.name], r.stdout
+
+
+def _settled(held: list[float]) -> bool:
+    """True once the server's handler has seen the client close the dripping connection (within 5 s)."""
+    end = time.monotonic() + 5
+    while not held and time.monotonic() < end:
+        time.sleep(0.05)
+    return len(held) == 1
+
+
+def _skips_on_file(out: Path) -> tuple[int, dict[str, str]]:
+    """The skips summary.json counts and skipped.jsonl lists (file name -> reason)."""
+    summary = json.loads((out / "summary.json").read_text())
+    listed = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    return summary["skipped"], {Path(s["video"]).name: s["reason"] for s in listed}
+
+
+def test_an_endpoint_that_drips_its_headers_is_cut_at_the_timeout_and_retried(tiny_critic, synth_clips, tmp_path):
+    clips = _clips(synth_clips, 2)
+    answer = logprobs_answer({"4": -0.1, "3": -2.5})
+    routes = endpoint(lambda: answer)
+    plain = routes["/v1/chat/completions"]
+    held: list[float] = []
+    routes["/v1/chat/completions"] = first_then(drip_headers(answer, 1.0, held), plain)  # one clip's request drips
+    out = tmp_path / "out"
+    with server(routes) as (base, _):
+        args = [str(clips[1]), *_endpoint_args(base, clips[0], out, "--timeout", "3")]
+        start = time.monotonic()
+        r = _score(*args, timeout=120)
+        assert time.monotonic() - start < 45, "the dripping request holds the run up to its deadline, not for ever"
+        assert _settled(held) and 2.9 < held[0] < 4.5, f"the dripping connection was held {held} s, deadline 3 s"
+        assert "Traceback" not in r.stderr and r.returncode == 0, r.stdout + r.stderr
+        assert "scored 1 of 2 clips (1 now, 0 cached), 0 unparsed, 1 skipped" in r.stdout, r.stdout
+        (shown,) = skip_lines(r.stdout).values()
+        assert "no answer within 3 s (the response headers never came whole)" in shown, shown
+        counted, listed = _skips_on_file(out)
+        assert counted == 1 and list(listed.values()) == [shown]
+        again = _score(*args, timeout=120)  # the server answers at once now: the skip is tried again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "scored 2 of 2 clips (1 now, 1 cached), 0 unparsed, 0 skipped" in again.stdout, again.stdout
+    assert _skips_on_file(out) == (0, {})
+
+
+def test_a_download_that_drips_its_headers_is_cut_at_its_deadline_and_retried(tiny_critic, synth_clips, tmp_path):
+    good, slow = _clips(synth_clips, 2)
+    answer = logprobs_answer({"4": -0.1, "3": -2.5})
+    held: list[float] = []
+    routes = {
+        **endpoint(lambda: answer),
+        "/good/": lambda h, b: send(h, 200, good.read_bytes()),
+        "/slow/": first_then(drip_headers(slow.read_bytes(), 1.0, held), lambda h, b: send(h, 200, slow.read_bytes())),
+    }
+    out = tmp_path / "out"
+    with server(routes) as (base, hits):
+        args = [f"{base}/good/a.mp4", f"{base}/slow/b.mp4", "--out", str(out), "--backend", "openai",
+                "--base-url", f"{base}/v1", "--model", "critic", "--no-report",
+                "--download-cache", str(tmp_path / "cache"), "--download-deadline", "3"]  # fmt: skip
+        start = time.monotonic()
+        r = _score(*args, timeout=120)
+        assert time.monotonic() - start < 45, "the dripping download holds the run up to its deadline, not for ever"
+        assert _settled(held) and 2.9 < held[0] < 4.5, f"the dripping connection was held {held} s, deadline 3 s"
+        assert "Traceback" not in r.stderr and r.returncode == 0, r.stdout + r.stderr
+        assert "scored 1 of 2 clips (1 now, 0 cached), 0 unparsed, 1 skipped" in r.stdout, r.stdout
+        shown = skip_lines(r.stdout)["b.mp4"]
+        assert "not complete within the deadline of 3 s (the response headers never came whole)" in shown, shown
+        assert hits["/slow/b.mp4"] == 1, "an expired deadline is not retried within the run"
+        counted, listed = _skips_on_file(out)
+        assert counted == 1 and listed == {"b.mp4": shown}
+        assert not list((tmp_path / "cache").rglob("*.part")), "no partial file left"
+        again = _score(*args, timeout=120)  # the host answers at once now: the download is tried again
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "scored 2 of 2 clips (1 now, 1 cached), 0 unparsed, 0 skipped" in again.stdout, again.stdout
+    assert hits["/slow/b.mp4"] == 2 and hits["/good/a.mp4"] == 1
+    assert _skips_on_file(out) == (0, {})
 
 
 def test_more_ray_workers_than_cpus_is_one_error_before_any_work(tiny_critic, synth_clips, tmp_path):
