@@ -241,7 +241,10 @@ class ScoreClips:
             where.append((i, str(key), item))
         if ready:
             for (i, key, item), row in zip(where, self.scorer.score_batch(ready)):
-                rows[i] = json.dumps(scored_row(self.cfg, self.prompt, key, item, row))
+                if "skip_reason" in row:  # the backend could not score this clip (a failed request, bad logprobs)
+                    skips[i] = f"{row['skip_reason']} (on node {_node()})"
+                else:
+                    rows[i] = json.dumps(scored_row(self.cfg, self.prompt, key, item, row))
         return {"key": batch["key"], "row": rows, "skip": skips, "item": batch["item"]}
 
 
