@@ -42,7 +42,6 @@ LONG = {
     "tests/inference/test_ray_engine.py::test_worker_killed": "a Ray run with its actors killed, then a local run",
     "tests/inference/test_ray_engine.py::test_driver_killed": "a Ray run killed, rerun, then a local run",
     "tests/train/test_sft.py::test_penetration_is_learned": "an SFT run until one violation is learned",
-    "tests/test_notebooks.py::test_07_at_scale": "notebook 07 starts Ray clusters in its kernel",
     "tests/reliability/test_gauntlet_notebooks.py": "a notebook killed mid-scoring, then run twice more",
     "tests/test_bench.py": "the scoring benchmark, quick mode",
     "tests/data/test_custom.py::test_notebook_05": "notebook 05 trains on the demo sheet (the workflow's steps are "
@@ -100,6 +99,21 @@ def executed_notebooks_are_clean(tmp_path_factory: pytest.TempPathFactory):  # n
     yield
     problems = unclean_since(tmp_path_factory.getbasetemp(), since)
     assert not problems, "stderr in executed notebooks:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def newcomer_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels started from this test run as in a `make venv` without the `lab` extra: a package named ipywidgets
+    that refuses to import comes first on their path. The session's own progress-bar switches and its
+    ``RAY_AUTH_MODE`` are removed, so the kernel sees only what run_notebook sets (a local cluster it starts then
+    turns token authentication on, as in `make demo`)."""
+    hidden = tmp_path / "newcomer-path" / "ipywidgets"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text('raise ImportError("no ipywidgets: a venv without the lab extra")\n')
+    paths = [str(hidden.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

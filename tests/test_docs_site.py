@@ -6,7 +6,6 @@ in the kernel a newcomer gets — `make venv` installs no `lab` extra, so no ipy
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -32,20 +31,6 @@ needs_chromium = pytest.mark.skipif(
 )
 PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 REPORT = f'<!doctype html><html><body><h1>r</h1><img alt="dot" src="data:image/png;base64,{PNG_1PX}"></body></html>'
-
-
-@pytest.fixture
-def newcomer_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Kernels started from this test run as in a `make venv` without the `lab` extra: a package named ipywidgets
-    that refuses to import comes first on their path. The session's own progress-bar switches are removed, so the
-    kernel sees only what run_notebook sets."""
-    hidden = tmp_path / "newcomer-path" / "ipywidgets"
-    hidden.mkdir(parents=True)
-    (hidden / "__init__.py").write_text('raise ImportError("no ipywidgets: a venv without the lab extra")\n')
-    paths = [str(hidden.parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
-    for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def _probe(path: Path, *cells: str) -> Path:

@@ -3,9 +3,12 @@ and on the figures they produced."""
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 
+from notebook_outputs import html_stderr_boxes, stderr_outputs
 from recipe_lib.notebooks import list_notebooks, run_notebook
 
 
@@ -64,9 +67,17 @@ def test_failing_notebook_reports_the_cell(tmp_path):
 
 
 @pytest.mark.slow
-def test_07_at_scale():
+def test_07_at_scale(newcomer_kernels, capfd):
+    """As `make demo` runs it, in a newcomer's kernel (no ipywidgets, no RAY_AUTH_MODE): the same rows as one
+    process, and not one line on stderr in the notebook or its page. A line the kernel writes to its stderr reaches
+    the cell only if the kernel forwards it while the cell runs, so the kernel's own stderr (this process's, which
+    it inherits) must carry no Ray line either: no log line of Ray's core (``[... E ...] core_worker.cc:N: ...``)
+    and no Ray Data warning."""
     pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
-    run = run_notebook("07_at_scale", html=False)
+    run = run_notebook("07_at_scale", {"profile": "demo"})
     m = run.metrics
     assert m["scored"] == 16 and m["skipped"] == 0 and m["scored_this_run"] + m["from_cache"] == 16
     assert m["same_keys"] and m["same_score"] and m["max_expected_diff"] < 1e-4
+    assert stderr_outputs(run.output) == [] and html_stderr_boxes(run.html) == 0
+    kernel_err = capfd.readouterr().err
+    assert not re.search(r"\] \w+\.cc:\d+: ", kernel_err) and "ray/data" not in kernel_err, kernel_err[-3000:]

@@ -5,10 +5,14 @@ The pipeline is a Ray Data dataset over the clips still missing from the store::
     clips (key, item, local file)  ->  decode and size frames (CPU tasks)  ->  score (actor pool, one critic per actor,
     ``batch_size`` clips per call)  ->  rows streamed back to the driver, committed to ``results.sqlite`` per batch
 
-The driver keeps the only writer of the store, so rows land exactly once whatever the workers do: a worker process
-killed mid-batch is restarted by Ray and its batch retried (``max_restarts``/``max_task_retries``), and a row that
-would arrive twice is refused by its key. A killed driver loses at most the batches in flight; rerunning the same
-command scores only what is missing. A clip a worker cannot read is a recorded skip whose reason names the node.
+The driver keeps the only writer of the store, so rows land exactly once whatever the workers do: a scoring worker
+lost mid-run ends that pass over the clips, and the driver starts another pass, with new actors, over the clips whose
+rows have not come back (up to :data:`MAX_FAILED_PASSES` passes in a row that return nothing); a row that would arrive
+twice is refused by its key. A killed driver loses at most the batches in flight; rerunning the same command scores
+only what is missing. A clip a worker cannot read is a recorded skip whose reason names the node.
+
+The pool has as many actors as there are batches to score, up to ``num_workers``: a few clips load one critic, not
+one per worker that would get nothing to do.
 
 Ray is optional (``pip install 'plausibility-recipes[ray]'``) and imported only here, only when this engine runs.
 Workers need this package and the critic installed on every node, and the clips (or their URLs' cache) on storage
@@ -21,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import pickle
 import socket
@@ -263,10 +268,68 @@ def _quiet_ray_data() -> Iterator[None]:
             lg.setLevel(level)
 
 
+MAX_FAILED_PASSES = 3  # passes in a row that lose a scoring worker before any batch comes back: then the run fails
+MIN_BLOCKS = 200  # input blocks of a large run (more on a cluster of more than MIN_BLOCKS / 4 scoring actors)
+
+
+def pool_size(cfg: ScoreConfig, n_clips: int) -> int:
+    """Scoring actors for ``n_clips``: one per batch of ``batch_size`` clips, at most ``num_workers``. An actor loads a
+    critic before it scores anything, so one that no batch would reach is only start-up time and memory (and Ray Data
+    warns that the pool received fewer inputs than it has actors)."""
+    return max(1, min(cfg.num_workers, math.ceil(n_clips / cfg.batch_size)))
+
+
+def input_blocks(n_clips: int, workers: int) -> int:
+    """Blocks of the input list: one clip each for a small run, so each of its batches is an input of its own and
+    every actor of the pool gets one; for a large run at least four per actor, so every actor stays fed."""
+    return max(1, min(n_clips, max(MIN_BLOCKS, 4 * workers)))
+
+
+def _scoring_dataset(ray: Any, cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]]) -> Any:
+    """One pass over ``todo``: decode on CPU tasks, score on a pool of :func:`pool_size` actors."""
+    workers = pool_size(cfg, len(todo))
+    records = [{"key": k, "item": pickle.dumps(it), "local": plan.local[it["video_url"]]} for k, it in todo]
+    ds = ray.data.from_items(records, override_num_blocks=input_blocks(len(records), workers))
+    # On CPU the scoring actors and decode tasks share the cores; with GPUs each actor holds one CPU for collation.
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"video_settings": cfg.video},
+        batch_size=cfg.batch_size,
+        num_cpus=DECODE_CPUS,
+        max_retries=3,
+    )
+    return ds.map_batches(
+        ScoreClips,
+        # The actors need the settings, not the input list (which can be ~100k paths).
+        fn_constructor_kwargs={"cfg": dataclasses.replace(cfg, inputs=[]), "prompt": plan.prompt},
+        batch_size=cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=actor_cpus(cfg),
+        num_gpus=cfg.gpus_per_worker or None,
+        # Not restarted by Ray: Ray Data hands an actor its function and context as object-store references, which
+        # Ray does not keep for an actor's restart (its core logs an error line, "core_worker.cc: ... has constructor
+        # arguments in the object store and max_restarts > 0", for the first such restartable actor of a process). A
+        # lost actor ends the pass instead, and score_with_ray starts another over what is missing.
+        max_restarts=0,
+    )
+
+
+def _commit(batch: dict[str, Any], plan: ScorePlan, store: ResultStore) -> int:
+    """Store one batch's rows and record its skips; returns the rows stored."""
+    fresh = []
+    for row, skip, item_blob in zip(batch["row"], batch["skip"], batch["item"]):
+        if skip:
+            plan.skipped.append({"video": pickle.loads(item_blob)["video_url"], "reason": str(skip)})
+        else:
+            fresh.append(json.loads(row))
+    return store.append(fresh)
+
+
 def score_with_ray(
     cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, progress: bool
 ) -> int:
-    """Score ``todo`` on the cluster, committing rows to ``store`` as batches come back; returns rows stored."""
+    """Score ``todo`` on the cluster, committing rows to ``store`` as batches come back; returns rows stored. A pass
+    that loses a scoring worker is followed by one over the clips that did not come back (see the module docstring)."""
     n_now = 0
     with _connected(cfg) as ray, _quiet_ray_data():
         ctx = ray.data.DataContext.get_current()
@@ -274,41 +337,28 @@ def score_with_ray(
         ctx.print_on_execution_start = False
         resources = ray.cluster_resources()
         check_resources(cfg, resources.get("CPU", 0.0), resources.get("GPU", 0.0), "the Ray cluster")
-        records = [{"key": k, "item": pickle.dumps(it), "local": plan.local[it["video_url"]]} for k, it in todo]
-        ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records), 200)))
-        # On CPU the scoring actors and decode tasks share the cores; with GPUs each actor holds one CPU for collation.
-        ds = ds.map_batches(
-            decode_batch,
-            fn_kwargs={"video_settings": cfg.video},
-            batch_size=cfg.batch_size,
-            num_cpus=DECODE_CPUS,
-            max_retries=3,
-        )
-        ds = ds.map_batches(
-            ScoreClips,
-            # The actors need the settings, not the input list (which can be ~100k paths): the constructor's
-            # arguments stay small and inline instead of travelling through the object store.
-            fn_constructor_kwargs={"cfg": dataclasses.replace(cfg, inputs=[]), "prompt": plan.prompt},
-            batch_size=cfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=cfg.num_workers),
-            num_cpus=actor_cpus(cfg),
-            num_gpus=cfg.gpus_per_worker or None,
-            max_restarts=-1,
-            max_task_retries=-1,
-        )
-        bar = progress_bar(
-            total=len(todo), desc=f"scoring on ray ({cfg.num_workers} workers)", unit="clip", enabled=progress
-        )
+        workers = pool_size(cfg, len(todo))
+        bar = progress_bar(total=len(todo), desc=f"scoring on ray ({workers} workers)", unit="clip", enabled=progress)
+        failed_passes = 0
         with bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                fresh = []
-                for row, skip, item_blob in zip(batch["row"], batch["skip"], batch["item"]):
-                    if skip:
-                        plan.skipped.append({"video": pickle.loads(item_blob)["video_url"], "reason": str(skip)})
-                    else:
-                        fresh.append(json.loads(row))
-                n_now += store.append(fresh)
-                bar.update(len(batch["key"]))
+            while todo:
+                returned: set[str] = set()
+                batches = _scoring_dataset(ray, cfg, plan, todo).iter_batches(batch_size=None, batch_format="numpy")
+                try:
+                    for batch in batches:
+                        n_now += _commit(batch, plan, store)
+                        returned.update(str(key) for key in batch["key"])
+                        bar.update(len(batch["key"]))
+                    break
+                except ray.exceptions.RayActorError as exc:
+                    failed_passes = 0 if returned else failed_passes + 1
+                    if failed_passes >= MAX_FAILED_PASSES:
+                        raise
+                    todo = [(key, item) for key, item in todo if key not in returned]
+                    bar.write(
+                        f"a scoring worker was lost ({type(exc).__name__}); scoring the {len(todo)} clips "
+                        "still missing with new workers"
+                    )
     return n_now
 
 

@@ -150,6 +150,9 @@ def test_ray_run_equals_the_single_process_run(ray_cluster, tiny_critic, synth_c
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "scored 6 of 7 clips (6 now, 0 cached), 0 unparsed, 1 skipped" in r.stdout, r.stdout
+    # Neither Ray's core (restartable actors built from object-store arguments) nor Ray Data (a pool bigger than
+    # its inputs) has anything to say about the run.
+    assert "core_worker" not in r.stderr and "fully utilize" not in r.stderr, r.stderr
     _same_scores(read_store(tmp_path / "ray"), reference)
     local_skip = (tmp_path / "local" / "skipped.jsonl").read_text()
     ray_skip = (tmp_path / "ray" / "skipped.jsonl").read_text()
@@ -158,6 +161,19 @@ def test_ray_run_equals_the_single_process_run(ray_cluster, tiny_critic, synth_c
     assert (tmp_path / "ray" / "predictions.csv").exists() and (tmp_path / "ray" / "manifest.csv").exists()
     summary = {k: v for k, v in json.loads((tmp_path / "ray" / "summary.json").read_text()).items() if k != "config"}
     assert summary["scored"] == 6 and summary["skipped"] == 1 and summary["inputs"] == 7
+
+
+def test_the_pool_is_sized_to_the_batches(tmp_path):
+    from recipe_lib.inference.ray_engine import MIN_BLOCKS, input_blocks, pool_size
+    from recipe_lib.inference.score_config import ScoreConfig
+
+    cfg = ScoreConfig(inputs=[], out_dir=tmp_path, model="m", batch_size=8, num_workers=4)
+    # A few clips: one actor per batch, never one that no batch reaches.
+    assert [pool_size(cfg, n) for n in (1, 8, 9, 16, 17, 24, 32, 33, 100_000)] == [1, 1, 2, 2, 3, 3, 4, 4, 4]
+    # One clip per block while that is few, so each batch is one input of the pool; a large run is cut into at least
+    # MIN_BLOCKS blocks, and four per actor on a cluster with more.
+    assert input_blocks(16, 2) == 16 and input_blocks(100_000, 4) == MIN_BLOCKS
+    assert input_blocks(100_000, 128) == 512 and input_blocks(300, 128) == 300
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
@@ -198,6 +214,7 @@ def test_worker_killed_mid_run_is_retried_and_nothing_is_lost(ray_cluster, tiny_
     assert proc.returncode == 0, stderr
     assert store_count(out / "results.sqlite") < len(clips) or "12 of 12" in stdout
     assert "scored 12 of 12 clips (12 now, 0 cached)" in stdout, stdout
+    assert "a scoring worker was lost (ActorDiedError); scoring the " in stdout, stdout  # a second pass, new actors
     _same_scores(read_store(out), _reference(args, tmp_path / "local"))
 
 
