@@ -151,9 +151,10 @@ def write_filter_outputs(
     if _is_missing(threshold):
         raise ConfigError("the threshold must be a number")
     out = claim_outputs(out_dir, FILTER_FILES)
+    keep = isinstance(rows, list) and isinstance(skipped, list)  # views of a large run's store: nothing is kept
     scored = (rec for chunk in _chunks(rows) for rec in prediction_records(chunk, [], threshold, label_key))
     records = itertools.chain(scored, (skipped_record(s, threshold) for s in skipped))
-    return _write_decisions(records, MANIFEST_COLUMNS, out, threshold)
+    return _write_decisions(records, MANIFEST_COLUMNS, out, threshold, keep)
 
 
 def _chunks(rows: Iterable[Any], size: int = 10_000) -> Iterator[list[Any]]:
@@ -165,10 +166,11 @@ def _chunks(rows: Iterable[Any], size: int = 10_000) -> Iterator[list[Any]]:
 
 
 def _write_decisions(
-    records: Iterable[dict[str, Any]], manifest_columns: list[str], out: Path, threshold: float
+    records: Iterable[dict[str, Any]], manifest_columns: list[str], out: Path, threshold: float, keep: bool = True
 ) -> FilterResult:
     """predictions.csv (every field of ``records``), predictions.jsonl and manifest.csv (``manifest_columns``),
-    written a chunk of records at a time; the records are kept for the result only for a small run."""
+    written a chunk of records at a time; the records are kept for the result only when ``keep`` and there are at
+    most ``IN_MEMORY_ROWS`` of them."""
     import pandas as pd
 
     from recipe_lib.constants import IN_MEMORY_ROWS
@@ -192,7 +194,7 @@ def _write_decisions(
             jsonl.write("".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in batch))
             for r in batch:
                 counts[r["decision"]] += 1
-            if len(kept) <= IN_MEMORY_ROWS:
+            if keep and len(kept) <= IN_MEMORY_ROWS:
                 kept += batch
         if columns is None:
             empty = pd.DataFrame(columns=manifest_columns)

@@ -216,7 +216,7 @@ class DigestCache:
     lists a few clips under millions of names hashes each clip once. At most ``limit`` files are remembered (a table
     of millions of distinct clips does not grow it without bound; a clip listed again after that is hashed again)."""
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 20_000) -> None:
         self._known: dict[tuple[int, int, int, int], str] = {}
         self.limit = limit
 

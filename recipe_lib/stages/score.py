@@ -164,9 +164,11 @@ def scoring_lines(result: ScoreResult, prefix: str = "") -> list[str]:
     shown = result.skipped[:MAX_SKIP_LINES]
     lines += [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in shown]
     if len(result.skipped) > len(shown):  # a table of a million rows must not print a million lines
+        import itertools
         from collections import Counter
 
-        reasons = Counter(str(skip["reason"]).split(":", 1)[0] for skip in result.skipped[len(shown) :])
+        rest = itertools.islice(result.skipped, len(shown), None)  # streamed: the skips may be a view of the store
+        reasons = Counter(str(skip["reason"]).split(":", 1)[0] for skip in rest)
         top = ", ".join(f"{printable(r)} x{n}" for r, n in reasons.most_common(3))
         lines.append(f"  ... and {len(result.skipped) - len(shown)} more skipped ({top}): see skipped.jsonl")
     return lines
