@@ -121,8 +121,10 @@ def test_a_table_above_the_old_cap_is_streamed(big_table, tiny_critic):
     assert (out / "report.html").stat().st_size < 5_000_000
     assert not (out / "report_files").exists() or not list((out / "report_files").glob("table-*.js"))
 
-    # A rerun with nothing missing: every key found in SQL, the same scores.csv, and in bounded memory: its peak RSS
-    # stays within 150 MB of a rerun of a 2-row table (lists of every row would take ~2.5 KB a row: ~375 MB here).
+    # A rerun with nothing missing: every key found in SQL, the same scores.csv, and in bounded memory. Beside a
+    # rerun of a 2-row table, a large run adds a part that does not grow with its rows (the metric suite's bootstrap
+    # draws 2 M indices a block, one export chunk of 10 000 rows): ~190 MB measured at 150 000 and 200 000 rows.
+    # Lists of every row, as before streaming, took ~2.5 KB a row: ~375 MB more here.
     again, seconds, peak = _cli(*args, "--no-report")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"scored {n} of {n} clips (0 now, {n} cached)" in again.stdout
@@ -133,7 +135,7 @@ def test_a_table_above_the_old_cap_is_streamed(big_table, tiny_critic):
     small_args += ["--device", "cpu", "--dtype", "float32", "--profile", "demo", "--no-report"]
     _cli(*small_args)
     _, _, small_peak = _cli(*small_args)
-    assert peak - small_peak < 150, f"peak RSS {peak:.0f} MB for {n} rows vs {small_peak:.0f} MB for 2"
+    assert peak - small_peak < 260, f"peak RSS {peak:.0f} MB for {n} rows vs {small_peak:.0f} MB for 2"
     assert seconds < 120, f"the rerun took {seconds:.0f} s"
 
 
