@@ -18,8 +18,14 @@ VIDEO_COLUMN = "video_url"
 FULL_CRITIC = "nvidia/Cosmos-Reason1-7B"
 
 # Caps on user tables, checked before a table is parsed, so a hostile or broken file fails in bounded memory.
-MAX_TABLE_ROWS = 100_000  # rows of one table or label sheet
+# MAX_TABLE_ROWS applies where a table is read whole into memory: label sheets and evaluation sets (training,
+# calibration, outside critics' tables) and the forms that cannot be streamed (Excel, a JSON array). Tables given to
+# `plausibility score` as CSV, JSONL, Parquet or a dataset folder are streamed in chunks and have no row cap.
+MAX_TABLE_ROWS = 100_000  # rows of one table or label sheet read whole
 MAX_CELL_CHARS = 65_536  # characters of one cell (a caption longer than this is not a caption)
+# A scoring run of at most this many clips (rows plus skips) returns its rows and skips as lists; a larger one as
+# views read from results.sqlite on demand (recipe_lib.inference.store.RunView), and its report shows a bounded sample.
+IN_MEMORY_ROWS = 100_000
 
 # The key our tiny-critic builder writes into the critic's config.json. ``save_pretrained`` keeps unknown config keys,
 # so every checkpoint trained from the demo critic, and any copy of its folder, carries it too: that is how the demo

@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from recipe_lib.errors import RecipeError
 
@@ -159,6 +159,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[TextIO]:
+    """A text file written piece by piece and put in place as a whole (as :func:`atomic_write_bytes`), for exports
+    too large to build as one string: a failure or a kill leaves the previous file, never a partial one."""
+    path = Path(path)
+    refuse_symlink(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and not (exc.filename and str(exc.filename) != str(tmp)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def json_default(value: Any) -> Any:
     """JSON for numpy scalars/arrays, paths and anything else (as its string)."""
     if hasattr(value, "tolist"):
@@ -222,7 +245,7 @@ def defuse_cell(value: Any) -> Any:
     return value
 
 
-def csv_text(frame: Any, index: bool = False) -> str:
+def csv_text(frame: Any, index: bool = False, header: bool = True) -> str:
     """``frame.to_csv`` with every text cell, column name and index label defused (:func:`defuse_cell`): the one way
     a CSV is exported, since clip names, captions and model answers come from users' data."""
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
@@ -237,7 +260,7 @@ def csv_text(frame: Any, index: bool = False) -> str:
     frame.columns = [defuse_cell(c) for c in frame.columns]
     if index and textual(frame.index):
         frame.index = frame.index.map(defuse_cell)
-    return frame.to_csv(index=index)
+    return frame.to_csv(index=index, header=header)
 
 
 def atomic_write_csv(path: str | Path, frame: Any, index: bool = False) -> Path:

@@ -104,12 +104,25 @@ def iter_rows(
 ) -> Iterator[list[dict[str, Any]]]:
     """The rows of a dataset folder or table file in chunks of at most ``chunk_rows``. CSV, JSONL and Parquet are
     streamed (pandas' chunked readers, pyarrow's record batches): memory holds one chunk, whatever the number of rows,
-    so a table of millions of clips is read as it is scored. Other forms (Excel, JSON, a dataset folder) are read
-    whole, within ``MAX_TABLE_ROWS``. Every chunk gets the checks :func:`load_rows` makes (unique columns, cell
-    lengths); an empty table yields nothing."""
+    so a table of millions of clips is read as it is scored; so is a dataset folder (``Dataset.iter`` over its
+    memory-mapped Arrow files). Excel and JSON arrays are parsed whole, within ``MAX_TABLE_ROWS``. Every chunk gets
+    the checks :func:`load_rows` makes (unique columns, cell lengths); an empty table yields nothing."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if is_dataset_dir(path) or suffix not in STREAMED_SUFFIXES:
+    if is_dataset_dir(path):
+        ds = _open_dataset(path, split)
+        if ds is None:
+            return
+        check_columns(ds.column_names, str(path))
+        offset = 0
+        for batch in ds.iter(batch_size=chunk_rows):  # memory-mapped Arrow: one batch decoded at a time
+            names = list(batch)
+            rows = [dict(zip(names, values)) for values in zip(*(batch[n] for n in names))]
+            check_cells(rows, str(path), offset)
+            offset += len(rows)
+            yield rows
+        return
+    if suffix not in STREAMED_SUFFIXES:  # Excel and JSON arrays are parsed whole: within MAX_TABLE_ROWS
         rows = load_rows(path, split=split)
         for start in range(0, len(rows), chunk_rows):
             yield rows[start : start + chunk_rows]
@@ -156,36 +169,45 @@ def iter_rows(
         ) from exc
 
 
+def _open_dataset(path: Path, split: str | None) -> Any:
+    """The dataset (one split) saved in ``path``; None for a dataset saved with no rows."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises many kinds for a damaged or empty folder
+        if _saved_without_rows(path):
+            return None  # datasets cannot load a dataset saved with zero rows (no data files): it has no rows
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise DataError(
+            f"cannot read the dataset folder {path}: {first}",
+            hint="pass a folder written by datasets' save_to_disk, or a CSV/parquet/JSONL table",
+        ) from exc
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            if len(ds) != 1:
+                raise DataError(f"{path} holds splits {sorted(ds)}", hint="name one with --split")
+            split = next(iter(ds))
+        if split not in ds:
+            raise DataError(f"{path} has no split '{split}'", hint=f"splits: {', '.join(sorted(ds))}")
+        ds = ds[split]
+    elif split is not None and str(ds.split or "") != split:
+        raise DataError(
+            f"{path} holds one dataset without splits, so --split {split} names nothing",
+            hint="drop --split (it selects a split of a folder that holds several)",
+        )
+    return ds
+
+
 def load_rows(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """All rows of a dataset folder or table file (at most ``MAX_TABLE_ROWS``; :func:`iter_rows` streams any
-    number)."""
+    """All rows of a dataset folder or table file, at most ``MAX_TABLE_ROWS``: the callers (label sheets for
+    training, evaluation sets, outside critics' tables) hold every row at once, so the cap keeps a hostile or
+    mistaken file from taking the machine's memory. Scoring streams any number with :func:`iter_rows`."""
     path = Path(path)
     if is_dataset_dir(path):
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:  # datasets raises many kinds for a damaged or empty folder
-            if _saved_without_rows(path):
-                return []  # datasets cannot load a dataset saved with zero rows (no data files): it has no rows
-            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-            raise DataError(
-                f"cannot read the dataset folder {path}: {first}",
-                hint="pass a folder written by datasets' save_to_disk, or a CSV/parquet/JSONL table",
-            ) from exc
-        if isinstance(ds, datasets.DatasetDict):
-            if split is None:
-                if len(ds) != 1:
-                    raise DataError(f"{path} holds splits {sorted(ds)}", hint="name one with --split")
-                split = next(iter(ds))
-            if split not in ds:
-                raise DataError(f"{path} has no split '{split}'", hint=f"splits: {', '.join(sorted(ds))}")
-            ds = ds[split]
-        elif split is not None and str(ds.split or "") != split:
-            raise DataError(
-                f"{path} holds one dataset without splits, so --split {split} names nothing",
-                hint="drop --split (it selects a split of a folder that holds several)",
-            )
+        ds = _open_dataset(path, split)
+        if ds is None:
+            return []
         if ds.num_rows > MAX_TABLE_ROWS:
             raise DataError(f"{path} has {ds.num_rows} rows, more than {MAX_TABLE_ROWS}", hint="score it in parts")
         check_columns(ds.column_names, str(path))

@@ -13,15 +13,16 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
+from recipe_lib.inference.exports import _whole_numbers
 from recipe_lib.inference.record import item_of, label_of
-from recipe_lib.io import atomic_write_csv, atomic_write_text, claim_outputs, writes_as
+from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 
 DECISIONS = ("keep", "reject", "unparsed", "skipped")
 MANIFEST_COLUMNS = ["video", "decision", "value", "value_source", "score", "expected_score", "threshold", "reason"]
@@ -114,7 +115,9 @@ def _atomic_csv(frame: Any, path: Path) -> Path:
 
 @dataclasses.dataclass
 class FilterResult:
-    """Where the per-video files and the manifest went, and how many clips each decision got."""
+    """Where the per-video files and the manifest went, and how many clips each decision got. ``records`` holds
+    every clip's record for a run of up to ``IN_MEMORY_ROWS`` clips, and is empty above that (the files hold them:
+    :meth:`manifest` then reads ``manifest.csv``)."""
 
     predictions_csv: Path
     predictions_jsonl: Path
@@ -126,43 +129,84 @@ class FilterResult:
     def manifest(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(self.records)[MANIFEST_COLUMNS]
+        if self.records:
+            return pd.DataFrame(self.records)[MANIFEST_COLUMNS]
+        if sum(self.counts.values()):  # a large run: the records are in the file, not in memory
+            return pd.read_csv(self.manifest_csv)
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
 
 
 def write_filter_outputs(
-    rows: Sequence[dict[str, Any]],
-    skipped: Sequence[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
+    skipped: Iterable[dict[str, Any]],
     out_dir: str | Path,
     threshold: float,
     label_key: str = "pc",
 ) -> FilterResult:
     """Write ``predictions.csv`` / ``predictions.jsonl`` (every clip of this run, full detail including trials and
-    timing) and ``manifest.csv`` (video, decision, value, reason) into ``out_dir``, atomically."""
-    import pandas as pd
+    timing) and ``manifest.csv`` (video, decision, value, reason) into ``out_dir``, atomically. Rows and skips are
+    streamed a chunk at a time (they may be views of the store holding millions of clips)."""
+    import itertools
 
     if _is_missing(threshold):
         raise ConfigError("the threshold must be a number")
     out = claim_outputs(out_dir, FILTER_FILES)
-    records = prediction_records(rows, skipped, threshold, label_key)
-    frame = pd.DataFrame(records)
-    if frame.empty:
-        frame = pd.DataFrame(columns=MANIFEST_COLUMNS)
-    return _write_decisions(frame, records, MANIFEST_COLUMNS, out, threshold)
+    keep = isinstance(rows, list) and isinstance(skipped, list)  # views of a large run's store: nothing is kept
+    scored = (rec for chunk in _chunks(rows) for rec in prediction_records(chunk, [], threshold, label_key))
+    records = itertools.chain(scored, (skipped_record(s, threshold) for s in skipped))
+    return _write_decisions(records, MANIFEST_COLUMNS, out, threshold, keep)
+
+
+def _chunks(rows: Iterable[Any], size: int = 10_000) -> Iterator[list[Any]]:
+    import itertools
+
+    it = iter(rows)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
 
 
 def _write_decisions(
-    frame: Any, records: list[dict[str, Any]], manifest_columns: list[str], out: Path, threshold: float
+    records: Iterable[dict[str, Any]], manifest_columns: list[str], out: Path, threshold: float, keep: bool = True
 ) -> FilterResult:
-    """predictions.csv (``frame``), predictions.jsonl (``records``) and manifest.csv (``manifest_columns``)."""
-    jsonl = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records)
-    counts = {d: sum(1 for r in records if r["decision"] == d) for d in DECISIONS}
+    """predictions.csv (every field of ``records``), predictions.jsonl and manifest.csv (``manifest_columns``),
+    written a chunk of records at a time; the records are kept for the result only when ``keep`` and there are at
+    most ``IN_MEMORY_ROWS`` of them."""
+    import pandas as pd
+
+    from recipe_lib.constants import IN_MEMORY_ROWS
+    from recipe_lib.io import atomic_writer, csv_text
+
+    counts = dict.fromkeys(DECISIONS, 0)
+    kept: list[dict[str, Any]] = []
+    columns: list[str] | None = None
+    paths = out / "predictions.csv", out / "predictions.jsonl", out / "manifest.csv"
+    with atomic_writer(paths[0]) as pred, atomic_writer(paths[1]) as jsonl, atomic_writer(paths[2]) as manifest:
+        for batch in _chunks(records):
+            frame = pd.DataFrame(batch)
+            if columns is None:
+                columns = list(dict.fromkeys([*frame.columns, *manifest_columns]))
+            frame = frame.reindex(columns=columns)
+            for column in ("score", "label"):
+                _whole_numbers(frame, column)
+            first = pred.tell() == 0
+            pred.write(csv_text(frame, header=first))
+            manifest.write(csv_text(frame[manifest_columns], header=first))
+            jsonl.write("".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in batch))
+            for r in batch:
+                counts[r["decision"]] += 1
+            if keep and len(kept) <= IN_MEMORY_ROWS:
+                kept += batch
+        if columns is None:
+            empty = pd.DataFrame(columns=manifest_columns)
+            pred.write(csv_text(empty))
+            manifest.write(csv_text(empty))
     return FilterResult(
-        predictions_csv=_atomic_csv(frame, out / "predictions.csv"),
-        predictions_jsonl=atomic_write_text(out / "predictions.jsonl", jsonl),
-        manifest_csv=_atomic_csv(frame[manifest_columns], out / "manifest.csv"),
+        predictions_csv=paths[0],
+        predictions_jsonl=paths[1],
+        manifest_csv=paths[2],
         threshold=float(threshold),
         counts=counts,
-        records=records,
+        records=kept if len(kept) <= IN_MEMORY_ROWS else [],
     )
 
 
@@ -593,7 +637,6 @@ def write_joint_filter_outputs(
 ) -> FilterResult:
     """``predictions.csv`` / ``predictions.jsonl`` / ``manifest.csv`` for ``--keep-on joint``: one decision per clip
     from its pc and sa results (:func:`decide_joint`); clips skipped for both tasks are listed as skipped too."""
-    import pandas as pd
 
     if _is_missing(threshold):
         raise ConfigError("the threshold must be a number")
@@ -620,6 +663,4 @@ def write_joint_filter_outputs(
         if s["video"] not in listed:
             listed.add(s["video"])
             rows.append(skipped_record(s, threshold))
-    columns = [*MANIFEST_COLUMNS, *JOINT_COLUMNS]
-    frame = pd.DataFrame(rows, columns=[*columns, "caption"])
-    return _write_decisions(frame, rows, columns, out, threshold)
+    return _write_decisions(rows, [*MANIFEST_COLUMNS, *JOINT_COLUMNS], out, threshold)

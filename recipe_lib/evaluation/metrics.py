@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -435,6 +435,15 @@ def evaluate_predictions(
     )
 
 
+def has_labels(rows: Iterable[dict[str, Any]], label_key: str = "pc") -> bool:
+    """Whether any row's item carries a label (stops at the first)."""
+    for r in rows:
+        value = label_of(r, label_key)
+        if not (value is None or (isinstance(value, float) and math.isnan(value))):
+            return True
+    return False
+
+
 def labelled_rows(rows: Sequence[dict[str, Any]], label_key: str = "pc") -> list[dict[str, Any]]:
     """Rows whose item carries a label."""
     out = []
@@ -462,12 +471,22 @@ def suite_from_rows(
     out (count them with :func:`labelled_rows`), unparsed rows stay in and count as wrong where stated."""
     from collections import Counter
 
-    rows = labelled_rows(rows, label_key)
-    reasons = Counter(unparsed_reason(r) for r in rows if r.get("score") is None)
+    # One pass over the rows (which may be streamed from a store of millions): only the three columns are kept.
+    labels, scores, expected = [], [], []
+    reasons: Counter[str] = Counter()
+    for r in rows:
+        label = label_of(r, label_key)
+        if label is None or (isinstance(label, float) and math.isnan(label)):
+            continue
+        labels.append(label)
+        scores.append(r.get("score"))
+        expected.append(r.get("expected_score"))
+        if r.get("score") is None:
+            reasons[unparsed_reason(r)] += 1
     return evaluate_predictions(
-        [label_of(r, label_key) for r in rows],
-        [r.get("score") for r in rows],
-        [r.get("expected_score") for r in rows],
+        labels,
+        scores,
+        expected,
         threshold=threshold,
         n_boot=n_boot,
         seed=seed,

@@ -34,6 +34,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from recipe_lib.constants import IN_MEMORY_ROWS
 from recipe_lib.errors import RecipeError
 from recipe_lib.evaluation.collapse import check_collapse
 from recipe_lib.evaluation.filtering import DECISIONS, decide
@@ -51,10 +52,14 @@ class CriticScores:
 
     name: str
     model: str
-    rows: list[dict[str, Any]]
-    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    rows: Sequence[dict[str, Any]]  # a list, or a view of a large run's store (streamed, see sample_critic)
+    skipped: Sequence[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics: MetricSuite | None = None
     groups: Any = None  # pandas.DataFrame from metrics.group_breakdown, optional
+    # Set for a sampled report (:func:`sample_critic`): counts over every clip, while ``rows``/``skipped`` hold the
+    # sample and ``why`` says which group each sampled clip is in.
+    totals: dict[str, Any] | None = None
+    why: dict[str, list[str]] | None = None
 
 
 @dataclasses.dataclass
@@ -81,6 +86,11 @@ class ReportConfig:
     page_limit: int = 2000  # above this many clips: the interesting clips in the page, the full table paged beside it
     page_size: int = 1000  # rows per page of the full table (large reports)
     highlights: int = 100  # clips per highlight group (lowest, highest, disagreements, random) in a large report
+    # Above this many clips (rows plus skips), or when the rows are not in memory (a run of more than IN_MEMORY_ROWS
+    # clips streams them from its store), the paged table is not written: the report holds the counts, the metrics and
+    # figures over every clip, and a bounded sample of ``highlights`` clips per group, chosen while the rows stream
+    # past; the full table is scores.csv and manifest.csv.
+    max_clips: int = 2 * IN_MEMORY_ROWS
 
     def output_names(self) -> list[str]:
         """The files (and the thumbnail folder) this report writes beside ``out_path``."""
@@ -294,6 +304,9 @@ def build_report_data(
     samples = _sample_rows(critics, cfg)
     critic_data = []
     for critic in critics:
+        if critic.totals is not None:
+            critic_data.append(_sampled_critic_data(critic))
+            continue
         decisions = {d: 0 for d in DECISIONS}
         unparsed = []
         for r in critic.rows:
@@ -331,6 +344,104 @@ def build_report_data(
         "n_clips": len(samples),
         "n_labelled": sum(1 for s in samples if s["label"] is not None),
     }
+
+
+def _sampled_critic_data(critic: CriticScores) -> dict[str, Any]:
+    totals = critic.totals or {}
+    return {
+        "name": critic.name,
+        "model": critic.model,
+        "n_scored": totals["n_scored"],
+        "n_skipped": totals["n_skipped"],
+        "decisions": totals["decisions"],
+        "metrics": critic.metrics.to_dict() if critic.metrics is not None else None,
+        "groups": _records(critic.groups),
+        "skipped": [{"video": s["video"], "reason": s.get("reason", "skipped")} for s in critic.skipped],
+        "unparsed": totals["unparsed"],
+        "collapse": totals["collapse"],
+        "sampled": True,
+    }
+
+
+def sample_critic(critic: CriticScores, cfg: ReportConfig) -> CriticScores:
+    """A critic's scores reduced to what a report of millions of clips shows, in one streamed pass: the counts of
+    every decision, the collapse check and the first skips and unparsed answers over all clips, and a sample of at
+    most ``cfg.highlights`` clips per group (lowest and highest value, the worst disagreements with the label, the
+    unparsed, a seeded random sample). Only the sampled rows are held."""
+    import heapq
+    import random
+
+    n = cfg.highlights
+    rng = random.Random(0)
+    decisions = dict.fromkeys(DECISIONS, 0)
+    lowest: list[tuple[float, int, dict[str, Any]]] = []  # max-heap of the n lowest (negated values)
+    highest: list[tuple[float, int, dict[str, Any]]] = []  # min-heap of the n highest
+    wrong: list[tuple[float, int, dict[str, Any]]] = []  # min-heap of the n largest disagreements
+    unparsed_rows: list[dict[str, Any]] = []
+    unparsed: list[dict[str, Any]] = []
+    reservoir: list[dict[str, Any]] = []
+    n_rows = 0
+    for i, r in enumerate(critic.rows):
+        n_rows += 1
+        decision, value, _, reason = decide(r, cfg.threshold)
+        decisions[decision] += 1
+        if decision == "unparsed":
+            if len(unparsed) < cfg.page_limit:
+                unparsed.append({"video": r["video"], "reason": reason})
+            if len(unparsed_rows) < n:
+                unparsed_rows.append(r)
+        if value is not None:
+            for heap, k in ((lowest, -value), (highest, value)):
+                if len(heap) < n:
+                    heapq.heappush(heap, (k, -i, r))
+                elif k > heap[0][0]:
+                    heapq.heapreplace(heap, (k, -i, r))
+            label = _num(item_of(r).get(cfg.label_key))
+            if label is not None and r.get("score") is not None and int(r["score"]) != int(label):
+                gap = abs(value - float(label))
+                if len(wrong) < n:
+                    heapq.heappush(wrong, (gap, -i, r))
+                elif gap > wrong[0][0]:
+                    heapq.heapreplace(wrong, (gap, -i, r))
+        if len(reservoir) < n:  # reservoir sampling: every row has the same chance, whatever the run's length
+            reservoir.append(r)
+        else:
+            j = rng.randrange(i + 1)
+            if j < n:
+                reservoir[j] = r
+    skipped: list[dict[str, Any]] = []
+    n_skipped = 0
+    for s in critic.skipped:
+        n_skipped += 1
+        if len(skipped) < cfg.page_limit:
+            skipped.append(s)
+    decisions["skipped"] = n_skipped
+    groups = {
+        "lowest score": [r for _, _, r in sorted(lowest, key=lambda e: (-e[0], -e[1]))],
+        "highest score": [r for _, _, r in sorted(highest, key=lambda e: (-e[0], -e[1]))],
+        "disagrees with its label": [r for _, _, r in sorted(wrong, key=lambda e: (-e[0], -e[1]))],
+        "unparsed": unparsed_rows,
+        "random sample": reservoir,
+    }
+    why: dict[str, list[str]] = {}
+    rows: list[dict[str, Any]] = []
+    for group, members in groups.items():
+        for r in members:
+            if r["video"] not in why:
+                why[r["video"]] = []
+                rows.append(r)
+            why[r["video"]].append(group)
+    for s in skipped[:n]:
+        why.setdefault(s["video"], []).append("skipped")
+    collapse_dict = check_collapse(critic.rows, cfg.label_key).to_dict()  # two more streamed passes
+    totals = {
+        "n_scored": n_rows,
+        "n_skipped": n_skipped,
+        "decisions": decisions,
+        "unparsed": unparsed,
+        "collapse": collapse_dict,
+    }
+    return dataclasses.replace(critic, rows=rows, skipped=skipped[:n], totals=totals, why=why)
 
 
 _TEMPLATE = """<!doctype html>
@@ -405,9 +516,13 @@ Good vs bad: label and score at least {{ d.threshold }}.</p>
 {% endfor %}</tr>{% endfor %}</table>{% endif %}{% endfor %}
 
 <h2>Clips</h2>
-{% if large %}<p>{{ d.n_clips }} clips: shown here are {{ shown|length }} of them — the lowest and highest scores, the
-disagreements with the labels, the skipped and unparsed clips and a random sample (column "why"). Every clip is in
-the <a href="#all">full table</a> below, and in {{ json_name }}.</p>{% endif %}
+{% if sampled %}<p>{{ d.n_clips }} clips: too many for one page or a table beside it, so this report holds a bounded
+sample of {{ shown|length }} clips, at most {{ d.sampled.per_group }} per group — the lowest and highest scores, the
+worst disagreements with the labels, the unparsed answers, the first skipped clips and a seeded random sample (column
+"why"). The counts, metrics and figures above are over every clip; every clip is in scores.csv and manifest.csv
+beside this page.</p>{% elif large %}<p>{{ d.n_clips }} clips: shown here are {{ shown|length }} of them — the lowest
+and highest scores, the disagreements with the labels, the skipped and unparsed clips and a random sample (column
+"why"). Every clip is in the <a href="#all">full table</a> below, and in {{ json_name }}.</p>{% endif %}
 <div class="filters" id="filters">
 {% if d.critics|length > 1 %}<label>critic <select id="f-critic">{% for c in d.critics %}
 <option value="{{ loop.index0 }}">{{ c.name }}</option>{% endfor %}</select></label>{% endif %}
@@ -445,7 +560,7 @@ the <a href="#all">full table</a> below, and in {{ json_name }}.</p>{% endif %}
 {% endif %}</td>{% endfor %}</tr>{% endfor %}
 </tbody></table>
 
-{% if large %}<h2 id="all">All {{ d.n_clips }} clips</h2>
+{% if large and pages %}<h2 id="all">All {{ d.n_clips }} clips</h2>
 <p class="pager"><button id="prev" type="button">previous</button> page <input id="page" type="number" min="1"
  max="{{ pages }}" value="1"> of {{ pages }} <button id="next" type="button">next</button>
 <span class="muted">{{ page_size }} clips a page; {{ d.critics[0].name }}'s scores</span></p>
@@ -490,7 +605,10 @@ the <a href="#all">full table</a> below, and in {{ json_name }}.</p>{% endif %}
 {% if c.skipped or c.unparsed %}<ul class="problems">{% for s in c.skipped[:problem_limit] %}<li><b>skipped</b>
 {{ s.video }}: {{ s.reason }}</li>{% endfor %}{% for s in c.unparsed[:problem_limit] %}<li><b>unparsed</b>
 {{ s.video }}: {{ s.reason }}</li>{% endfor %}</ul>
-{% if problem_limit and (c.skipped|length > problem_limit or c.unparsed|length > problem_limit) %}<p class="muted">
+{% if c.sampled %}<p class="muted">{{ c.decisions.skipped }} skipped and {{ c.decisions.unparsed }} unparsed in all;
+the first {{ c.skipped|length }} skipped and {{ c.unparsed[:problem_limit]|length }} unparsed are listed; all of them
+are in skipped.jsonl and manifest.csv.</p>
+{% elif problem_limit and (c.skipped|length > problem_limit or c.unparsed|length > problem_limit) %}<p class="muted">
 the first {{ problem_limit }} of each are listed; all of them are in {{ json_name }} and skipped.jsonl.</p>
 {% endif %}{% else %}<p class="muted">none: every clip was read and every answer parsed.</p>{% endif %}
 {% endfor %}
@@ -615,10 +733,28 @@ def write_report(
     if not critics:
         raise RecipeError("a report needs at least one critic's scores")
     claim_outputs(cfg.out_path.parent, cfg.output_names())
+    sampled = any(
+        len(c.rows) + len(c.skipped) > cfg.max_clips or not (isinstance(c.rows, list) and isinstance(c.skipped, list))
+        for c in critics
+    )
+    if sampled:
+        critics = [sample_critic(c, cfg) for c in critics]
     data = build_report_data(critics, cfg, sections)
-    large = len(data["samples"]) > cfg.page_limit
-    shown = highlight_samples(data["samples"], cfg) if large else data["samples"]
-    pages = write_table_pages(data["samples"], cfg) if large else 0
+    if sampled:
+        # The page and the JSON hold the sample; the counts are over every clip.
+        why = {v: groups for c in critics for v, groups in (c.why or {}).items()}
+        shown = [{**s, "why": why.get(s["video"], [])} for s in data["samples"]]
+        data["n_clips"] = max(c["n_scored"] + c["n_skipped"] for c in data["critics"])
+        data["sampled"] = {
+            "clips_in_sample": len(shown),
+            "per_group": cfg.highlights,
+            "note": "a report of this many clips holds a bounded sample; every clip is in scores.csv and manifest.csv",
+        }
+        large, pages = True, 0
+    else:
+        large = len(data["samples"]) > cfg.page_limit
+        shown = highlight_samples(data["samples"], cfg) if large else data["samples"]
+        pages = write_table_pages(data["samples"], cfg) if large else 0
     thumbs, thumb_errors = _thumbnails([s["video"] for s in shown], cfg, as_files=large)
     confusion = []
     for critic in critics:
@@ -650,6 +786,7 @@ def write_report(
         page_size=cfg.page_size,
         files=files_dir(cfg).name,
         problem_limit=cfg.page_limit if large else None,
+        sampled=sampled,
     )
     out = atomic_write_text(cfg.out_path, html)
     if extra:

@@ -9,6 +9,7 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,23 +64,32 @@ def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_colum
     return row
 
 
-def resolve_inputs(
-    inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Items as :func:`resolve_items` gives them, and the file paths given more than once (a folder and a glob over
-    it, or one file twice): those are scored once and counted, not listed as skips, because the clip is scored."""
+def iter_inputs(
+    inputs: list[str],
+    split: str | None = None,
+    label_column: str = "pc",
+    require_label_column: bool = False,
+    chunk_rows: int = 10_000,
+    repeated: list[str] | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Items as :func:`resolve_items` gives them, in chunks of at most ``chunk_rows``: tables are streamed
+    (:func:`recipe_lib.data.tables.iter_rows`), so a table of millions of rows is never held whole. File paths given
+    more than once (a folder and a glob over it, or one file twice) are appended to ``repeated``: those are scored
+    once and counted, not listed as skips, because the clip is scored."""
     if not inputs:
         raise RecipeError("no videos given", hint="pass video files, a folder, a glob, a dataset folder or a table")
-    items: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
     loose: list[str] = []
+    given = 0
     for raw in inputs:
         path = Path(raw)
         if is_remote(raw):
-            items.append({"video_url": remember_url(str(raw))})  # a clip given by URL (fetched when scoring)
+            pending.append({"video_url": remember_url(str(raw))})  # a clip given by URL (fetched when scoring)
+            given += 1
         elif is_dataset_dir(path) or is_table(path):
             i = -1
             base = path.parent if path.is_file() else path
-            for rows in iter_rows(path, split=split):  # chunks: a table of millions of rows is never read whole
+            for rows in iter_rows(path, split=split, chunk_rows=chunk_rows):
                 if i < 0 and require_label_column and rows and label_column not in rows[0]:
                     raise DataError(
                         f"{path} has no column '{label_column}' (named by --label-column)",
@@ -87,28 +97,48 @@ def resolve_inputs(
                     )
                 for row in rows:
                     i += 1
-                    items.append(_table_item(row, i, path, base, label_column))
+                    pending.append(_table_item(row, i, path, base, label_column))
+                given += len(rows)
+                while len(pending) >= chunk_rows:
+                    yield pending[:chunk_rows]
+                    del pending[:chunk_rows]
             if i < 0:
                 raise DataError(f"{path} has no rows", hint="a table of clips needs one row per clip with a video_url")
         else:
             loose.append(raw)
-    seen: set[str] = set()
-    repeated: list[str] = []
     if split is not None and loose and len(loose) == len(inputs):
         raise DataError(
             f"--split {split} names a split, but the inputs are video files, not a dataset folder",
             hint="drop --split (it selects a split of a dataset folder that holds several)",
         )
+    seen: set[str] = set()
     for raw in loose:
         for p in find_videos([raw]):
             real = os.path.realpath(p)
             if real in seen:
-                repeated.append(str(p))
+                if repeated is not None:
+                    repeated.append(str(p))
                 continue
             seen.add(real)
-            items.append({"video_url": str(p)})
-    if not items:
+            pending.append({"video_url": str(p)})
+            given += 1
+            if len(pending) >= chunk_rows:
+                yield pending
+                pending = []
+    if not given:
         raise RecipeError(f"no videos found in {', '.join(inputs)}")
+    if pending:
+        yield pending
+
+
+def resolve_inputs(
+    inputs: list[str], split: str | None = None, label_column: str = "pc", require_label_column: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Items as :func:`resolve_items` gives them (all in one list: for inputs of a size evaluation reads whole;
+    scoring streams them with :func:`iter_inputs`), and the file paths given more than once."""
+    repeated: list[str] = []
+    items = [it for chunk in iter_inputs(inputs, split, label_column, require_label_column, repeated=repeated)
+             for it in chunk]  # fmt: skip
     return items, repeated
 
 
@@ -183,25 +213,30 @@ def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
 
 class DigestCache:
     """sha256 of each file's bytes, computed once per run per file (by device, inode, size and mtime): a table that
-    lists a few clips under millions of names hashes each clip once."""
+    lists a few clips under millions of names hashes each clip once. At most ``limit`` files are remembered (a table
+    of millions of distinct clips does not grow it without bound; a clip listed again after that is hashed again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 20_000) -> None:
         self._known: dict[tuple[int, int, int, int], str] = {}
+        self.limit = limit
 
     def of(self, path: str, st: os.stat_result | None = None) -> str:
         st = st or os.stat(path)
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         digest = self._known.get(ident)
         if digest is None:
+            if len(self._known) >= self.limit:
+                self._known.clear()
             digest = self._known[ident] = file_digest(path)
         return digest
 
 
 @dataclasses.dataclass
 class ScorePlan:
-    """What a run has to do, worked out on the driver before any model is loaded: the clips with their cache keys
-    (``keyed``: key -> item, in input order), the local file of each (``local``: URLs fetched into the cache), and the
-    skips found on the way."""
+    """What a run has to do for one chunk of its inputs (or all of them, :func:`plan_scoring`), worked out on the
+    driver before the chunk is scored: its clips with their cache keys (``keyed``: key -> item, in input order), the
+    local file of each (``local``: URLs fetched into the cache), and the skips found on the way. A key may repeat an
+    earlier chunk's: the store's run order (:meth:`ResultStore.add_to_run`) finds those duplicates."""
 
     prompt: Any
     items: list[dict[str, Any]]
@@ -231,8 +266,17 @@ def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[di
     return local
 
 
-def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
-    """Resolve the inputs, fetch URLs, and key every clip by its content and the settings."""
+@dataclasses.dataclass
+class PlanSetup:
+    """What every chunk of a run shares: the task, the prompt and the settings every key hashes."""
+
+    task: str
+    prompt: Any
+    settings: dict[str, Any]
+
+
+def plan_setup(cfg: ScoreConfig) -> PlanSetup:
+    """The checks made before any input is read, and the settings of the cache keys."""
     from recipe_lib import tasks
 
     if cfg.batch_size < 1:
@@ -244,10 +288,6 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     prompt = load_prompt(cfg.prompt)
     tasks.check_task_prompt(task, prompt)
     prompt.require(cfg.mode)  # the answer key the mode needs, before any clip is read or model loaded
-    items, repeated = resolve_inputs(cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column)
-    if cfg.limit is not None:
-        items = items[: cfg.limit]
-    items, task_skips = tasks.prepare_items(task, items, tasks.TaskColumns(caption=cfg.caption_column))
     settings = {
         "model": model_fingerprint(cfg.model),
         "prompt": prompt.digest(),
@@ -259,59 +299,97 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
     }
     settings.update(backend_identity(cfg))
     if cfg.precision != "dtype":
-        settings["precision"] = (
-            cfg.precision
-        )  # an fp8 row is never served as the bfloat16 one (dtype rows keep their key)
-    skipped: list[dict[str, Any]] = list(task_skips)
-    named: list[dict[str, Any]] = []
-    for item in items:
-        if utf8_name(str(item["video_url"])):
-            named.append(item)
-        else:
-            # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
-            skipped.append(
-                {
-                    "video": printable(item["video_url"]),
-                    "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
-                }
-            )
-    items = named
-    local = _local_files(cfg, items, skipped)
-    keyed: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
+        settings["precision"] = cfg.precision  # an fp8 row is never served as the bfloat16 one (dtype rows keep theirs)
+    return PlanSetup(task, prompt, settings)
+
+
+def iter_plan(cfg: ScoreConfig, setup: PlanSetup, chunk_rows: int = 10_000) -> Iterator[ScorePlan]:
+    """The run's inputs planned chunk by chunk (listed, URLs fetched, every clip keyed by its content and the
+    settings): memory holds one chunk, however many rows the inputs have. ``cfg.limit`` stops reading once that
+    many clips are listed."""
+    from recipe_lib import tasks
+
     digests = DigestCache()
     keys: dict[tuple[str, str], str] = {}
-    for item in items:
-        url = item["video_url"]
-        if url not in local:
-            continue  # a URL that could not be fetched: already a skip
-        try:
-            st = os.stat(local[url])  # one stat: what the file is, and the digest cache's identity
-            kind = special_file(local[url], st.st_mode)
-            if kind is not None:
-                skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
+    left = cfg.limit
+    repeated: list[str] = []
+    for items in iter_inputs(
+        cfg.inputs, cfg.split, cfg.label_column, cfg.require_label_column, chunk_rows, repeated=repeated
+    ):
+        if left is not None:
+            items = items[:left]
+            left -= len(items)
+        items, task_skips = tasks.prepare_items(setup.task, items, tasks.TaskColumns(caption=cfg.caption_column))
+        skipped: list[dict[str, Any]] = list(task_skips)
+        named: list[dict[str, Any]] = []
+        for item in items:
+            if utf8_name(str(item["video_url"])):
+                named.append(item)
+            else:
+                # JSON/CSV outputs and the result store hold UTF-8 text: the clip is skipped and counted, never a crash.
+                skipped.append(
+                    {
+                        "video": printable(item["video_url"]),
+                        "reason": "file name is not valid UTF-8; rename the file (e.g. with convmv) to score it",
+                    }
+                )
+        local = _local_files(cfg, named, skipped)
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        for item in named:
+            url = item["video_url"]
+            if url not in local:
+                continue  # a URL that could not be fetched: already a skip
+            try:
+                st = os.stat(local[url])  # one stat: what the file is, and the digest cache's identity
+                kind = special_file(local[url], st.st_mode)
+                if kind is not None:
+                    skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
+                    continue
+                digest = digests.of(local[url], st)
+            except FileNotFoundError:
+                skipped.append({"video": url, "reason": f"video not found: {url}"})
                 continue
-            digest = digests.of(local[url], st)
-        except FileNotFoundError:
-            skipped.append({"video": url, "reason": f"video not found: {url}"})
-            continue
-        except IsADirectoryError:
-            skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
-            continue
-        except OSError as exc:
-            skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
-            continue
-        parts = tasks.key_parts(task, item)
-        memo = (digest, json.dumps(parts, sort_keys=True, default=str) if parts else "")
-        key = keys.get(memo)
-        if key is None:  # the same clip listed many times is keyed once (the key itself is unchanged)
-            key = keys[memo] = result_key(content=digest, **settings, **parts)
-        if key in seen:
-            skipped.append({"video": url, "reason": "duplicate: same content as an earlier clip in this run"})
-            continue
-        seen.add(key)
-        keyed.append((key, {**item, "video_sha256": digest}))
-    return ScorePlan(prompt, items, repeated, keyed, local, skipped)
+            except IsADirectoryError:
+                skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
+                continue
+            except OSError as exc:
+                skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
+                continue
+            parts = tasks.key_parts(setup.task, item)
+            memo = (digest, json.dumps(parts, sort_keys=True, default=str) if parts else "")
+            key = keys.get(memo)
+            if key is None:  # the same clip listed many times is keyed once (the key itself is unchanged)
+                if len(keys) >= digests.limit:
+                    keys.clear()
+                key = keys[memo] = result_key(content=digest, **setup.settings, **parts)
+            keyed.append((key, {**item, "video_sha256": digest}))
+        yield ScorePlan(setup.prompt, named, list(repeated), keyed, local, skipped)
+        repeated.clear()
+        if left is not None and left <= 0:
+            return
+
+
+def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
+    """The whole run planned at once (for inputs of a size that fits in lists; scoring streams :func:`iter_plan`):
+    a clip with the same key as an earlier one is a skip (``duplicate``)."""
+    setup = plan_setup(cfg)
+    whole = ScorePlan(setup.prompt, [], [], [], {}, [])
+    seen: set[str] = set()
+    for chunk in iter_plan(cfg, setup):
+        whole.items += chunk.items
+        whole.repeated += chunk.repeated
+        whole.local.update(chunk.local)
+        whole.skipped += chunk.skipped
+        for key, item in chunk.keyed:
+            if key in seen:
+                whole.skipped.append({"video": item["video_url"], "reason": DUPLICATE})
+                continue
+            seen.add(key)
+            whole.keyed.append((key, item))
+    return whole
+
+
+DUPLICATE = "duplicate: same content as an earlier clip in this run"
 
 
 def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,9 +143,14 @@ class ScoreConfig:
 
 @dataclasses.dataclass
 class ScoreResult:
+    """What a scoring run returns. ``rows`` and ``skipped`` are lists for a run of up to ``IN_MEMORY_ROWS`` clips;
+    above that they are :class:`~recipe_lib.inference.store.RunView` sequences that read the run's rows and skips
+    from ``results.sqlite`` when iterated (``len`` and slices work, nothing is held), so a run of millions of clips
+    never materialises them. Callers that need every row at once on a large run should stream them instead."""
+
     out_dir: Path
-    rows: list[dict[str, Any]]
-    skipped: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
+    skipped: Sequence[dict[str, Any]]
     n_inputs: int
     n_scored_now: int
     n_cached: int
@@ -154,9 +160,17 @@ class ScoreResult:
     task: str = "pc"
     label_column: str = "pc"  # the label this task's rows are measured against (rule: the rule columns)
     protocol: ScoringProtocol | None = None  # the video/sampling settings used and where they came from
+    unparsed: int | None = None  # counted while the rows were exported; None: counted from ``rows`` when asked
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether ``rows`` and ``skipped`` are plain lists (a small run) rather than views of the store."""
+        return isinstance(self.rows, list) and isinstance(self.skipped, list)
 
     @property
     def n_unparsed(self) -> int:
+        if self.unparsed is not None:
+            return self.unparsed
         return sum(1 for r in self.rows if r.get("score") is None)
 
     def summary(self) -> dict[str, Any]:
@@ -175,11 +189,15 @@ class ScoreResult:
         }
 
     def frame(self):  # noqa: ANN201 - pandas.DataFrame
-
+        """Every row as one table (for a large run this reads them all: prefer ``scores.csv`` or streaming)."""
         return results_frame(self.rows, self.label_column)
 
 
-def results_frame(rows: list[dict[str, Any]], label_column: str = "pc"):  # noqa: ANN201
+# Input columns scores.csv carries when a row has them (generator and violation metadata of the clip).
+OPTIONAL_ITEM_COLUMNS = ("violation", "violation_category", "scene", "model_name", "category", "is_hard")
+
+
+def results_frame(rows: Iterable[dict[str, Any]], label_column: str = "pc"):  # noqa: ANN201
     """A flat table of result rows (probabilities as p1..p5 columns; sa and rule rows add the text they were shown,
     rule rows the rule's label and the judgement with its three probabilities)."""
     import pandas as pd
@@ -202,7 +220,7 @@ def results_frame(rows: list[dict[str, Any]], label_column: str = "pc"):  # noqa
         rec["digit_mass"] = clip.digit_mass
         rec["raw_output"] = clip.raw_output
         rec["model_s"] = clip.timing.get("model_s")
-        for k in ("violation", "violation_category", "scene", "model_name", "category", "is_hard"):
+        for k in OPTIONAL_ITEM_COLUMNS:
             if k in item:
                 rec[k] = item[k]
         if clip.task != "pc":

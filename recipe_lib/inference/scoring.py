@@ -19,58 +19,72 @@ demo critic gets the demo settings, any other critic the recipe's). What was use
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import itertools
 import os
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from recipe_lib.config import to_dict
+from recipe_lib.constants import IN_MEMORY_ROWS
 from recipe_lib.errors import RecipeError
-from recipe_lib.inference.plan import ScorePlan, plan_scoring, resolve_settings, score_files, scored_row
-from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
-from recipe_lib.inference.scorers import Scorer, make_scorer
-from recipe_lib.inference.store import ResultStore, store_path
-from recipe_lib.io import (
-    atomic_write_csv,
-    atomic_write_json,
-    atomic_write_jsonl,
-    claim_outputs,
-    redact_obj,
-    writes_as,
+from recipe_lib.inference.exports import optional_columns_present, write_jsonl, write_scores_csv
+from recipe_lib.inference.plan import (
+    DUPLICATE,
+    ScorePlan,
+    iter_plan,
+    plan_setup,
+    resolve_settings,
+    score_files,
+    scored_row,
 )
+from recipe_lib.inference.score_config import OPTIONAL_ITEM_COLUMNS, ScoreConfig, ScoreResult
+from recipe_lib.inference.scorers import Scorer, make_scorer
+from recipe_lib.inference.store import ResultStore, RunView, store_path
+from recipe_lib.io import atomic_write_json, claim_outputs, redact_obj, writes_as
 from recipe_lib.progress import progress_bar
 
 
-def _write_outputs(cfg: ScoreConfig, result: ScoreResult) -> None:
+def _write_outputs(cfg: ScoreConfig, result: ScoreResult, optional: set[str]) -> None:
+    """scores.csv and skipped.jsonl streamed from ``result`` (lists or views of the store), then summary.json."""
     out = Path(cfg.out_dir)
     _, scores, skipped, summary = score_files(cfg.task)
-    atomic_write_csv(out / scores, result.frame())
-    atomic_write_jsonl(out / skipped, result.skipped)
+    result.unparsed = write_scores_csv(out / scores, result.rows, result.label_column, optional)
+    write_jsonl(out / skipped, result.skipped)
     # Inputs and URLs are listed redacted; a reason may quote a server's text: the whole summary goes through redact.
     atomic_write_json(out / summary, redact_obj({"config": to_dict(cfg), **result.summary()}))
 
 
+class _LazyScorer:
+    """The scorer, built when the first clip needs the model (a run served from the store loads nothing)."""
+
+    def __init__(self, cfg: ScoreConfig, prompt: Any, given: Scorer | None) -> None:
+        self.cfg, self.prompt, self.scorer = cfg, prompt, given
+
+    def get(self) -> Scorer:
+        if self.scorer is None:
+            self.scorer = make_scorer(self.cfg, self.prompt)
+        return self.scorer
+
+
 def _score_local(
-    cfg: ScoreConfig,
-    plan: ScorePlan,
-    todo: list[tuple[str, dict[str, Any]]],
-    store: ResultStore,
-    scorer: Scorer | None,
-    progress: bool,
+    cfg: ScoreConfig, plan: ScorePlan, todo: list[tuple[str, dict[str, Any]]], store: ResultStore, scorer: Scorer, bar
 ) -> int:
-    """Score ``todo`` in this process; returns how many rows were stored."""
+    """Score ``todo`` (one chunk's missing clips) in this process; returns how many rows were stored. Each batch is
+    one transaction of the store, so a kill loses at most the batch in flight."""
     from recipe_lib.errors import ClipError
     from recipe_lib.inference.requests import batches_by_visual_tokens
 
-    scorer = scorer or make_scorer(cfg, plan.prompt)
     n_now = 0
     # Clips of similar visual-token count share a batch (little padding); rows still come out in input order.
     batches = batches_by_visual_tokens(
         todo, [plan.local[it["video_url"]] for _, it in todo], cfg.video, cfg.batch_size, cfg.max_batch_tokens
     )
-    bar = progress_bar(total=len(todo), desc="scoring", unit="clip", enabled=progress)
-    # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
-    with bar, cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+    with cf.ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
 
         def submit(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
             return [
@@ -108,10 +122,52 @@ def _named(reason: str, plan: ScorePlan, item: dict[str, Any]) -> str:
     return reason.replace(local, url) if local != url else reason
 
 
+def ahead(chunks: Iterator[ScorePlan]) -> Iterator[ScorePlan]:
+    """``chunks`` planned on a thread one chunk ahead of the caller: the next chunk's rows are read, its URLs fetched
+    and its clips hashed while the current one is scored (a slow URL holds up its own chunk, not the clips before
+    it). An error while planning is raised here, where the chunk would have come."""
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        box.put(("chunk", chunk), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            box.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="plan-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting to put, then let it see ``stop``
+            try:
+                box.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+
 @writes_as("score")
 def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None = None) -> ScoreResult:
     """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one
-    (local engine only)."""
+    (local engine only). The inputs are planned and scored chunk by chunk (:func:`recipe_lib.inference.plan.
+    iter_plan`): the store keeps the run's order, its duplicates and its skips, and the exports stream from it."""
     start = time.perf_counter()
     cfg, protocol = resolve_settings(cfg)
     if cfg.engine not in ("local", "ray"):
@@ -124,36 +180,74 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
     out.mkdir(parents=True, exist_ok=True)
     # Before any work: no link followed, nothing replaced that we did not write.
     claim_outputs(out, score_files(cfg.task))
-    plan = plan_scoring(cfg)
+    setup = plan_setup(cfg)
     if not os.access(out, os.W_OK):
         raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
-    with ResultStore(store_path(out)) as store:
-        missing = store.missing(k for k, _ in plan.keyed)
-        todo = [(k, it) for k, it in plan.keyed if k in missing]
-        n_cached = len(plan.keyed) - len(todo)
-        n_now = 0
-        if todo and cfg.engine == "ray":
-            from recipe_lib.inference.ray_engine import score_with_ray
+    task = cfg.task
+    n_inputs = n_now = n_cached = 0
+    repeated: list[str] = []
+    lazy = _LazyScorer(cfg, setup.prompt, scorer)
+    # Ray scores every missing clip in one pipeline (its actors load the critic once): the plan is still streamed,
+    # the missing clips are gathered for it.
+    ray_plan = ScorePlan(setup.prompt, [], [], [], {}, [])
+    ray_todo: list[tuple[str, dict[str, Any]]] = []
+    chunks = ahead(iter_plan(cfg, setup))
+    first_chunk = next(chunks)  # inputs that name nothing fail here, before the store is opened
+    with contextlib.closing(chunks), ResultStore(store_path(out)) as store:
+        store.start_run(task)
+        bar = progress_bar(total=None, desc="scoring", unit="clip", enabled=progress)
+        # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
+        with bar:
+            for chunk in itertools.chain([first_chunk], chunks):
+                n_inputs += len(chunk.items)
+                repeated += chunk.repeated
+                first = store.run_position(task)
+                fresh = store.add_to_run(task, [k for k, _ in chunk.keyed])
+                keyed = []
+                for (key, item), new in zip(chunk.keyed, fresh):
+                    if new:
+                        keyed.append((key, item))
+                    else:
+                        chunk.skipped.append({"video": item["video_url"], "reason": DUPLICATE})
+                missing = store.missing_in_run(task, first)
+                todo = [(k, it) for k, it in keyed if k in missing]
+                n_cached += len(keyed) - len(todo)
+                if todo and cfg.engine == "ray":
+                    ray_todo += todo
+                    ray_plan.local.update({it["video_url"]: chunk.local[it["video_url"]] for _, it in todo})
+                elif todo:
+                    n_now += _score_local(cfg, chunk, todo, store, lazy.get(), bar)
+                # A reason may quote a server's answer: no secret is printed or written.
+                store.add_skips(task, redact_obj(chunk.skipped))
+            if ray_todo:
+                from recipe_lib.inference.ray_engine import score_with_ray
 
-            n_now = score_with_ray(cfg, plan, todo, store, progress)
-        elif todo:
-            n_now = _score_local(cfg, plan, todo, store, scorer, progress)
-        by_key = store.get_many(k for k, _ in plan.keyed)
-        rows = [by_key[k] for k, _ in plan.keyed if k in by_key]
+                n_now = score_with_ray(cfg, ray_plan, ray_todo, store, progress)
+                store.add_skips(task, redact_obj(ray_plan.skipped))
+        n_rows, n_skips = store.run_counts(task)
+        small = n_rows + n_skips <= IN_MEMORY_ROWS
+        if small:
+            rows: Any = list(store.iter_run_rows(task))
+            skipped: Any = list(store.iter_run_skips(task))
+            optional = optional_columns_present(rows)
+        else:
+            rows = RunView(store.path, task, "rows", n_rows)
+            skipped = RunView(store.path, task, "skips", n_skips)
+            optional = store.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
         warnings = list(store.warnings)
     result = ScoreResult(
         out_dir=out,
         rows=rows,
-        skipped=redact_obj(plan.skipped),  # a reason may quote a server's answer: no secret is printed or written
-        n_inputs=len(plan.items),
+        skipped=skipped,
+        n_inputs=n_inputs,
         n_scored_now=n_now,
         n_cached=n_cached,
         seconds=time.perf_counter() - start,
-        repeated=plan.repeated,
+        repeated=repeated,
         warnings=warnings,
-        task=cfg.task,
+        task=task,
         label_column=cfg.label_column,
         protocol=protocol,
     )
-    _write_outputs(cfg, result)
+    _write_outputs(cfg, result, optional)
     return result

@@ -30,11 +30,12 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import resource
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,21 @@ CREATE TABLE IF NOT EXISTS results (
     pos INTEGER PRIMARY KEY,  -- insertion order: the position a damaged row is reported by
     key TEXT NOT NULL UNIQUE,
     row TEXT NOT NULL         -- the row as ASCII JSON
+);
+-- The clips of the latest run of each task, in input order (``seq``), and its skips: what the exports stream from
+-- (scores.csv, skipped.jsonl, the manifest), so a run of millions of clips never holds them in Python lists.
+CREATE TABLE IF NOT EXISTS run_keys (
+    task TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (task, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS run_keys_key ON run_keys (task, key);
+CREATE TABLE IF NOT EXISTS run_skips (
+    task TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    skip TEXT NOT NULL,       -- {"video": ..., "reason": ...} as ASCII JSON
+    PRIMARY KEY (task, seq)
 );
 """
 
@@ -97,6 +113,8 @@ class ResultStore:
         self.imported = 0
         self.repaired_bytes = 0  # bytes of a torn last line cut from an imported results.jsonl
         self._damaged: set[int] = set()
+        self._seq: dict[str, int] = {}  # next position in the current run's order, per task
+        self._skip_seq: dict[str, int] = {}
         self._lock_fh = None
         self._db: sqlite3.Connection | None = None
 
@@ -279,6 +297,132 @@ class ResultStore:
     def rows(self) -> list[dict[str, Any]]:
         return list(self.iter_rows())
 
+    # -- the current run -------------------------------------------------------------------------------------------
+
+    def _transaction(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        with self._errors():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    self.db.executemany(sql, params)
+                self.db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise
+
+    def start_run(self, task: str) -> None:
+        """Forget the previous run of ``task`` (its order and skips; its rows stay): the run about to start lists its
+        clips with :meth:`add_to_run` and its skips with :meth:`add_skips`."""
+        self._transaction(
+            [("DELETE FROM run_keys WHERE task = ?", [(task,)]), ("DELETE FROM run_skips WHERE task = ?", [(task,)])]
+        )
+        self._seq[task] = self._skip_seq[task] = 0
+
+    def add_to_run(self, task: str, keys: list[str]) -> list[bool]:
+        """Append ``keys`` to the run's order; for each, whether it is new in this run (False: the same clip was
+        listed earlier, in this call or a previous one). Held in SQLite, so a run of any length keeps no key set."""
+        existing: set[str] = set()
+        unique = list(dict.fromkeys(keys))
+        with self._errors():
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT key FROM run_keys WHERE task = ? AND key IN ({marks})"  # noqa: S608 - placeholders only
+                existing.update(k for (k,) in self.db.execute(sql, [task, *chunk]))
+        fresh: list[bool] = []
+        params: list[tuple[str, int, str]] = []
+        seq = self._seq.get(task, 0)
+        for key in keys:
+            new = key not in existing
+            fresh.append(new)
+            if new:
+                existing.add(key)
+                params.append((task, seq, key))
+                seq += 1
+        self._transaction([("INSERT INTO run_keys (task, seq, key) VALUES (?, ?, ?)", params)])
+        self._seq[task] = seq
+        return fresh
+
+    def missing_in_run(self, task: str, start: int = 0) -> set[str]:
+        """The run's keys from position ``start`` on without a good row: one join in SQL, whatever the store holds."""
+        with self._errors():
+            cur = self.db.execute(
+                "SELECT o.key FROM run_keys o LEFT JOIN results r ON r.key = o.key "
+                "WHERE o.task = ? AND o.seq >= ? AND (r.key IS NULL OR NOT json_valid(r.row))",
+                (task, start),
+            )
+            return {k for (k,) in cur}
+
+    def run_position(self, task: str) -> int:
+        """How many clips the current run of ``task`` has listed so far."""
+        return self._seq.get(task, 0)
+
+    def add_skips(self, task: str, skips: Iterable[dict[str, Any]]) -> None:
+        seq = self._skip_seq.get(task, 0)
+        params = []
+        for skip in skips:
+            params.append((task, seq, row_text(skip)))
+            seq += 1
+        if params:
+            self._transaction([("INSERT INTO run_skips (task, seq, skip) VALUES (?, ?, ?)", params)])
+        self._skip_seq[task] = seq
+
+    def iter_run_rows(self, task: str, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """The good rows of the latest run of ``task``, in its input order, streamed ``batch`` rows a query."""
+        last = -1
+        while True:
+            with self._errors():
+                found = self.db.execute(
+                    "SELECT o.seq, r.pos, r.key, r.row FROM run_keys o JOIN results r ON r.key = o.key "
+                    "WHERE o.task = ? AND o.seq > ? ORDER BY o.seq LIMIT ?",
+                    (task, last, batch),
+                ).fetchall()
+            if not found:
+                return
+            for _, pos, key, text in found:
+                row = self._decode(pos, key, text)
+                if row is not None:
+                    yield row
+            last = found[-1][0]
+
+    def iter_run_skips(self, task: str, batch: int = 5000) -> Iterator[dict[str, Any]]:
+        """The skips of the latest run of ``task``, in the order they were found."""
+        last = -1
+        while True:
+            with self._errors():
+                found = self.db.execute(
+                    "SELECT seq, skip FROM run_skips WHERE task = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (task, last, batch),
+                ).fetchall()
+            if not found:
+                return
+            for _, text in found:
+                yield json.loads(text)
+            last = found[-1][0]
+
+    def run_counts(self, task: str) -> tuple[int, int]:
+        """(clips of the latest run of ``task`` with a stored row, its skips)."""
+        with self._errors():
+            (rows,) = self.db.execute(
+                "SELECT count(*) FROM run_keys o JOIN results r ON r.key = o.key WHERE o.task = ?", (task,)
+            ).fetchone()
+            (skips,) = self.db.execute("SELECT count(*) FROM run_skips WHERE task = ?", (task,)).fetchone()
+        return rows, skips
+
+    def run_item_keys(self, task: str, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` any input row of the latest run of ``task`` has (scanned in SQL, rows never decoded in
+        Python): the optional columns of an export, known before its first line."""
+        names = list(names)
+        marks = ",".join("?" * len(names))
+        with self._errors():
+            cur = self.db.execute(
+                "SELECT DISTINCT j.key FROM run_keys o JOIN results r ON r.key = o.key, json_each(r.row, '$.item') j "  # noqa: S608 - placeholders only
+                f"WHERE o.task = ? AND json_valid(r.row) AND j.key IN ({marks})",
+                [task, *names],
+            )
+            return {k for (k,) in cur}
+
     # -- writing -------------------------------------------------------------------------------------------------
 
     def append(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -303,6 +447,37 @@ class ResultStore:
                     self.db.execute("ROLLBACK")
                 raise
         return written
+
+
+class RunView(Sequence[dict[str, Any]]):
+    """The rows (``what="rows"``) or skips (``"skips"``) of the latest run of ``task`` in a store, read on demand:
+    iterating streams them from SQLite (a read-only connection, no run lock), ``len`` is one count, a slice reads
+    just the rows it names from the start. What :class:`~recipe_lib.inference.score_config.ScoreResult` holds for a
+    run too large to keep in lists; a later run of the same task into the same folder changes what it reads."""
+
+    def __init__(self, path: str | Path, task: str, what: str, length: int) -> None:
+        self.path = Path(path)
+        self.task = task
+        self.what = what
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with ResultStore(self.path, lock=False) as store:
+            rows = store.iter_run_rows(self.task) if self.what == "rows" else store.iter_run_skips(self.task)
+            yield from rows
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._length)
+            return list(itertools.islice(iter(self), start, stop, step))
+        position = range(self._length)[index]  # IndexError past the end, negative positions from the end
+        return next(itertools.islice(iter(self), position, None))
+
+    def __repr__(self) -> str:
+        return f"RunView({str(self.path)!r}, task={self.task!r}, {self.what}: {self._length})"
 
 
 def read_store(path: str | Path) -> list[dict[str, Any]]:

@@ -164,9 +164,11 @@ def scoring_lines(result: ScoreResult, prefix: str = "") -> list[str]:
     shown = result.skipped[:MAX_SKIP_LINES]
     lines += [f"  skipped {printable(skip['video'])}: {printable(skip['reason'])}" for skip in shown]
     if len(result.skipped) > len(shown):  # a table of a million rows must not print a million lines
+        import itertools
         from collections import Counter
 
-        reasons = Counter(str(skip["reason"]).split(":", 1)[0] for skip in result.skipped[len(shown) :])
+        rest = itertools.islice(result.skipped, len(shown), None)  # streamed: the skips may be a view of the store
+        reasons = Counter(str(skip["reason"]).split(":", 1)[0] for skip in rest)
         top = ", ".join(f"{printable(r)} x{n}" for r, n in reasons.most_common(3))
         lines.append(f"  ... and {len(result.skipped) - len(shown)} more skipped ({top}): see skipped.jsonl")
     return lines
@@ -225,18 +227,24 @@ class TaskScorer:
 
 def check_task_inputs(configs: dict[str, ScoreConfig]) -> None:
     """Before anything is scored: every task other than pc can be served by the inputs (a caption column for sa,
-    rule columns for rule), so a run of ``--task pc,sa`` does not fail after the pc scoring."""
-    from recipe_lib.inference.plan import resolve_inputs
+    rule columns for rule), so a run of ``--task pc,sa`` does not fail after the pc scoring. The inputs are read in
+    chunks, as scoring reads them."""
+    from recipe_lib.inference.plan import iter_inputs
     from recipe_lib.tasks import TaskColumns, prepare_items
 
-    items = None
-    for task, tc in configs.items():
-        if task == "pc":
-            continue
-        if items is None:
-            items = resolve_inputs(tc.inputs, tc.split, tc.label_column, False)[0]
-            items = items[: tc.limit] if tc.limit is not None else items
-        prepare_items(task, items, TaskColumns(caption=tc.caption_column))
+    others = {task: tc for task, tc in configs.items() if task != "pc"}
+    if not others:
+        return
+    first = next(iter(others.values()))
+    left = first.limit
+    for items in iter_inputs(first.inputs, first.split, first.label_column, False):
+        if left is not None:
+            items = items[:left]
+            left -= len(items)
+        for task, tc in others.items():
+            prepare_items(task, items, TaskColumns(caption=tc.caption_column))
+        if left is not None and left <= 0:
+            return
 
 
 @writes_as("score")
@@ -248,7 +256,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         write_filter_outputs,
         write_joint_filter_outputs,
     )
-    from recipe_lib.evaluation.metrics import joint_suite, labelled_rows, rule_suite_from_rows, suite_from_rows
+    from recipe_lib.evaluation.metrics import has_labels, joint_suite, rule_suite_from_rows, suite_from_rows
     from recipe_lib.evaluation.report import CriticScores, ReportConfig, write_report
     from recipe_lib.inference.plan import score_files
     from recipe_lib.io import atomic_write_csv, claim_outputs
@@ -304,7 +312,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         if task == "rule":
             if result.rows:
                 suites["rule"] = rule_suite_from_rows(result.rows)
-        elif labelled_rows(result.rows, labels[task]):
+        elif has_labels(result.rows, labels[task]):
             suites[task] = suite_from_rows(result.rows, labels[task], threshold=cfg.threshold)
     joint, joint_csv = None, None
     if both:
