@@ -196,7 +196,7 @@ def test_vllm_scorer_prepares_without_vllm(tiny_critic, synth_clips):
 def test_vllm_scorer_user_mistakes(tiny_critic, tmp_path):
     from recipe_lib.inference.vllm import VLLMScorer
 
-    with pytest.raises(RecipeError, match="unknown scoring mode"):
+    with pytest.raises(RecipeError, match="mode vote is not allowed"):  # refused by the config itself
         VLLMScorer(_cfg(tiny_critic, mode="vote"), load_prompt("video_reward"))
     with pytest.raises(RecipeError, match="could not load the processor"):
         VLLMScorer(_cfg(tmp_path), load_prompt("video_reward"))
