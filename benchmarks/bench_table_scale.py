@@ -98,9 +98,9 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
 def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) -> int:
     """Store ``template`` under the key of every clip of ``table`` but ``skip``, as a finished run would have."""
     sys.path.insert(0, str(REPO))
-    from recipe_lib.inference.plan import iter_plan, plan_setup, resolve_settings, score_files
+    from recipe_lib.inference.plan import DigestCache, iter_plan, plan_setup, resolve_settings, score_files
     from recipe_lib.inference.score_config import ScoreConfig
-    from recipe_lib.inference.store import ResultStore
+    from recipe_lib.inference.store import FileDigests, ResultStore
     from recipe_lib.io import claim_outputs, writes_as
     from recipe_lib.profiles import get_profile
 
@@ -109,8 +109,9 @@ def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) 
     cfg, _ = resolve_settings(cfg)
     writes_as("score")(claim_outputs)(out, score_files())
     n = 0
+    digests = DigestCache(FileDigests(out / "results.sqlite"))  # the files' digests, as a finished run keeps them
     with ResultStore(out / "results.sqlite") as store:
-        for chunk in iter_plan(cfg, plan_setup(cfg)):
+        for chunk in iter_plan(cfg, plan_setup(cfg), digests=digests):
             rows = []
             for key, item in chunk.keyed:
                 if item["video_url"] not in skip:
@@ -118,6 +119,7 @@ def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) 
                     rows.append({**template, "key": key, "video": item["video_url"], "item": item,
                                  "video_sha256": digest})  # fmt: skip
             n += store.append(rows)
+    digests.close()
     return n
 
 
