@@ -799,12 +799,7 @@ class RuleSuite:
             "majority_label": self.majority_label,
             "majority_accuracy": _clean(self.majority_accuracy),
             "unparsed_reasons": dict(self.unparsed_reasons),
-            "bootstrap": {
-                "resamples": self.n_boot,
-                "seed": self.seed,
-                "confidence": self.confidence,
-                "method": self.bootstrap_method,
-            },
+            "bootstrap": {"resamples": self.n_boot, "seed": self.seed, "confidence": self.confidence},
         }
 
     def confusion_frame(self) -> Any:
@@ -887,7 +882,6 @@ def rule_suite(
         seed=seed,
         confidence=confidence,
         unparsed_reasons=dict(unparsed_reasons or {}),
-        bootstrap_method=bootstrap_method(len(y)),
     )
 
 

@@ -5,7 +5,7 @@ whole (:func:`recipe_lib.io.atomic_writer`), so a run of millions of clips is ex
 ``scores.csv`` has the columns :func:`~recipe_lib.inference.score_config.results_frame` gives one row; the optional
 input columns (violation, scene, ...) that any row has are found before the first line is written (in SQL for a
 store), so every chunk writes the same header. Each row is flattened from its stored JSON and written with the csv
-module (:func:`flat_record`, :func:`_cell`: the cells pandas' ``to_csv`` would write), with no DataFrame per chunk.
+module (:func:`flat_record`, :func:`csv_rows`: the cells pandas' ``to_csv`` would write), with no DataFrame per chunk.
 Whole scores and labels are written as integers in every chunk (``4``, not ``4.0`` in a chunk that happens to hold an
 unparsed row), so a file does not change with where its chunks fall.
 """
@@ -29,19 +29,6 @@ def chunks(rows: Iterable[Any], size: int = EXPORT_CHUNK) -> Iterator[list[Any]]
     it = iter(rows)
     while batch := list(itertools.islice(it, size)):
         yield batch
-
-
-def _whole_numbers(frame: Any, column: str) -> None:
-    """``column`` as nullable integers when every value in it is a whole number (scores, 1-5 labels)."""
-    import pandas as pd
-
-    if column not in frame.columns or not pd.api.types.is_numeric_dtype(frame[column].dtype):
-        return
-    values = frame[column].dropna()
-    if len(values) == len(frame[column]) and pd.api.types.is_integer_dtype(frame[column].dtype):
-        return
-    if (values == values.round()).all():
-        frame[column] = frame[column].astype("Int64")
 
 
 def optional_columns_present(rows: Iterable[dict[str, Any]]) -> set[str]:
@@ -91,18 +78,29 @@ def flat_record(row: dict[str, Any], label_column: str) -> dict[str, Any]:
 WHOLE_COLUMNS = ("score", "label")  # written as integers when whole, in every chunk
 
 
-def _cell(value: Any, whole: bool) -> Any:
-    """A value as pandas' ``to_csv`` writes it (missing and NaN empty, floats by ``repr``, text defused), except that
-    a whole score or label is an integer whatever else its chunk holds."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if value != value:
-            return ""
-        return str(int(value)) if whole and value.is_integer() else repr(value)
-    if isinstance(value, str):
-        return defuse_cell(value)
-    return str(value)
+def _column(values: list[Any], whole: bool) -> list[Any]:
+    """One column of a chunk as the csv writer should get it: the writer itself writes None as an empty cell, numbers
+    and other objects by ``str`` (a float by ``repr``, as pandas' ``to_csv``); what is left is NaN (empty), a whole
+    score or label (an integer) and text a spreadsheet would run as a formula (:func:`recipe_lib.io.defuse_cell`).
+    Decided per column, so a column of plain numbers is passed through untouched."""
+    kinds = set(map(type, values))
+    if float in kinds:
+        values = [None if v != v else (int(v) if whole and v.is_integer() else v) if type(v) is float else v
+                  for v in values]  # fmt: skip
+    if str in kinds:
+        values = [defuse_cell(v) if type(v) is str else v for v in values]
+    return values
+
+
+def csv_rows(records: list[dict[str, Any]], columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    """``records`` as CSV rows of ``columns`` (a missing field is an empty cell), every cell as pandas' ``to_csv``
+    writes it (:func:`_column`), built a column at a time without a DataFrame."""
+    return zip(*(_column([rec.get(c) for rec in records], c in WHOLE_COLUMNS) for c in columns))
+
+
+def csv_writer(fh: Any) -> Any:
+    """The csv writer of every export (pandas' ``to_csv`` dialect: minimal quoting, ``\\n`` line ends)."""
+    return csv.writer(fh, lineterminator="\n")
 
 
 def write_scores_csv(path: Path, rows: Iterable[dict[str, Any]], label_column: str, optional: set[str]) -> int:
@@ -112,7 +110,7 @@ def write_scores_csv(path: Path, rows: Iterable[dict[str, Any]], label_column: s
     unparsed = 0
     columns: list[str] | None = None
     with atomic_writer(path) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv_writer(fh)
         for batch in chunks(rows):
             records = [flat_record(row, label_column) for row in batch]
             if columns is None:
@@ -120,9 +118,8 @@ def write_scores_csv(path: Path, rows: Iterable[dict[str, Any]], label_column: s
                 at = head.index("model_s") + 1
                 columns = [*head[:at], *(c for c in OPTIONAL_ITEM_COLUMNS if c in optional), *head[at:]]
                 writer.writerow([defuse_cell(c) for c in columns])
-                whole = [c in WHOLE_COLUMNS for c in columns]
             unparsed += sum(1 for rec in records if rec["score"] is None or rec["score"] != rec["score"])
-            writer.writerows([[_cell(rec.get(c), w) for c, w in zip(columns, whole)] for rec in records])
+            writer.writerows(csv_rows(records, columns))
         if columns is None:  # no rows: the header alone, as an empty frame writes it
             fh.write(csv_text(results_frame([], label_column)))
     return unparsed
