@@ -373,9 +373,7 @@ def _auc_from_counts(counts: np.ndarray) -> np.ndarray:
     return _nan_div(u, pos.sum(1) * neg.sum(1))
 
 
-def _cell_resamples(
-    rng: np.random.Generator, n: int, cells: np.ndarray, k: int, n_boot: int
-) -> Iterator[np.ndarray]:
+def _cell_resamples(rng: np.random.Generator, n: int, cells: np.ndarray, k: int, n_boot: int) -> Iterator[np.ndarray]:
     """``n_boot`` multinomial resamples of the counts of ``k`` cells (one per clip in ``cells``), in blocks."""
     p = np.bincount(cells, minlength=k) / n
     block = max(1, min(n_boot, 2_000_000 // k))

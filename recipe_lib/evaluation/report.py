@@ -492,7 +492,8 @@ expected score, else the score, is at least this) · created {{ d.created }}</p>
 {{ fmt(c.metrics.majority_accuracy) if c.metrics else "–" }}</td>{% endfor %}
 <td>accuracy of always answering the most common label</td></tr>
 </table>
-<p class="muted">Brackets: {{ confidence }} % bootstrap interval ({{ resamples }} resamples of the clips, seeded{% if resampling != "clips" %}; drawn as {{ resampling }}{% endif %}).
+<p class="muted">Brackets: {{ confidence }} % bootstrap interval ({{ resamples }} resamples of the clips, seeded
+{%- if resampling != "clips" %}; drawn as {{ resampling }}{% endif %}).
 Good vs bad: label and score at least {{ d.threshold }}.</p>
 <h2>Confusion matrices</h2>
 <div class="figs">{% for c in d.critics %}{% if confusion[loop.index0] %}<figure>

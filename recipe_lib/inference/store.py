@@ -507,7 +507,9 @@ class FileDigests:
             for i in range(0, len(unique), _CHUNK):
                 chunk = unique[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256 FROM file_digests WHERE path IN ({marks})"  # noqa: S608 - placeholders only
+                sql = (
+                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256 FROM file_digests WHERE path IN ({marks})"  # noqa: S608 - placeholders only
+                )
                 for path, *sig, digest in db.execute(sql, chunk):
                     found[path] = (tuple(sig), digest)  # type: ignore[assignment]
         except sqlite3.Error:
