@@ -31,13 +31,34 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = (
-    "import atexit, sys; from recipe_lib.cli import main\n"
+    "import atexit, sys, time; from recipe_lib.cli import main\n"
     "def hwm():\n"
     "    line = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
     "    print('PEAK_RSS_MB', int(line.split()[1]) / 1024, file=sys.stderr)\n"
     "atexit.register(hwm)\n"
+    "def timed(module, name, label):\n"  # the breakdown: seconds spent in each step of the command
+    "    import importlib\n"
+    "    mod = importlib.import_module(module)\n"
+    "    inner = getattr(mod, name)\n"
+    "    def wrapper(*a, **k):\n"
+    "        t = time.perf_counter()\n"
+    "        try:\n"
+    "            return inner(*a, **k)\n"
+    "        finally:\n"
+    "            print('STEP', label, time.perf_counter() - t, file=sys.stderr)\n"
+    "    setattr(mod, name, wrapper)\n"
+    "for step in STEPS:\n"
+    "    timed(*step)\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
+STEPS = [
+    ("recipe_lib.stages.score", "score_videos", "score_videos"),
+    ("recipe_lib.inference.scoring", "_write_outputs", "  of which scores.csv, skipped.jsonl, summary.json"),
+    ("recipe_lib.stages.score", "check_collapse", "collapse check"),
+    ("recipe_lib.evaluation.metrics", "suite_from_rows", "metric suite"),
+    ("recipe_lib.evaluation.filtering", "write_filter_outputs", "predictions and manifest"),
+    ("recipe_lib.evaluation.report", "write_report", "report"),
+]
 
 
 def make_clips(folder: Path, n: int) -> list[str]:
@@ -74,7 +95,8 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
     """The real command; its wall time, when the store first grew past ``before`` rows, and its peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, "score", *args, "--out", str(out)],
+    child = f"STEPS = {STEPS!r}\n{CHILD}"
+    proc = subprocess.Popen([sys.executable, "-c", child, "score", *args, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     first = None
     store = out / "results.sqlite"
@@ -87,12 +109,27 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"score failed ({proc.returncode}):\n{stderr[-3000:]}")
     peak = [float(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_RSS_MB")]
+    steps: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if line.startswith("STEP "):
+            label, seconds = line[5:].rsplit(" ", 1)
+            steps[label] = steps.get(label, 0.0) + float(seconds)
     return {
+        "steps": steps,
         "wall_s": round(wall, 1),
         "first_clip_s": round(first, 1) if first is not None else None,
         "peak_rss_mb": round(peak[0]) if peak else None,
         "summary": stdout.splitlines()[0] if stdout else "",
     }
+
+
+def breakdown(run: dict) -> str:
+    """The seconds of each step of a run, and what is left (the interpreter's start, imports, the CLI's checks)."""
+    steps = run["steps"]
+    top = sum(v for k, v in steps.items() if not k.startswith(" "))
+    lines = [f"    {label}: {steps[label]:.1f} s" for _, _, label in STEPS if label in steps]
+    lines.append(f"    the rest (interpreter, imports, checks, exit): {run['wall_s'] - top:.1f} s")
+    return "  breakdown:\n" + "\n".join(lines)
 
 
 def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) -> int:
@@ -152,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         read = f"first {args.limit:,}" if args.limit else "all"
         print(f"  scored ({read} rows): first clip after {r['first_clip_s']} s, done in {r['wall_s']} s, "
               f"peak RSS {r['peak_rss_mb']} MB\n  {r['summary']}")  # fmt: skip
+        print(breakdown(r))
 
     if args.rerun_rows:
         start = time.perf_counter()
@@ -180,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         same = (out / "scores.csv").read_bytes() == scores
         print(f"  rerun (nothing missing): {again['wall_s']} s, peak RSS {again['peak_rss_mb']} MB, "
               f"scores.csv {'unchanged' if same else 'CHANGED'}\n  {again['summary']}")  # fmt: skip
+        print(breakdown(again))
     return 0
 
 

@@ -189,7 +189,7 @@ def _write_decisions(
                 manifest_csv.writerow([defuse_cell(c) for c in manifest_columns])
             pred_csv.writerows(csv_rows(batch, columns))
             manifest_csv.writerows(csv_rows(batch, manifest_columns))
-            jsonl.write("".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in batch))
+            jsonl.write("".join(_JSON.encode(_jsonable(r)) + "\n" for r in batch))
             for r in batch:
                 counts[r["decision"]] += 1
             if keep and len(kept) <= IN_MEMORY_ROWS:
@@ -206,6 +206,9 @@ def _write_decisions(
         counts=counts,
         records=kept if len(kept) <= IN_MEMORY_ROWS else [],
     )
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) builds on every call
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
