@@ -48,6 +48,12 @@ def check_label(value: Any, where: str, label_column: str) -> None:
         )
 
 
+def _remote(url: str) -> bool:
+    """:func:`~recipe_lib.data.download.is_remote`, with absolute paths (most rows of a large table) answered without
+    parsing: a scheme never starts with ``/``."""
+    return not url.startswith("/") and is_remote(url)
+
+
 def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_column: str) -> dict[str, Any]:
     """One table row as an item: its ``video_url`` checked (a URL listed redacted, a relative path resolved from the
     table's folder) and its label checked."""
@@ -58,7 +64,7 @@ def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_colum
     label = row.get(label_column)
     if label is not None and not (type(label) is int and 1 <= label <= 5):  # the common case, checked fast
         check_label(label, f"{path} row {i} ({os.path.basename(url)})", label_column)
-    if is_remote(url):
+    if _remote(url):
         url = remember_url(url)  # credentials never reach a row, a skip or a report
     elif not os.path.isabs(url):
         url = os.path.join(base, url)
@@ -295,8 +301,14 @@ def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[di
     from recipe_lib.data.download import DownloadConfig
     from recipe_lib.inference.fetch import FetchFailure, default_cache_dir, fetch
 
-    urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
-    local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
+    local: dict[str, str] = {}
+    urls: dict[str, None] = {}
+    for it in items:
+        url = it["video_url"]
+        if _remote(url):
+            urls[url] = None
+        else:
+            local[url] = url
     if urls:
         cache = Path(cfg.download_cache or default_cache_dir())
         how = DownloadConfig(cache_dir=cache, progress=False, deadline=cfg.download_deadline)
