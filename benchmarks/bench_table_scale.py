@@ -31,13 +31,34 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD = (
-    "import atexit, sys; from recipe_lib.cli import main\n"
+    "import atexit, sys, time; from recipe_lib.cli import main\n"
     "def hwm():\n"
     "    line = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
     "    print('PEAK_RSS_MB', int(line.split()[1]) / 1024, file=sys.stderr)\n"
     "atexit.register(hwm)\n"
+    "def timed(module, name, label):\n"  # the breakdown: seconds spent in each step of the command
+    "    import importlib\n"
+    "    mod = importlib.import_module(module)\n"
+    "    inner = getattr(mod, name)\n"
+    "    def wrapper(*a, **k):\n"
+    "        t = time.perf_counter()\n"
+    "        try:\n"
+    "            return inner(*a, **k)\n"
+    "        finally:\n"
+    "            print('STEP', label, time.perf_counter() - t, file=sys.stderr)\n"
+    "    setattr(mod, name, wrapper)\n"
+    "for step in STEPS:\n"
+    "    timed(*step)\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
+STEPS = [
+    ("recipe_lib.stages.score", "score_videos", "score_videos"),
+    ("recipe_lib.inference.scoring", "_write_outputs", "  of which scores.csv, skipped.jsonl, summary.json"),
+    ("recipe_lib.stages.score", "check_collapse", "collapse check"),
+    ("recipe_lib.evaluation.metrics", "suite_from_rows", "metric suite"),
+    ("recipe_lib.evaluation.filtering", "write_filter_outputs", "predictions and manifest"),
+    ("recipe_lib.evaluation.report", "write_report", "report"),
+]
 
 
 def make_clips(folder: Path, n: int) -> list[str]:
@@ -74,7 +95,8 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
     """The real command; its wall time, when the store first grew past ``before`` rows, and its peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, "score", *args, "--out", str(out)],
+    child = f"STEPS = {STEPS!r}\n{CHILD}"
+    proc = subprocess.Popen([sys.executable, "-c", child, "score", *args, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
     first = None
     store = out / "results.sqlite"
@@ -87,7 +109,13 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"score failed ({proc.returncode}):\n{stderr[-3000:]}")
     peak = [float(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_RSS_MB")]
+    steps: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if line.startswith("STEP "):
+            label, seconds = line[5:].rsplit(" ", 1)
+            steps[label] = steps.get(label, 0.0) + float(seconds)
     return {
+        "steps": steps,
         "wall_s": round(wall, 1),
         "first_clip_s": round(first, 1) if first is not None else None,
         "peak_rss_mb": round(peak[0]) if peak else None,
@@ -95,12 +123,21 @@ def run_score(args: list[str], out: Path, before: int = 0) -> dict:
     }
 
 
+def breakdown(run: dict) -> str:
+    """The seconds of each step of a run, and what is left (the interpreter's start, imports, the CLI's checks)."""
+    steps = run["steps"]
+    top = sum(v for k, v in steps.items() if not k.startswith(" "))
+    lines = [f"    {label}: {steps[label]:.1f} s" for _, _, label in STEPS if label in steps]
+    lines.append(f"    the rest (interpreter, imports, checks, exit): {run['wall_s'] - top:.1f} s")
+    return "  breakdown:\n" + "\n".join(lines)
+
+
 def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) -> int:
     """Store ``template`` under the key of every clip of ``table`` but ``skip``, as a finished run would have."""
     sys.path.insert(0, str(REPO))
-    from recipe_lib.inference.plan import iter_plan, plan_setup, resolve_settings, score_files
+    from recipe_lib.inference.plan import DigestCache, iter_plan, plan_setup, resolve_settings, score_files
     from recipe_lib.inference.score_config import ScoreConfig
-    from recipe_lib.inference.store import ResultStore
+    from recipe_lib.inference.store import FileDigests, ResultStore
     from recipe_lib.io import claim_outputs, writes_as
     from recipe_lib.profiles import get_profile
 
@@ -109,8 +146,9 @@ def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) 
     cfg, _ = resolve_settings(cfg)
     writes_as("score")(claim_outputs)(out, score_files())
     n = 0
+    digests = DigestCache(FileDigests(out / "results.sqlite"))  # the files' digests, as a finished run keeps them
     with ResultStore(out / "results.sqlite") as store:
-        for chunk in iter_plan(cfg, plan_setup(cfg)):
+        for chunk in iter_plan(cfg, plan_setup(cfg), digests=digests):
             rows = []
             for key, item in chunk.keyed:
                 if item["video_url"] not in skip:
@@ -118,6 +156,7 @@ def prefill(table: Path, model: str, out: Path, skip: set[str], template: dict) 
                     rows.append({**template, "key": key, "video": item["video_url"], "item": item,
                                  "video_sha256": digest})  # fmt: skip
             n += store.append(rows)
+    digests.close()
     return n
 
 
@@ -150,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         read = f"first {args.limit:,}" if args.limit else "all"
         print(f"  scored ({read} rows): first clip after {r['first_clip_s']} s, done in {r['wall_s']} s, "
               f"peak RSS {r['peak_rss_mb']} MB\n  {r['summary']}")  # fmt: skip
+        print(breakdown(r))
 
     if args.rerun_rows:
         start = time.perf_counter()
@@ -178,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         same = (out / "scores.csv").read_bytes() == scores
         print(f"  rerun (nothing missing): {again['wall_s']} s, peak RSS {again['peak_rss_mb']} MB, "
               f"scores.csv {'unchanged' if same else 'CHANGED'}\n  {again['summary']}")  # fmt: skip
+        print(breakdown(again))
     return 0
 
 

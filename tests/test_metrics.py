@@ -207,3 +207,32 @@ def test_suite_from_rows_and_groups():
     assert wan["n"] == direct.n == 30 and wan["accuracy"] == pytest.approx(direct["accuracy"])
     assert wan["accuracy_lo"] <= wan["accuracy"] <= wan["accuracy_hi"]
     assert set(groups[groups["column"] == "is_hard"]["group"]) == {"true", "false"}
+
+
+def test_a_large_bootstrap_draws_cell_counts_with_the_same_intervals_and_says_so():
+    """Above BOOTSTRAP_PER_CLIP_MAX clips each resample is drawn as multinomial counts of the cells the metrics read
+    (the same resampling distribution as drawing clips): its intervals agree with the per-clip bootstrap's, the point
+    values are exact, and the suite states the method."""
+    from recipe_lib.evaluation.metrics import BOOTSTRAP_PER_CLIP_MAX, bootstrap_metrics, evaluate_predictions
+
+    rng = np.random.default_rng(5)
+    n = 3 * BOOTSTRAP_PER_CLIP_MAX
+    y = rng.integers(1, 6, n)
+    s = np.clip(y + rng.integers(-1, 2, n), 1, 5)
+    s[rng.random(n) < 0.05] = 0
+    expected = [float(v) + rng.normal(0, 0.4) if v else None for v in s]
+    scores = [int(v) if v else None for v in s]
+    suite = evaluate_predictions(y.tolist(), scores, expected, n_boot=300)
+    assert suite.to_dict()["bootstrap"]["method"].startswith("multinomial counts of cells")
+    assert suite["roc_auc"] == pytest.approx(skm.roc_auc_score(y[s > 0] >= 4, [e for e in expected if e is not None]))
+    values = np.array([e if e is not None else np.nan for e in expected])
+    m = BOOTSTRAP_PER_CLIP_MAX  # the largest run still resampled clip by clip
+    per_clip = bootstrap_metrics(y[:m], s[:m], values[:m], 4.0, n_boot=300)
+    small = evaluate_predictions(y[:m].tolist(), scores[:m], expected[:m], n_boot=300)
+    assert small.to_dict()["bootstrap"]["method"] == "clips" and small.intervals == per_clip
+    for name in ("accuracy", "pearson", "kendall", "qwk", "f1", "roc_auc"):
+        lo, hi = suite.intervals[name]
+        assert lo < suite[name] < hi
+        # An interval's width shrinks as 1/sqrt(n): n is 3 times the per-clip run's here.
+        width = (per_clip[name][1] - per_clip[name][0]) / math.sqrt(3)
+        assert (hi - lo) == pytest.approx(width, rel=0.25), name

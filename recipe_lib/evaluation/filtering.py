@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recipe_lib.errors import ConfigError, DataError, RecipeError
-from recipe_lib.inference.exports import _whole_numbers
+from recipe_lib.inference.exports import csv_rows, csv_writer
 from recipe_lib.inference.record import item_of, label_of
 from recipe_lib.io import atomic_write_csv, claim_outputs, writes_as
 
@@ -174,24 +174,22 @@ def _write_decisions(
     import pandas as pd
 
     from recipe_lib.constants import IN_MEMORY_ROWS
-    from recipe_lib.io import atomic_writer, csv_text
+    from recipe_lib.io import atomic_writer, csv_text, defuse_cell
 
     counts = dict.fromkeys(DECISIONS, 0)
     kept: list[dict[str, Any]] = []
     columns: list[str] | None = None
     paths = out / "predictions.csv", out / "predictions.jsonl", out / "manifest.csv"
     with atomic_writer(paths[0]) as pred, atomic_writer(paths[1]) as jsonl, atomic_writer(paths[2]) as manifest:
-        for batch in _chunks(records):
-            frame = pd.DataFrame(batch)
+        pred_csv, manifest_csv = csv_writer(pred), csv_writer(manifest)
+        for batch in _chunks(records):  # written with the csv module: no DataFrame per chunk (csv_rows)
             if columns is None:
-                columns = list(dict.fromkeys([*frame.columns, *manifest_columns]))
-            frame = frame.reindex(columns=columns)
-            for column in ("score", "label"):
-                _whole_numbers(frame, column)
-            first = pred.tell() == 0
-            pred.write(csv_text(frame, header=first))
-            manifest.write(csv_text(frame[manifest_columns], header=first))
-            jsonl.write("".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in batch))
+                columns = list(dict.fromkeys([*(k for r in batch for k in r), *manifest_columns]))
+                pred_csv.writerow([defuse_cell(c) for c in columns])
+                manifest_csv.writerow([defuse_cell(c) for c in manifest_columns])
+            pred_csv.writerows(csv_rows(batch, columns))
+            manifest_csv.writerows(csv_rows(batch, manifest_columns))
+            jsonl.write("".join(_JSON.encode(_jsonable(r)) + "\n" for r in batch))
             for r in batch:
                 counts[r["decision"]] += 1
             if keep and len(kept) <= IN_MEMORY_ROWS:
@@ -208,6 +206,9 @@ def _write_decisions(
         counts=counts,
         records=kept if len(kept) <= IN_MEMORY_ROWS else [],
     )
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(..., ensure_ascii=False) builds on every call
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:

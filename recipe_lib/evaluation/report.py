@@ -492,7 +492,8 @@ expected score, else the score, is at least this) · created {{ d.created }}</p>
 {{ fmt(c.metrics.majority_accuracy) if c.metrics else "–" }}</td>{% endfor %}
 <td>accuracy of always answering the most common label</td></tr>
 </table>
-<p class="muted">Brackets: {{ confidence }} % bootstrap interval ({{ resamples }} resamples of the clips, seeded).
+<p class="muted">Brackets: {{ confidence }} % bootstrap interval ({{ resamples }} resamples of the clips, seeded
+{%- if resampling != "clips" %}; drawn as {{ resampling }}{% endif %}).
 Good vs bad: label and score at least {{ d.threshold }}.</p>
 <h2>Confusion matrices</h2>
 <div class="figs">{% for c in d.critics %}{% if confusion[loop.index0] %}<figure>
@@ -775,6 +776,7 @@ def write_report(
         has_metrics=any(c.metrics is not None and c.metrics.n for c in critics),
         confidence=round(100 * first.confidence) if first else 95,
         resamples=first.n_boot if first else 0,
+        resampling=first.bootstrap_method if first else "clips",
         confusion=confusion,
         section_figs=section_figs,
         thumbs=thumbs,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from recipe_lib.data.tables import is_dataset_dir, is_table, iter_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.score_config import ScoreConfig
-from recipe_lib.inference.store import STORE_NAME, result_key
+from recipe_lib.inference.store import STORE_NAME, FileDigests, Signature, result_key, signature
 from recipe_lib.io import printable, redact_url, remember_url, utf8_name
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos, special_file
@@ -46,6 +48,12 @@ def check_label(value: Any, where: str, label_column: str) -> None:
         )
 
 
+def _remote(url: str) -> bool:
+    """:func:`~recipe_lib.data.download.is_remote`, with absolute paths (most rows of a large table) answered without
+    parsing: a scheme never starts with ``/``."""
+    return not url.startswith("/") and is_remote(url)
+
+
 def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_column: str) -> dict[str, Any]:
     """One table row as an item: its ``video_url`` checked (a URL listed redacted, a relative path resolved from the
     table's folder) and its label checked."""
@@ -56,7 +64,7 @@ def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_colum
     label = row.get(label_column)
     if label is not None and not (type(label) is int and 1 <= label <= 5):  # the common case, checked fast
         check_label(label, f"{path} row {i} ({os.path.basename(url)})", label_column)
-    if is_remote(url):
+    if _remote(url):
         url = remember_url(url)  # credentials never reach a row, a skip or a report
     elif not os.path.isabs(url):
         url = os.path.join(base, url)
@@ -183,7 +191,11 @@ def score_files(task: str = "pc") -> tuple[str, ...]:
 def _resolved_dtype(cfg: ScoreConfig) -> str:
     from recipe_lib.models.loading import resolve_device, resolve_dtype
 
-    return resolve_dtype(cfg.dtype, resolve_device(cfg.device) if cfg.backend == "hf" else "cuda")
+    if cfg.backend != "hf":
+        return resolve_dtype(cfg.dtype, "cuda")
+    # "cpu" needs no torch to resolve: a rerun served from the store on CPU never imports it (seconds saved).
+    device = "cpu" if cfg.device.strip().lower() == "cpu" else resolve_device(cfg.device)
+    return resolve_dtype(cfg.dtype, device)
 
 
 def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
@@ -211,24 +223,62 @@ def resolve_settings(cfg: ScoreConfig) -> tuple[ScoreConfig, ScoringProtocol]:
     return resolved, protocol
 
 
-class DigestCache:
-    """sha256 of each file's bytes, computed once per run per file (by device, inode, size and mtime): a table that
-    lists a few clips under millions of names hashes each clip once. At most ``limit`` files are remembered (a table
-    of millions of distinct clips does not grow it without bound; a clip listed again after that is hashed again)."""
+SETTLED_NS = 2_000_000_000  # a file changed this recently is hashed, not remembered: a write in the same clock tick
+# after the hash would keep its size and times, so its digest is kept only once the file has been left alone this long
 
-    def __init__(self, limit: int = 20_000) -> None:
-        self._known: dict[tuple[int, int, int, int], str] = {}
+
+class DigestCache:
+    """sha256 of each file's bytes, read once: within a run by stat signature (device, inode, size, mtime, ctime), so
+    a table that lists a few clips under millions of names hashes each clip once; across runs through ``saved`` (the
+    store's ``file_digests``, by path and signature), so a rerun only stats its files. A file whose signature changed
+    (rewritten, touched, replaced) is read again. At most ``limit`` signatures are held in memory (a table of
+    millions of distinct clips does not grow it without bound).
+
+    :meth:`prefetch` looks up a chunk's files in ``saved`` in one pass, :meth:`of` gives each digest (reading the file
+    when no kept digest matches), :meth:`flush` keeps the digests read since the last flush. ``hashed`` counts the
+    files read."""
+
+    def __init__(self, saved: FileDigests | None = None, limit: int = 20_000) -> None:
+        self._known: dict[Signature, str] = {}
+        self._kept: dict[str, tuple[Signature, str]] = {}
+        self._new: list[tuple[str, Signature, str]] = []
+        self.saved = saved
         self.limit = limit
+        self.hashed = 0
+
+    def prefetch(self, paths: list[str]) -> None:
+        """Look the digests of ``paths`` up in ``saved`` (one query per 900 paths instead of one per file)."""
+        self._kept = self.saved.lookup([os.path.abspath(p) for p in paths]) if self.saved is not None else {}
 
     def of(self, path: str, st: os.stat_result | None = None) -> str:
         st = st or os.stat(path)
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        digest = self._known.get(ident)
+        sig = signature(st)
+        digest = self._known.get(sig)
         if digest is None:
+            where = os.path.abspath(path)
+            kept = self._kept.get(where)
+            if kept is not None and kept[0] == sig:
+                digest = kept[1]
+            else:
+                digest = file_digest(path)
+                self.hashed += 1
+                if self.saved is not None and time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS:
+                    self._new.append((where, sig, digest))
             if len(self._known) >= self.limit:
                 self._known.clear()
-            digest = self._known[ident] = file_digest(path)
+            self._known[sig] = digest
         return digest
+
+    def flush(self) -> None:
+        if self.saved is not None and self._new:
+            self.saved.remember(self._new)
+        self._new = []
+        self._kept = {}
+
+    def close(self) -> None:
+        self.flush()
+        if self.saved is not None:
+            self.saved.close()
 
 
 @dataclasses.dataclass
@@ -251,8 +301,14 @@ def _local_files(cfg: ScoreConfig, items: list[dict[str, Any]], skipped: list[di
     from recipe_lib.data.download import DownloadConfig
     from recipe_lib.inference.fetch import FetchFailure, default_cache_dir, fetch
 
-    urls = list(dict.fromkeys(it["video_url"] for it in items if is_remote(it["video_url"])))
-    local = {it["video_url"]: it["video_url"] for it in items if not is_remote(it["video_url"])}
+    local: dict[str, str] = {}
+    urls: dict[str, None] = {}
+    for it in items:
+        url = it["video_url"]
+        if _remote(url):
+            urls[url] = None
+        else:
+            local[url] = url
     if urls:
         cache = Path(cfg.download_cache or default_cache_dir())
         how = DownloadConfig(cache_dir=cache, progress=False, deadline=cfg.download_deadline)
@@ -303,13 +359,40 @@ def plan_setup(cfg: ScoreConfig) -> PlanSetup:
     return PlanSetup(task, prompt, settings)
 
 
-def iter_plan(cfg: ScoreConfig, setup: PlanSetup, chunk_rows: int = 10_000) -> Iterator[ScorePlan]:
+_CONTENT = "\x00content\x00"  # stands for the digest in a key's JSON (a sha256 is hex: nothing to escape)
+
+
+def key_template(settings: dict[str, Any]) -> str:
+    """The JSON :func:`~recipe_lib.inference.store.result_key` hashes for a clip with no task parts, the digest left
+    out: the settings are serialised once per run, not once per clip (a million distinct clips save ~15 s)."""
+    return json.dumps({**settings, "content": _CONTENT}, sort_keys=True, default=str)
+
+
+def fast_key(template: str, digest: str) -> str:
+    """``result_key(content=digest, **settings)`` from :func:`key_template`'s JSON: the same key, byte for byte."""
+    return hashlib.sha256(template.replace(json.dumps(_CONTENT), json.dumps(digest), 1).encode()).hexdigest()[:32]
+
+
+def _unreadable(url: str, exc: OSError) -> dict[str, str]:
+    """The skip of a clip whose file cannot be stat'ed or read."""
+    if isinstance(exc, FileNotFoundError):
+        return {"video": url, "reason": f"video not found: {url}"}
+    if isinstance(exc, IsADirectoryError):
+        return {"video": url, "reason": f"expected a video file, got a folder: {url}"}
+    return {"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"}
+
+
+def iter_plan(
+    cfg: ScoreConfig, setup: PlanSetup, chunk_rows: int = 10_000, digests: DigestCache | None = None
+) -> Iterator[ScorePlan]:
     """The run's inputs planned chunk by chunk (listed, URLs fetched, every clip keyed by its content and the
     settings): memory holds one chunk, however many rows the inputs have. ``cfg.limit`` stops reading once that
-    many clips are listed."""
+    many clips are listed. ``digests`` (default: one for this run only) says which files were hashed before; the
+    caller closes it."""
     from recipe_lib import tasks
 
-    digests = DigestCache()
+    digests = digests or DigestCache()
+    template = key_template(setup.settings)
     keys: dict[tuple[str, str], str] = {}
     left = cfg.limit
     repeated: list[str] = []
@@ -334,26 +417,33 @@ def iter_plan(cfg: ScoreConfig, setup: PlanSetup, chunk_rows: int = 10_000) -> I
                     }
                 )
         local = _local_files(cfg, named, skipped)
-        keyed: list[tuple[str, dict[str, Any]]] = []
+        # Every file stat'ed first, so the kept digests of the whole chunk are looked up at once; skips stay in
+        # input order.
+        found: list[tuple[dict[str, Any], str, os.stat_result | dict[str, str]]] = []
         for item in named:
             url = item["video_url"]
             if url not in local:
                 continue  # a URL that could not be fetched: already a skip
             try:
-                st = os.stat(local[url])  # one stat: what the file is, and the digest cache's identity
-                kind = special_file(local[url], st.st_mode)
-                if kind is not None:
-                    skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
-                    continue
-                digest = digests.of(local[url], st)
-            except FileNotFoundError:
-                skipped.append({"video": url, "reason": f"video not found: {url}"})
-                continue
-            except IsADirectoryError:
-                skipped.append({"video": url, "reason": f"expected a video file, got a folder: {url}"})
-                continue
+                st: os.stat_result | dict[str, str] = os.stat(local[url])  # what the file is, and its signature
             except OSError as exc:
-                skipped.append({"video": url, "reason": f"cannot read {printable(url)}: {exc.strerror or exc}"})
+                st = _unreadable(url, exc)
+            found.append((item, local[url], st))
+        digests.prefetch([path for _, path, st in found if isinstance(st, os.stat_result)])
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        for item, path, st in found:
+            url = item["video_url"]
+            if isinstance(st, dict):
+                skipped.append(st)
+                continue
+            kind = special_file(path, st.st_mode)
+            if kind is not None:
+                skipped.append({"video": url, "reason": f"not a regular file ({kind}): only video files are read"})
+                continue
+            try:
+                digest = digests.of(path, st)
+            except OSError as exc:
+                skipped.append(_unreadable(url, exc))
                 continue
             parts = tasks.key_parts(setup.task, item)
             memo = (digest, json.dumps(parts, sort_keys=True, default=str) if parts else "")
@@ -361,8 +451,11 @@ def iter_plan(cfg: ScoreConfig, setup: PlanSetup, chunk_rows: int = 10_000) -> I
             if key is None:  # the same clip listed many times is keyed once (the key itself is unchanged)
                 if len(keys) >= digests.limit:
                     keys.clear()
-                key = keys[memo] = result_key(content=digest, **setup.settings, **parts)
+                key = keys[memo] = (
+                    fast_key(template, digest) if not parts else result_key(content=digest, **setup.settings, **parts)
+                )
             keyed.append((key, {**item, "video_sha256": digest}))
+        digests.flush()  # a killed run keeps the digests of the chunks it planned
         yield ScorePlan(setup.prompt, named, list(repeated), keyed, local, skipped)
         repeated.clear()
         if left is not None and left <= 0:

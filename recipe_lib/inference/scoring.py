@@ -35,6 +35,7 @@ from recipe_lib.errors import RecipeError
 from recipe_lib.inference.exports import optional_columns_present, write_jsonl, write_scores_csv
 from recipe_lib.inference.plan import (
     DUPLICATE,
+    DigestCache,
     ScorePlan,
     iter_plan,
     plan_setup,
@@ -44,7 +45,7 @@ from recipe_lib.inference.plan import (
 )
 from recipe_lib.inference.score_config import OPTIONAL_ITEM_COLUMNS, ScoreConfig, ScoreResult
 from recipe_lib.inference.scorers import Scorer, make_scorer
-from recipe_lib.inference.store import ResultStore, RunView, store_path
+from recipe_lib.inference.store import FileDigests, ResultStore, RunView, store_path
 from recipe_lib.io import atomic_write_json, claim_outputs, redact_obj, writes_as
 from recipe_lib.progress import progress_bar
 
@@ -191,50 +192,54 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
     # the missing clips are gathered for it.
     ray_plan = ScorePlan(setup.prompt, [], [], [], {}, [])
     ray_todo: list[tuple[str, dict[str, Any]]] = []
-    chunks = ahead(iter_plan(cfg, setup))
-    first_chunk = next(chunks)  # inputs that name nothing fail here, before the store is opened
-    with contextlib.closing(chunks), ResultStore(store_path(out)) as store:
-        store.start_run(task)
-        bar = progress_bar(total=None, desc="scoring", unit="clip", enabled=progress)
-        # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
-        with bar:
-            for chunk in itertools.chain([first_chunk], chunks):
-                n_inputs += len(chunk.items)
-                repeated += chunk.repeated
-                first = store.run_position(task)
-                fresh = store.add_to_run(task, [k for k, _ in chunk.keyed])
-                keyed = []
-                for (key, item), new in zip(chunk.keyed, fresh):
-                    if new:
-                        keyed.append((key, item))
-                    else:
-                        chunk.skipped.append({"video": item["video_url"], "reason": DUPLICATE})
-                missing = store.missing_in_run(task, first)
-                todo = [(k, it) for k, it in keyed if k in missing]
-                n_cached += len(keyed) - len(todo)
-                if todo and cfg.engine == "ray":
-                    ray_todo += todo
-                    ray_plan.local.update({it["video_url"]: chunk.local[it["video_url"]] for _, it in todo})
-                elif todo:
-                    n_now += _score_local(cfg, chunk, todo, store, lazy.get(), bar)
-                # A reason may quote a server's answer: no secret is printed or written.
-                store.add_skips(task, redact_obj(chunk.skipped))
-            if ray_todo:
-                from recipe_lib.inference.ray_engine import score_with_ray
+    # Files hashed by an earlier run into this folder are only stat'ed (the store's file_digests); the cache is
+    # closed last, once the planning thread has stopped.
+    digests = DigestCache(FileDigests(store_path(out)))
+    chunks = ahead(iter_plan(cfg, setup, digests=digests))
+    with contextlib.closing(digests), contextlib.closing(chunks):
+        first_chunk = next(chunks)  # inputs that name nothing fail here, before the store is opened
+        with ResultStore(store_path(out)) as store:
+            store.start_run(task)
+            bar = progress_bar(total=None, desc="scoring", unit="clip", enabled=progress)
+            # The bar is closed even when a batch fails (disk full ...), so the error prints on a line of its own.
+            with bar:
+                for chunk in itertools.chain([first_chunk], chunks):
+                    n_inputs += len(chunk.items)
+                    repeated += chunk.repeated
+                    first = store.run_position(task)
+                    fresh = store.add_to_run(task, [k for k, _ in chunk.keyed])
+                    keyed = []
+                    for (key, item), new in zip(chunk.keyed, fresh):
+                        if new:
+                            keyed.append((key, item))
+                        else:
+                            chunk.skipped.append({"video": item["video_url"], "reason": DUPLICATE})
+                    missing = store.missing_in_run(task, first)
+                    todo = [(k, it) for k, it in keyed if k in missing]
+                    n_cached += len(keyed) - len(todo)
+                    if todo and cfg.engine == "ray":
+                        ray_todo += todo
+                        ray_plan.local.update({it["video_url"]: chunk.local[it["video_url"]] for _, it in todo})
+                    elif todo:
+                        n_now += _score_local(cfg, chunk, todo, store, lazy.get(), bar)
+                    # A reason may quote a server's answer: no secret is printed or written.
+                    store.add_skips(task, redact_obj(chunk.skipped))
+                if ray_todo:
+                    from recipe_lib.inference.ray_engine import score_with_ray
 
-                n_now = score_with_ray(cfg, ray_plan, ray_todo, store, progress)
-                store.add_skips(task, redact_obj(ray_plan.skipped))
-        n_rows, n_skips = store.run_counts(task)
-        small = n_rows + n_skips <= IN_MEMORY_ROWS
-        if small:
-            rows: Any = list(store.iter_run_rows(task))
-            skipped: Any = list(store.iter_run_skips(task))
-            optional = optional_columns_present(rows)
-        else:
-            rows = RunView(store.path, task, "rows", n_rows)
-            skipped = RunView(store.path, task, "skips", n_skips)
-            optional = store.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
-        warnings = list(store.warnings)
+                    n_now = score_with_ray(cfg, ray_plan, ray_todo, store, progress)
+                    store.add_skips(task, redact_obj(ray_plan.skipped))
+            n_rows, n_skips = store.run_counts(task)
+            small = n_rows + n_skips <= IN_MEMORY_ROWS
+            if small:
+                rows: Any = list(store.iter_run_rows(task))
+                skipped: Any = list(store.iter_run_skips(task))
+                optional = optional_columns_present(rows)
+            else:
+                rows = RunView(store.path, task, "rows", n_rows)
+                skipped = RunView(store.path, task, "skips", n_skips)
+                optional = store.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
+            warnings = list(store.warnings)
     result = ScoreResult(
         out_dir=out,
         rows=rows,

@@ -20,6 +20,10 @@ A row's ``key`` hashes (video content, model, prompt, mode, sampling settings), 
 is done and any change of settings scores again. An exclusive lock (``results.sqlite.lock``) stops two runs scoring
 into the same folder at once.
 
+The input files' sha256 digests are kept too (``file_digests``, by path and stat signature: device, inode, size,
+mtime and ctime in nanoseconds), so a rerun over a million files stats them instead of reading them again
+(:class:`FileDigests`); any change of the signature reads the file again.
+
 Older output folders hold ``results.jsonl``: it is imported once on the first open (damaged lines in its middle are
 reported by line number and skipped, a torn last line is cut) and renamed ``results.jsonl.imported``.
 """
@@ -66,6 +70,17 @@ CREATE TABLE IF NOT EXISTS run_skips (
     skip TEXT NOT NULL,       -- {"video": ..., "reason": ...} as ASCII JSON
     PRIMARY KEY (task, seq)
 );
+-- The sha256 of each input file already read, by its path (made absolute, symlinks not resolved) and its stat
+-- signature: a rerun stats its files instead of reading them again; a file whose signature changed is read again.
+CREATE TABLE IF NOT EXISTS file_digests (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -447,6 +462,83 @@ class ResultStore:
                     self.db.execute("ROLLBACK")
                 raise
         return written
+
+
+Signature = tuple[int, int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns
+
+
+def signature(st: os.stat_result) -> Signature:
+    """What says a file is the one hashed before: a change of any of these reads it again."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class FileDigests:
+    """The ``file_digests`` table of a store, on a connection of its own (planning runs on a thread ahead of the
+    scoring, and takes no run lock: a digest is true whoever writes it). A cache only: if the database cannot be
+    opened or read (damaged, read-only), lookups find nothing and writes are dropped, and the files are read as if
+    never hashed; the store itself reports the problem when the run opens it."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        self.path = path / STORE_NAME if path.is_dir() else path
+        self._db: sqlite3.Connection | None = None
+        self.failed = False
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._db is None and not self.failed:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+            except (sqlite3.Error, OSError):
+                self.close()
+                self.failed = True
+        return self._db
+
+    def lookup(self, paths: Sequence[str]) -> dict[str, tuple[Signature, str]]:
+        """path -> (signature, sha256) for the paths a digest is kept for."""
+        db = self._connect()
+        found: dict[str, tuple[Signature, str]] = {}
+        if db is None:
+            return found
+        unique = list(dict.fromkeys(paths))
+        try:
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = (
+                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256 FROM file_digests WHERE path IN ({marks})"  # noqa: S608 - placeholders only
+                )
+                for path, *sig, digest in db.execute(sql, chunk):
+                    found[path] = (tuple(sig), digest)  # type: ignore[assignment]
+        except sqlite3.Error:
+            self.close()
+            self.failed = True
+            return {}
+        return found
+
+    def remember(self, entries: Iterable[tuple[str, Signature, str]]) -> None:
+        """Keep (path, signature, sha256) for the next run, in one transaction."""
+        params = [(path, *sig, digest) for path, sig, digest in entries]
+        db = self._connect() if params else None
+        if db is None:
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?, ?, ?, ?)", params)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self.close()
+            self.failed = True
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
 
 
 class RunView(Sequence[dict[str, Any]]):

@@ -179,3 +179,75 @@ def test_cli_user_mistakes_are_one_line(tiny_critic, synth_clips, tmp_path):
     bad.write_text("system_prompt: a\nuser_promt: b\n")
     r = run_cli("score", "x.mp4", "--out", str(tmp_path / "o"), "--model", str(tiny_critic), "--prompt", str(bad))
     assert r.returncode == 2 and "unknown key 'user_promt'" in r.stderr and "Traceback" not in r.stderr
+
+
+def _clips(synth_clips) -> list[Path]:  # noqa: ANN001
+    return sorted((synth_clips.out_dir / "videos").glob("*.mp4"))
+
+
+def test_the_digest_cache_survives_a_rerun_and_a_changed_file_is_hashed_again(tiny_critic, synth_clips, tmp_path):
+    """Planning keeps each file's sha256 in the store by path and stat signature: a rerun stats its files and reads
+    none; a file rewritten under the same path, even with its old size and mtime put back, is read again."""
+    import shutil
+
+    from recipe_lib.inference.plan import SETTLED_NS, DigestCache, iter_plan, plan_setup, resolve_settings
+    from recipe_lib.inference.store import FileDigests
+    from recipe_lib.video import file_digest
+
+    real = _clips(synth_clips)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    paths = [folder / f"clip_{i}.mp4" for i in range(3)]
+    for src, dst in zip(real, paths):
+        shutil.copyfile(src, dst)
+    out = tmp_path / "out"
+    cfg, _ = resolve_settings(_cfg(tiny_critic, [folder], out))
+    setup = plan_setup(cfg)
+    time.sleep(SETTLED_NS / 1e9 + 0.2)  # a file written this recently is hashed but not remembered
+
+    def plan() -> tuple[dict[str, str], int]:
+        digests = DigestCache(FileDigests(out))
+        keyed = [
+            (it["video_url"], it["video_sha256"]) for c in iter_plan(cfg, setup, digests=digests) for _, it in c.keyed
+        ]
+        digests.close()
+        return dict(keyed), digests.hashed
+
+    first, hashed = plan()
+    assert hashed == 3 and first == {str(p): file_digest(p) for p in paths}
+    again, hashed = plan()
+    assert hashed == 0 and again == first  # only stat'ed
+    # Same path, same size, other bytes, and the old mtime put back: the ctime still tells.
+    before = os.stat(paths[0])
+    data = bytearray(paths[0].read_bytes())
+    data[-1] ^= 0xFF
+    paths[0].write_bytes(bytes(data))
+    os.utime(paths[0], ns=(before.st_atime_ns, before.st_mtime_ns))
+    changed, hashed = plan()
+    assert hashed == 1 and changed[str(paths[0])] == file_digest(paths[0]) != first[str(paths[0])]
+    assert {k: v for k, v in changed.items() if k != str(paths[0])} == {
+        k: v for k, v in first.items() if k != str(paths[0])
+    }
+
+
+def test_a_changed_file_is_scored_again(tiny_critic, synth_clips, tmp_path):
+    """A clip replaced under the same path gets a new digest, hence a new key: scored again, its row replaced in
+    scores.csv; an unchanged rerun scores nothing and writes the same scores.csv."""
+    import shutil
+
+    real = _clips(synth_clips)
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(real[0], clip)
+    out = tmp_path / "out"
+    first = score_videos(_cfg(tiny_critic, [clip], out), progress=False)
+    assert first.n_scored_now == 1
+    scores = (out / "scores.csv").read_bytes()
+    again = score_videos(_cfg(tiny_critic, [clip], out), progress=False)
+    assert (again.n_scored_now, again.n_cached) == (0, 1) and (out / "scores.csv").read_bytes() == scores
+    shutil.copyfile(real[1], clip)  # new content, same path
+    changed = score_videos(_cfg(tiny_critic, [clip], out), progress=False)
+    assert (changed.n_scored_now, changed.n_cached) == (1, 0)
+    from recipe_lib.video import file_digest
+
+    assert changed.rows[0]["video_sha256"] == file_digest(real[1]) != first.rows[0]["video_sha256"]
+    assert (out / "scores.csv").read_text().count("\n") == 2  # the header and the clip, scored anew

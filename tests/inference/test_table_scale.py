@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -111,6 +112,9 @@ def test_a_table_above_the_old_cap_is_streamed(big_table, tiny_critic):
     assert manifest.count("\n") == n + 1
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["scored"], summary["from_cache"], summary["scored_this_run"]) == (n, N_CACHED, 2)
+    # Every file's digest is kept in the store: the rerun below stats the files and reads none of them.
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM file_digests").fetchone()[0] == n
     # The report holds the counts over every clip and a bounded sample, and says so.
     data = json.loads((out / "evaluation_results.json").read_text())
     assert data["n_clips"] == n and data["critics"][0]["n_scored"] == n
