@@ -123,29 +123,25 @@ def _watch(connection: HTTPConnection) -> None:
         deadline.watch(connection)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """Reports itself to the thread's :class:`Deadline` when it connects and when it sends a request (a kept-alive
-    connection is reused without connecting again)."""
+class _Watched:
+    """Reports the connection to the thread's :class:`Deadline` when it connects (for https: before the TLS
+    handshake) and when it sends a request (a kept-alive connection is reused without connecting again)."""
 
     def connect(self) -> None:
-        _watch(self)
-        super().connect()
+        _watch(self)  # type: ignore[arg-type]
+        super().connect()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
+        _watch(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    """:class:`_WatchedHTTPConnection` for https: watched from before the TLS handshake."""
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    """An http connection the thread's deadline can close."""
 
-    def connect(self) -> None:
-        _watch(self)
-        super().connect()
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    """An https connection the thread's deadline can close, from before its TLS handshake."""
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):

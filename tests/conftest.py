@@ -55,7 +55,7 @@ LONG = {
     "tests/train/test_train_7b_script.py": "benchmarks/train_7b.sh rehearsed with the demo critic on a CPU (about 7 "
     "min; the gate tests the adapter checkpoints, merging and the disk and memory checks in test_lora_checkpoints.py)",
     "tests/reliability/test_gauntlet_round3.py::test_a_million_row_table": "a 1 M-row table scored and rerun (the "
-    "gate scores 50 k rows; benchmarks/bench_tables.py measures 10 M)",
+    "gate scores 50 k rows; benchmarks/bench_table_scale.py measures 10 M)",
     "tests/inference/test_table_scale.py": "150 002 rows above the in-memory limit, streamed, reported and rerun "
     "(about 4 min; the gate streams 50 k rows in test_gauntlet_round3.py)",
     "tests/reliability/test_gauntlet_score.py::test_kill_before_first_batch": "three kills and resumes of one run "
