@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.inference.score_config import OPTIONAL_ITEM_COLUMNS, results_frame
+from recipe_lib.inference.score_config import OPTIONAL_ITEM_COLUMNS, flat_record, results_frame
 from recipe_lib.io import atomic_writer, csv_text, defuse_cell, json_default
 
 EXPORT_CHUNK = 10_000  # rows per chunk while exporting
@@ -39,40 +39,6 @@ def optional_columns_present(rows: Iterable[dict[str, Any]]) -> set[str]:
         if len(found) == len(OPTIONAL_ITEM_COLUMNS):
             break
     return found
-
-
-def flat_record(row: dict[str, Any], label_column: str) -> dict[str, Any]:
-    """One row of ``scores.csv``: :func:`~recipe_lib.inference.score_config.results_frame`'s record, read straight
-    from the stored JSON dict (no record object, no DataFrame: a million rows are written in seconds)."""
-    item = row.get("item") or {}
-    task = row.get("task", "pc")
-    rule = task == "rule"
-    rec = {
-        "video": row.get("video"),
-        "label": item.get("rule_label") if rule else item.get(label_column),
-        "score": row.get("score"),
-        "expected_score": row.get("expected_score"),
-        "parse_error": row.get("parse_error"),
-        "caption": item.get("caption"),
-    }
-    for i, p in enumerate(row.get("probs") or [None] * 5, start=1):
-        rec[f"p{i}"] = p
-    rec["digit_mass"] = row.get("digit_mass")
-    rec["raw_output"] = row.get("raw_output")
-    rec["model_s"] = (row.get("timing") or {}).get("model_s")
-    for k in OPTIONAL_ITEM_COLUMNS:
-        if k in item:
-            rec[k] = item[k]
-    if task != "pc":
-        fields = item.get("prompt_fields") or {}
-        rec["task"] = task
-        rec["shown_text"] = fields.get("caption") or fields.get("rule")
-    if rule:
-        rec["rule_column"] = item.get("rule_column")
-        rec["judgement"] = row.get("judgement")
-        for name, p in (row.get("judgement_probs") or {}).items():
-            rec[f"p_{name}"] = p
-    return rec
 
 
 WHOLE_COLUMNS = ("score", "label")  # written as integers when whole, in every chunk
