@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from recipe_lib.constants import COLLAPSE_MIN_PREDICTIONS, COLLAPSE_SHARE, SCORE_VALUES
-from recipe_lib.inference.record import label_of
+from recipe_lib.constants import COLLAPSE_MIN_PREDICTIONS, COLLAPSE_SHARE, LABEL_COLUMN, SCORE_VALUES
+from recipe_lib.inference.record import score_columns
 
 
 @dataclasses.dataclass
@@ -62,7 +62,8 @@ def check_collapse(
     min_predictions: int = COLLAPSE_MIN_PREDICTIONS,
 ) -> CollapseCheck:
     """The collapse check over scored rows (unparsed rows are not predictions and are left out of the shares)."""
-    scores = [int(r["score"]) for r in rows if r.get("score") is not None]
+    columns = score_columns(rows, label_key or LABEL_COLUMN)  # one pass (in SQL for a view of a large run's store)
+    scores = [int(s) for s in columns["score"] if s is not None]
     counts = Counter(scores)
     n = len(scores)
     top_score, top_n = counts.most_common(1)[0] if counts else (None, 0)
@@ -70,8 +71,7 @@ def check_collapse(
     checked = n >= min_predictions
     label_top = label_share = None
     if label_key:
-        labels = [label_of(r, label_key) for r in rows]
-        labels = [int(v) for v in labels if v is not None and v == v]
+        labels = [int(v) for v in columns["label"] if v is not None and v == v]
         if labels:
             label_top, label_n = Counter(labels).most_common(1)[0]
             label_share = label_n / len(labels)

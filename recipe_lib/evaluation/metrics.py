@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from recipe_lib.inference.record import item_of, label_of
+from recipe_lib.inference.record import item_of, label_of, score_columns
 
 
 @dataclasses.dataclass
@@ -496,9 +496,9 @@ def evaluate_predictions(
 
 
 def has_labels(rows: Iterable[dict[str, Any]], label_key: str = "pc") -> bool:
-    """Whether any row's item carries a label (stops at the first)."""
-    for r in rows:
-        value = label_of(r, label_key)
+    """Whether any row's item carries a label (stops at the first; a view of a large run's store is read in SQL)."""
+    labels = score_columns(rows, label_key)["label"] if callable(getattr(rows, "columns", None)) else None
+    for value in labels if labels is not None else (label_of(r, label_key) for r in rows):
         if not (value is None or (isinstance(value, float) and math.isnan(value))):
             return True
     return False
@@ -531,18 +531,20 @@ def suite_from_rows(
     out (count them with :func:`labelled_rows`), unparsed rows stay in and count as wrong where stated."""
     from collections import Counter
 
-    # One pass over the rows (which may be streamed from a store of millions): only the three columns are kept.
+    # One pass over the rows (in SQL for a view of a large run's store): only the columns the metrics read.
+    columns = score_columns(rows, label_key)
     labels, scores, expected = [], [], []
     reasons: Counter[str] = Counter()
-    for r in rows:
-        label = label_of(r, label_key)
+    for label, score, exp, error in zip(
+        columns["label"], columns["score"], columns["expected_score"], columns["parse_error"]
+    ):
         if label is None or (isinstance(label, float) and math.isnan(label)):
             continue
         labels.append(label)
-        scores.append(r.get("score"))
-        expected.append(r.get("expected_score"))
-        if r.get("score") is None:
-            reasons[unparsed_reason(r)] += 1
+        scores.append(score)
+        expected.append(exp)
+        if score is None:
+            reasons[unparsed_reason({"parse_error": error})] += 1
     return evaluate_predictions(
         labels,
         scores,

@@ -9,6 +9,7 @@ import concurrent.futures as cf
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from recipe_lib.data.tables import is_dataset_dir, is_table, iter_rows
 from recipe_lib.errors import DataError, RecipeError
 from recipe_lib.inference.record import ScoredClip
 from recipe_lib.inference.score_config import ScoreConfig
-from recipe_lib.inference.store import STORE_NAME, FileDigests, Signature, result_key, signature
+from recipe_lib.inference.store import STORE_NAME, FileDigests, Signature, result_key, row_text, signature
 from recipe_lib.io import printable, redact_url, remember_url, utf8_name
 from recipe_lib.prompts import load_prompt
 from recipe_lib.video import file_digest, find_videos, special_file
@@ -485,6 +486,21 @@ def plan_scoring(cfg: ScoreConfig) -> ScorePlan:
 DUPLICATE = "duplicate: same content as an earlier clip in this run"
 
 
+def stored_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The input row as a stored row keeps it (the digest is the row's own field)."""
+    return {k: v for k, v in item.items() if k != "video_sha256"}
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """:func:`stored_item` as the run's order in the store keeps it: ASCII JSON, as rows are stored, with a number
+    that is not finite (which JSON cannot hold, and SQLite's JSON functions refuse) as null."""
+    kept = stored_item(item)
+    try:
+        return json.dumps(kept, ensure_ascii=True, default=str, allow_nan=False)
+    except ValueError:
+        return row_text({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in kept.items()})
+
+
 def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The stored row of one scored clip (identity and input row added to the scorer's part)."""
     from recipe_lib.tasks import finish_row
@@ -497,7 +513,7 @@ def scored_row(cfg: ScoreConfig, prompt: Any, key: str, item: dict[str, Any], ro
         model=cfg.model,
         prompt=prompt.name,
         mode=cfg.mode,
-        item={k: v for k, v in item.items() if k != "video_sha256"},
+        item=stored_item(item),
         task=cfg.task,
         **row,
     ).to_json()

@@ -160,6 +160,10 @@ class ScoreResult:
     label_column: str = "pc"  # the label this task's rows are measured against (rule: the rule columns)
     protocol: ScoringProtocol | None = None  # the video/sampling settings used and where they came from
     unparsed: int | None = None  # counted while the rows were exported; None: counted from ``rows`` when asked
+    # What the run listed (ResultStore.finish_run), and whether its exports may be kept from an earlier run with the
+    # same digest: nothing was scored now and no stored row was found damaged (recipe_lib.inference.kept).
+    digest: str | None = None
+    reusable: bool = False
 
     @property
     def in_memory(self) -> bool:

@@ -33,10 +33,12 @@ from recipe_lib.config import to_dict
 from recipe_lib.constants import IN_MEMORY_ROWS
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.exports import optional_columns_present, write_jsonl, write_scores_csv
+from recipe_lib.inference.kept import keep_exports, kept_exports
 from recipe_lib.inference.plan import (
     DUPLICATE,
     DigestCache,
     ScorePlan,
+    item_text,
     iter_plan,
     plan_setup,
     resolve_settings,
@@ -51,11 +53,20 @@ from recipe_lib.progress import progress_bar
 
 
 def _write_outputs(cfg: ScoreConfig, result: ScoreResult, optional: set[str]) -> None:
-    """scores.csv and skipped.jsonl streamed from ``result`` (lists or views of the store), then summary.json."""
+    """scores.csv and skipped.jsonl streamed from ``result`` (lists or views of the store), unless a rerun of the
+    same run left them as written (:mod:`recipe_lib.inference.kept`), then summary.json."""
     out = Path(cfg.out_dir)
     _, scores, skipped, summary = score_files(cfg.task)
-    result.unparsed = write_scores_csv(out / scores, result.rows, result.label_column, optional)
-    write_jsonl(out / skipped, result.skipped)
+    paths = [out / scores, out / skipped]
+    name = f"scores:{cfg.task}"
+    basis = {"run": result.digest, "label_column": result.label_column, "optional": sorted(optional)}
+    kept = kept_exports(out, name, basis, paths) if result.reusable else None
+    if kept is not None:
+        result.unparsed = int(kept["unparsed"])
+    else:
+        result.unparsed = write_scores_csv(paths[0], result.rows, result.label_column, optional)
+        write_jsonl(paths[1], result.skipped)
+        keep_exports(out, name, basis, paths, {"unparsed": result.unparsed})
     # Inputs and URLs are listed redacted; a reason may quote a server's text: the whole summary goes through redact.
     atomic_write_json(out / summary, redact_obj({"config": to_dict(cfg), **result.summary()}))
 
@@ -207,7 +218,8 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
                     n_inputs += len(chunk.items)
                     repeated += chunk.repeated
                     first = store.run_position(task)
-                    fresh = store.add_to_run(task, [k for k, _ in chunk.keyed])
+                    listed = [item_text(it) for _, it in chunk.keyed]
+                    fresh = store.add_to_run(task, [k for k, _ in chunk.keyed], listed)
                     keyed = []
                     for (key, item), new in zip(chunk.keyed, fresh):
                         if new:
@@ -229,6 +241,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
 
                     n_now = score_with_ray(cfg, ray_plan, ray_todo, store, progress)
                     store.add_skips(task, redact_obj(ray_plan.skipped))
+            digest = store.finish_run(task)
             n_rows, n_skips = store.run_counts(task)
             small = n_rows + n_skips <= IN_MEMORY_ROWS
             if small:
@@ -253,6 +266,8 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
         task=task,
         label_column=cfg.label_column,
         protocol=protocol,
+        digest=digest,
+        reusable=n_now == 0 and not warnings,
     )
     _write_outputs(cfg, result, optional)
     return result

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,18 +252,21 @@ def check_task_inputs(configs: dict[str, ScoreConfig]) -> None:
 @writes_as("score")
 def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) -> ScoreStageResult:
     """Score (every task), filter, measure and report (see the module docstring)."""
+    from recipe_lib.config import to_dict
     from recipe_lib.evaluation.filtering import (
         FILTER_FILES,
+        FilterResult,
         joint_records,
         write_filter_outputs,
         write_joint_filter_outputs,
     )
     from recipe_lib.evaluation.metrics import has_labels, joint_suite, rule_suite_from_rows, suite_from_rows
-    from recipe_lib.evaluation.report import CriticScores, ReportConfig, write_report
+    from recipe_lib.evaluation.report import CriticScores, ReportConfig, ReportResult, write_report
     from recipe_lib.inference.plan import score_files
     from recipe_lib.io import atomic_write_csv, claim_outputs
     from recipe_lib.prompts import load_prompt
     from recipe_lib.tasks import check_keep_on, check_task_prompt, parse_tasks, task_prompt
+    from recipe_lib.video import file_digest
 
     sc = cfg.score
     out = Path(sc.out_dir)
@@ -307,6 +312,13 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
     warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
     _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
 
+    # What the stage's files are written from: a rerun with the same runs and settings keeps them (kept.py).
+    kept_basis = {
+        "runs": {task: result.digest for task, result in results.items()},
+        "stage": to_dict(cfg),
+        "calibration": file_digest(cfg.calibration) if cfg.calibration is not None else None,
+        "may_keep": all(result.reusable for result in results.values()),
+    }
     suites: dict[str, Any] = {}
     for task, result in results.items():
         if task == "rule":
@@ -335,7 +347,15 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         filtered = write_joint_filter_outputs(joint or [], skipped, out, cfg.threshold)
     elif keep_on is not None:
         basis = results[keep_on]
-        filtered = write_filter_outputs(basis.rows, basis.skipped, out, cfg.threshold, labels[keep_on])
+        filtered = _kept_or_written(
+            out,
+            "filter",
+            kept_basis,
+            [out / name for name in FILTER_FILES],
+            lambda: write_filter_outputs(basis.rows, basis.skipped, out, cfg.threshold, labels[keep_on]),
+            lambda f: {"counts": f.counts},
+            lambda kept: FilterResult(*(out / name for name in FILTER_FILES), float(cfg.threshold), kept["counts"], []),
+        )
     shown = "pc" if keep_on == "joint" else keep_on
     primary = results[shown] if shown else results[tasks[0]]
     report = None
@@ -349,23 +369,29 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         )
         n = len(primary.rows) + len(primary.skipped)
         settings = f" · {primary.protocol.describe()}" if primary.protocol else ""
-        report = write_report(
-            [critic],
-            ReportConfig(
-                out_path=out / "report.html",
-                title=cfg.report_title or f"Plausibility scores: {n} clips",
-                subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}{settings}"
-                + (f", calibrated with {calibration.path} ({calibration.describe()})" if calibration else ""),
-                threshold=cfg.threshold,
-                label_key=labels[shown],
-                workers=sc.workers,
-            ),
-            task_sections(suites, shown),
-            extra={
-                "tasks": {t: s.to_dict() for t, s in suites.items() if t != shown},
-                "keep_on": keep_on,
-                "settings": primary.protocol.to_json() if primary.protocol else None,
-            },
+        report_cfg = ReportConfig(
+            out_path=out / "report.html",
+            title=cfg.report_title or f"Plausibility scores: {n} clips",
+            subtitle=f"critic {sc.model}, prompt {configs[shown].prompt}, mode {sc.mode}, task {shown}{settings}"
+            + (f", calibrated with {calibration.path} ({calibration.describe()})" if calibration else ""),
+            threshold=cfg.threshold,
+            label_key=labels[shown],
+            workers=sc.workers,
+        )
+        extra = {
+            "tasks": {t: s.to_dict() for t, s in suites.items() if t != shown},
+            "keep_on": keep_on,
+            "settings": primary.protocol.to_json() if primary.protocol else None,
+        }
+        json_path = report_cfg.out_path.with_name(report_cfg.json_name)
+        report = _kept_or_written(
+            out,
+            "report",
+            kept_basis,
+            [report_cfg.out_path, json_path],
+            lambda: write_report([critic], report_cfg, task_sections(suites, shown), extra=extra),
+            lambda _: {},
+            lambda _: ReportResult(report_cfg.out_path, json_path, json.loads(json_path.read_text(encoding="utf-8"))),
         )
     return ScoreStageResult(
         primary,
@@ -383,6 +409,29 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         n_uncalibrated=n_uncalibrated,
         calibration_warnings=warnings,
     )
+
+
+def _kept_or_written(
+    out: Path,
+    name: str,
+    basis: dict[str, Any],
+    paths: list[Path],
+    write: Callable[[], Any],
+    record: Callable[[Any], dict[str, Any]],
+    rebuild: Callable[[dict[str, Any]], Any],
+) -> Any:
+    """``write()``'s result, or, when ``paths`` were written from this ``basis`` by an earlier run and are unchanged
+    since (:mod:`recipe_lib.inference.kept`), the result ``rebuild`` makes from what ``record`` kept of it."""
+    from recipe_lib.inference.kept import keep_exports, kept_exports
+
+    may_keep = basis.get("may_keep", False)
+    basis = {k: v for k, v in basis.items() if k != "may_keep"}
+    kept = kept_exports(out, name, basis, paths) if may_keep else None
+    if kept is not None:
+        return rebuild(kept)
+    result = write()
+    keep_exports(out, name, basis, paths, record(result))
+    return result
 
 
 def task_sections(suites: dict[str, Any], shown: str | None) -> list[Any]:

@@ -123,3 +123,101 @@ sys.exit(1)
     assert rows[0]["key"] == "first"
     batches = {r["key"].split("-")[0] for r in rows[1:]}
     assert all(sum(1 for r in rows if r["key"].startswith(b + "-")) == 8 for b in batches)  # whole batches only
+
+
+def _run(store: ResultStore, task: str, listed: list[tuple[str, str]], skips: list[dict] = ()) -> tuple[list, str]:
+    """One run of ``task``: ``listed`` (key, input row text) in order, then ``skips``; (fresh flags, digest)."""
+    store.start_run(task)
+    fresh = store.add_to_run(task, [k for k, _ in listed], [item for _, item in listed])
+    store.add_skips(task, list(skips))
+    return fresh, store.finish_run(task)
+
+
+def _order(path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT task, seq, key, item FROM run_keys ORDER BY task, seq").fetchall()
+
+
+def test_a_rerun_listing_the_same_clips_writes_no_order_and_keeps_its_digest(tmp_path):
+    path = tmp_path / "results.sqlite"
+    listed = [(f"k{i:06d}", json.dumps({"video_url": f"/c/{i}.mp4", "pc": 1 + i % 5})) for i in range(30)]
+    with ResultStore(path) as store:
+        store.append([_row(i) for i in range(30)])
+        fresh, first = _run(store, "pc", listed + listed[:2], [{"video": "/c/x.mp4", "reason": "video not found"}])
+        assert fresh == [True] * 30 + [False, False], "a key listed again in the same run is a duplicate"
+        assert store.run_changed("pc")
+    before = _order(path)
+    with ResultStore(path) as store:
+        changes = store.db.total_changes
+        fresh, again = _run(store, "pc", listed + listed[:2], [{"video": "/c/x.mp4", "reason": "video not found"}])
+        assert fresh == [True] * 30 + [False, False] and again == first
+        assert not store.run_changed("pc") and store.db.total_changes == changes, "nothing written"
+    assert _order(path) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["label", "shorter", "longer", "reordered", "skip"],
+)
+def test_a_rerun_that_lists_anything_else_rewrites_the_order_from_the_first_difference(tmp_path, change):
+    """The name and labels the exports show are this run's; positions past a shorter run are dropped; a key the old
+    order held later may come earlier now (its unique index does not stand in the way)."""
+    path = tmp_path / "results.sqlite"
+    listed = [(f"k{i:06d}", json.dumps({"video_url": f"/c/{i}.mp4", "pc": 1})) for i in range(20)]
+    skips = [{"video": "/c/x.mp4", "reason": "video not found"}]
+    with ResultStore(path) as store:
+        store.append([_row(i) for i in range(25)])
+        _, first = _run(store, "pc", listed, skips)
+    now = list(listed)
+    if change == "label":
+        now[12] = (now[12][0], json.dumps({"video_url": "/c/renamed.mp4", "pc": 5}))
+    elif change == "shorter":
+        now = now[:15]
+    elif change == "longer":
+        now += [(f"k{i:06d}", json.dumps({"video_url": f"/c/{i}.mp4"})) for i in range(20, 25)]
+    elif change == "reordered":
+        now[3], now[17] = now[17], now[3]
+    with ResultStore(path) as store:
+        _, digest = _run(store, "pc", now, [] if change == "skip" else skips)
+        assert store.run_changed("pc") and digest != first
+        rows = list(store.iter_run_rows("pc"))
+        assert [r["key"] for r in rows] == [k for k, _ in now]
+        assert [r["video"] for r in rows] == [json.loads(item)["video_url"] for _, item in now]
+        assert [r["item"] for r in rows] == [json.loads(item) for _, item in now], "this run's input rows"
+        assert list(store.iter_run_skips("pc")) == ([] if change == "skip" else skips)
+        assert store.run_counts("pc") == (len(now), 0 if change == "skip" else 1)
+
+
+def test_run_columns_read_in_sql_equal_the_rows(tmp_path):
+    """What the collapse check and the metrics read from a large run's store, against the same rows in Python."""
+    from recipe_lib.inference.record import score_columns
+    from recipe_lib.inference.store import RunView
+
+    path = tmp_path / "results.sqlite"
+    rows = [_row(i, parse_error=None if i % 7 else "no digit", item={"pc": 1 + i % 5}) for i in range(40)]
+    for r in rows[::7]:
+        r["score"] = None
+    listed = [(r["key"], json.dumps({"video_url": r["video"], "pc": None if i % 9 == 0 else 1 + i % 3}))
+              for i, r in enumerate(rows)]  # fmt: skip
+    with ResultStore(path) as store:
+        store.append(rows)
+        _run(store, "pc", listed)
+        in_python = score_columns(list(store.iter_run_rows("pc")), "pc")
+    view = RunView(path, "pc", "rows", len(rows))
+    assert view.columns("pc") == in_python
+    assert in_python["label"][:4] == [None, 2, 3, 1], "the labels this run listed, not the first run's"
+    assert RunView(path, "pc", "rows", len(rows)).columns('we"ird') is None  # streamed in Python instead
+
+
+def test_a_store_from_before_run_items_gains_the_column(tmp_path):
+    path = tmp_path / "results.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE run_keys (task TEXT NOT NULL, seq INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (task, "
+            "seq)); INSERT INTO run_keys VALUES ('pc', 0, 'k000000');"
+        )
+    with ResultStore(path) as store:
+        store.append([_row(0, item={"pc": 3})])
+        assert [r["item"] for r in store.iter_run_rows("pc")] == [{"pc": 3}], "the row's own input row"
+        _run(store, "pc", [("k000000", json.dumps({"video_url": "/c/0.mp4", "pc": 4}))])
+        assert [r["item"]["pc"] for r in store.iter_run_rows("pc")] == [4]

@@ -363,6 +363,54 @@ def test_rows_of_another_backend_or_served_model_are_never_served_from_the_store
         assert "(1 now, 0 cached)" in other.stdout
 
 
+def test_a_rerun_shows_the_names_and_labels_the_table_gives_now(tiny_critic, synth_clips, tmp_path):
+    """A clip renamed and its label fixed in the table: served from the store (same content and settings), but every
+    output names it and measures it as the table does now, not as the run that scored it did."""
+    a, b = _clips(synth_clips, 2)
+    table, out = tmp_path / "clips.csv", tmp_path / "out"
+    pd.DataFrame({"video_url": [str(a), str(b)], "pc": [1, 2]}).to_csv(table, index=False)
+    first = _score(str(table), "--model", str(tiny_critic), "--out", str(out))
+    assert "(2 now, 0 cached)" in first.stdout, first.stdout + first.stderr
+    renamed = tmp_path / "renamed.mp4"
+    shutil.copy(a, renamed)
+    pd.DataFrame({"video_url": [str(renamed), str(b)], "pc": [5, 4]}).to_csv(table, index=False)
+    again = _score(str(table), "--model", str(tiny_critic), "--out", str(out))
+    assert "(0 now, 2 cached)" in again.stdout, again.stdout + again.stderr
+    for name in ("scores.csv", "predictions.csv"):
+        frame = pd.read_csv(out / name)
+        assert frame["video"].tolist() == [str(renamed), str(b)], name
+        assert frame["label"].tolist() == [5, 4], name
+    assert pd.read_csv(out / "manifest.csv")["video"].tolist() == [str(renamed), str(b)]
+    report = json.loads((out / "evaluation_results.json").read_text())
+    assert str(a) not in json.dumps(report) and str(renamed) in json.dumps(report)
+
+
+def test_a_rerun_with_nothing_new_keeps_its_exports_and_rewrites_any_that_changed(tiny_critic, synth_clips, tmp_path):
+    """Nothing missing and nothing changed: scores.csv, the predictions, the manifest and the report are the files
+    the last run wrote (not written again: same inode). A file edited or removed since, or another threshold, is
+    written again, with the same bytes a first run writes."""
+    table, out = _big_table(tmp_path / "clips.parquet", _clips(synth_clips, 2), 40), tmp_path / "out"
+    args = [str(table), "--model", str(tiny_critic), "--out", str(out)]
+    assert _score(*args).returncode == 0
+    names = ["scores.csv", "skipped.jsonl", "predictions.csv", "predictions.jsonl", "manifest.csv", "report.html",
+             "evaluation_results.json"]  # fmt: skip
+    before = {n: ((out / n).stat().st_ino, (out / n).read_bytes()) for n in names}
+    again = _score(*args)
+    assert "(0 now, 2 cached)" in again.stdout and "keep 0, reject 2" in again.stdout, again.stdout + again.stderr
+    assert {n: ((out / n).stat().st_ino, (out / n).read_bytes()) for n in names} == before
+    (out / "manifest.csv").write_text("video,decision\n")  # edited by hand
+    (out / "scores.csv").unlink()
+    third = _score(*args)
+    assert third.returncode == 0, third.stderr
+    for n in names:
+        assert (out / n).read_bytes() == before[n][1], n
+    rewritten = {n for n in names if (out / n).stat().st_ino != before[n][0]}
+    assert rewritten == {"scores.csv", "skipped.jsonl", "manifest.csv", "predictions.csv", "predictions.jsonl"}
+    lower = _score(*args, "--threshold", "2")
+    assert "keep 2, reject 0" in lower.stdout, lower.stdout
+    assert "2.0" in (out / "manifest.csv").read_text() and "keep" in (out / "manifest.csv").read_text()
+
+
 @pytest.mark.parametrize("value", ["6", "0", "1"])
 def test_a_threshold_off_the_score_scale_is_an_error(tiny_critic, synth_clips, tmp_path, value):
     out = tmp_path / "out"
