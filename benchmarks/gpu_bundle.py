@@ -41,7 +41,7 @@ import tarfile
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
@@ -179,36 +179,33 @@ def canon(name: str) -> str:
 # ---------------------------------------------------------------- inputs
 
 
-def read_machine(path: Path = MACHINE) -> dict[str, str | None]:
-    """Declared distributions of the GPU machine: canonical name -> version (None where only the name is known)."""
-    if not path.is_file():
-        raise RecipeError(f"declared package list not found: {path}", hint="benchmarks/gpu-machine-packages.txt")
-    out: dict[str, str | None] = {}
+def _listed(path: Path, pattern: str, expected: str) -> Iterator[re.Match[str]]:
+    """The match of ``pattern`` with each line of ``path`` that is not blank once its ``#`` comment is cut; a line that
+    does not match is an error saying the ``expected`` form."""
     for n, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*(\S+))?", line)
+        m = re.fullmatch(pattern, line)
         if not m:
-            raise RecipeError(f"{path}:{n}: expected 'name' or 'name==version', got {line!r}")
-        out[canon(m[1])] = m[2]
-    return out
+            raise RecipeError(f"{path}:{n}: expected {expected}, got {line!r}")
+        yield m
+
+
+def read_machine(path: Path = MACHINE) -> dict[str, str | None]:
+    """Declared distributions of the GPU machine: canonical name -> version (None where only the name is known)."""
+    if not path.is_file():
+        raise RecipeError(f"declared package list not found: {path}", hint="benchmarks/gpu-machine-packages.txt")
+    lines = _listed(path, r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*(\S+))?", "'name' or 'name==version'")
+    return {canon(m[1]): m[2] for m in lines}
 
 
 def read_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
     """``name==version`` lines of a constraints file: canonical name -> version."""
     if not path.is_file():
         raise RecipeError(f"constraints file not found: {path}")
-    pins: dict[str, str] = {}
-    for n, raw in enumerate(path.read_text().splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line)
-        if not m:
-            raise RecipeError(f"{path}:{n}: expected 'name==version', got {line!r}")
-        pins[canon(m[1])] = m[2]
-    return pins
+    lines = _listed(path, r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", "'name==version'")
+    return {canon(m[1]): m[2] for m in lines}
 
 
 def project_roots(path: Path = PYPROJECT) -> dict[str, list[str]]:

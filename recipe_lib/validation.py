@@ -114,6 +114,11 @@ def check_fields(config: Any) -> None:
             )
 
 
+def literal_values(hint: Any) -> tuple[Any, ...] | None:
+    """The values annotation ``hint`` allows when it is a ``Literal[...]``; None for any other annotation."""
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
 @functools.cache
 def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
     """The allowed values of each field of dataclass ``cls`` typed ``Literal[...]`` (what its option's choices are)."""
@@ -121,11 +126,8 @@ def literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
         hints = typing.get_type_hints(cls)
     except NameError:  # an annotation names a type imported only for type checkers: no choices read from it
         return {}
-    return {
-        f.name: typing.get_args(hints[f.name])
-        for f in dataclasses.fields(cls)
-        if typing.get_origin(hints.get(f.name)) is typing.Literal
-    }
+    values = {f.name: literal_values(hints.get(f.name)) for f in dataclasses.fields(cls)}
+    return {name: allowed for name, allowed in values.items() if allowed is not None}
 
 
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")

@@ -137,6 +137,8 @@ def add_config_args(
     import types as pytypes
     import typing
 
+    from recipe_lib.validation import literal_values
+
     names, defaults, types, notes = names or {}, defaults or {}, types or {}, notes or {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -154,8 +156,8 @@ def add_config_args(
             kwargs["type"] = types[f.name]
         elif hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(hint) is typing.Literal:
-            kwargs["choices"] = typing.get_args(hint)
+        elif (choices := literal_values(hint)) is not None:
+            kwargs["choices"] = choices
         elif hint in (int, float, str, Path):
             kwargs["type"] = hint
         if default is not None and not isinstance(default, bool):

@@ -32,6 +32,8 @@ from recipe_lib.errors import RecipeError
 if TYPE_CHECKING:
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor, Qwen2TokenizerFast
 
+    from recipe_lib.models.tiny_qwen3 import TinyQwen3Config
+
 # The Qwen2.5-VL special tokens, in the order the real tokenizer numbers them (they follow the BPE vocabulary).
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -163,9 +165,15 @@ class TinyCriticConfig:
             (self.bpe_vocab_size >= 300, "bpe_vocab_size must be at least 300 (256 bytes plus some merges)"),
             (self.vocab_multiple >= 1, "vocab_multiple must be at least 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise RecipeError(f"invalid tiny critic config: {message}", hint=f"got {self}")
+        raise_failed_check(self, "tiny critic", checks)
+
+
+def raise_failed_check(cfg: TinyCriticConfig | TinyQwen3Config, critic: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`RecipeError` for the first ``(ok, message)`` of ``checks`` that is not ok (``critic`` names the
+    family in the message)."""
+    for ok, message in checks:
+        if not ok:
+            raise RecipeError(f"invalid {critic} config: {message}", hint=f"got {cfg}")
 
 
 _OBJECTS = (
@@ -336,13 +344,48 @@ def _build_processor(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qw
 
 
 def _build_model(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qwen2_5_VLForConditionalGeneration:
-    import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    vocab_size = -(-len(tokenizer) // cfg.vocab_multiple) * cfg.vocab_multiple
+    ids = special_token_ids(tokenizer)
     text_config = {
-        "vocab_size": vocab_size,
+        **shared_text_config(tokenizer, cfg, ids),
+        "rope_scaling": {"type": "mrope", "mrope_section": list(cfg.mrope_section)},
+        "use_sliding_window": False,
+        "max_window_layers": cfg.num_hidden_layers,
+    }
+    vision_config = {
+        **shared_vision_config(cfg, hidden_act="silu"),
+        "tokens_per_second": cfg.tokens_per_second,
+        "window_size": cfg.window_size,
+        "fullatt_block_indexes": list(cfg.fullatt_block_indexes),
+    }
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        **vision_token_ids(ids),
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+    # Kept by save_pretrained in every checkpoint trained from this critic: how the demo critic is recognised.
+    setattr(config, DEMO_CRITIC_KEY, "the demo profile's tiny critic, built by recipe_lib.models.tiny")
+    return seeded_model(Qwen2_5_VLForConditionalGeneration, config, cfg, ids)
+
+
+# What the Qwen2.5-VL and Qwen3-VL tiny critics build alike (recipe_lib.models.tiny_qwen3 adds its family's own).
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The id of each of :data:`SPECIAL_TOKENS` in ``tokenizer``."""
+    return {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+
+
+def shared_text_config(tokenizer: Any, cfg: TinyCriticConfig | TinyQwen3Config, ids: dict[str, int]) -> dict[str, Any]:
+    """The language-model settings both families take from ``cfg``; the vocabulary is the tokenizer's length rounded
+    up to a multiple of ``cfg.vocab_multiple``."""
+    return {
+        "vocab_size": -(-len(tokenizer) // cfg.vocab_multiple) * cfg.vocab_multiple,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
         "num_hidden_layers": cfg.num_hidden_layers,
@@ -353,47 +396,49 @@ def _build_model(tokenizer: Qwen2TokenizerFast, cfg: TinyCriticConfig) -> Qwen2_
         "initializer_range": cfg.initializer_range,
         "rms_norm_eps": 1e-6,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": {"type": "mrope", "mrope_section": list(cfg.mrope_section)},
         "tie_word_embeddings": False,
-        "use_sliding_window": False,
-        "max_window_layers": cfg.num_hidden_layers,
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
     }
-    vision_config = {
+
+
+def shared_vision_config(cfg: TinyCriticConfig | TinyQwen3Config, hidden_act: str) -> dict[str, Any]:
+    """The vision-tower settings both families take from ``cfg``."""
+    return {
         "depth": cfg.vision_depth,
         "hidden_size": cfg.vision_hidden_size,
-        "hidden_act": "silu",
+        "hidden_act": hidden_act,
         "intermediate_size": cfg.vision_intermediate_size,
         "num_heads": cfg.vision_num_heads,
         "in_channels": 3,
         "patch_size": cfg.patch_size,
         "spatial_merge_size": cfg.spatial_merge_size,
         "temporal_patch_size": cfg.temporal_patch_size,
-        "tokens_per_second": cfg.tokens_per_second,
-        "window_size": cfg.window_size,
         "out_hidden_size": cfg.hidden_size,
-        "fullatt_block_indexes": list(cfg.fullatt_block_indexes),
         "initializer_range": cfg.initializer_range,
     }
-    config = Qwen2_5_VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=False,
-    )
+
+
+def vision_token_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The model config's ids of the image, video and vision start / end tokens."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
+def seeded_model(model_class: Any, config: Any, cfg: TinyCriticConfig | TinyQwen3Config, ids: dict[str, int]) -> Any:
+    """``model_class(config)`` initialised from ``cfg.seed`` with ``cfg.initializer_range``, in float32 and eval mode,
+    with a generation config that ends an answer at ``<|im_end|>``."""
+    import torch
+    from transformers import GenerationConfig
+
     config.initializer_range = cfg.initializer_range
-    # Kept by save_pretrained in every checkpoint trained from this critic: how the demo critic is recognised.
-    setattr(config, DEMO_CRITIC_KEY, "the demo profile's tiny critic, built by recipe_lib.models.tiny")
     torch.manual_seed(cfg.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
+    model = model_class(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],

@@ -22,14 +22,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from recipe_lib.errors import RecipeError
 from recipe_lib.models.tiny import (
     CHAT_TEMPLATE,
     MAX_PIXELS,
-    SPECIAL_TOKENS,
     TinyCriticConfig,
     _build_tokenizer,
     claim_folder,
+    raise_failed_check,
+    seeded_model,
+    shared_text_config,
+    shared_vision_config,
+    special_token_ids,
+    vision_token_ids,
     write_critic_folder,
 )
 
@@ -92,9 +96,7 @@ class TinyQwen3Config:
             ),
             (self.bpe_vocab_size >= 300, "bpe_vocab_size must be at least 300 (256 bytes plus some merges)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise RecipeError(f"invalid tiny Qwen3-VL critic config: {message}", hint=f"got {self}")
+        raise_failed_check(self, "tiny Qwen3-VL critic", checks)
 
 
 def build_processor(tokenizer: Any, patch_size: int = 16, merge_size: int = 2, temporal_patch_size: int = 2) -> Any:
@@ -121,61 +123,26 @@ def build_processor(tokenizer: Any, patch_size: int = 16, merge_size: int = 2, t
 
 
 def _build_model(tokenizer: Any, cfg: TinyQwen3Config) -> Any:
-    import torch
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    vocab_size = -(-len(tokenizer) // cfg.vocab_multiple) * cfg.vocab_multiple
+    ids = special_token_ids(tokenizer)
     text_config = {
-        "vocab_size": vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_key_value_heads": cfg.num_key_value_heads,
+        **shared_text_config(tokenizer, cfg, ids),
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "initializer_range": cfg.initializer_range,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": cfg.rope_theta,
         "rope_scaling": {"rope_type": "default", "mrope_section": list(cfg.mrope_section), "mrope_interleaved": True},
-        "tie_word_embeddings": False,
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
     }
     vision_config = {
-        "depth": cfg.vision_depth,
-        "hidden_size": cfg.vision_hidden_size,
-        "hidden_act": "gelu_pytorch_tanh",
-        "intermediate_size": cfg.vision_intermediate_size,
-        "num_heads": cfg.vision_num_heads,
-        "in_channels": 3,
-        "patch_size": cfg.patch_size,
-        "spatial_merge_size": cfg.spatial_merge_size,
-        "temporal_patch_size": cfg.temporal_patch_size,
-        "out_hidden_size": cfg.hidden_size,
+        **shared_vision_config(cfg, hidden_act="gelu_pytorch_tanh"),
         "num_position_embeddings": cfg.num_position_embeddings,
         "deepstack_visual_indexes": list(cfg.deepstack_visual_indexes),
-        "initializer_range": cfg.initializer_range,
     }
     config = Qwen3VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **vision_token_ids(ids),
         tie_word_embeddings=False,
     )
-    config.initializer_range = cfg.initializer_range
-    torch.manual_seed(cfg.seed)
-    model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"]
-    )
-    return model
+    return seeded_model(Qwen3VLForConditionalGeneration, config, cfg, ids)
 
 
 def default_qwen3_dir() -> Path:

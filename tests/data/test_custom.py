@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -72,17 +73,17 @@ def team(shared_videos: list[Path], tmp_path_factory: pytest.TempPathFactory) ->
     }
 
 
+def _prepare_custom(sheet: Path, videos: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """``plausibility prepare custom --sheet SHEET --videos VIDEOS --out OUT OPTIONS...`` in a new process."""
+    return run_cli("prepare", "custom", "--sheet", str(sheet), "--videos", str(videos), "--out", str(out), *options)
+
+
 def test_cli_prepare_custom_on_a_real_shaped_sheet(team: dict, tmp_path: Path) -> None:
     out = tmp_path / "split"
-    proc = run_cli(
-        "prepare",
-        "custom",
-        "--sheet",
-        str(team["sheet"]),
-        "--videos",
-        str(team["videos"]),
-        "--out",
-        str(out),
+    proc = _prepare_custom(
+        team["sheet"],
+        team["videos"],
+        out,
         "--prompts-dir",
         str(team["prompts"]),
         "--scale-labels",
@@ -148,9 +149,7 @@ def test_cli_prepare_custom_on_a_real_shaped_sheet(team: dict, tmp_path: Path) -
 def test_missing_column_in_xlsx_is_a_one_line_error(team: dict, tmp_path: Path) -> None:
     sheet = tmp_path / "no_label.xlsx"
     team["frame"].drop(columns=["Physical common sense"]).to_excel(sheet, index=False)
-    proc = run_cli(
-        "prepare", "custom", "--sheet", str(sheet), "--videos", str(team["videos"]), "--out", str(tmp_path / "o")
-    )
+    proc = _prepare_custom(sheet, team["videos"], tmp_path / "o")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "has no label column 'Physical common sense'" in proc.stderr
     assert "'Action alignment'" in proc.stderr  # the columns that are there are listed
@@ -166,18 +165,8 @@ def test_binary_labels_without_scaling_and_bad_rules_are_errors(team: dict, tmp_
         prepare_custom(CustomDataConfig(**base, scale_labels=True, link_pattern=r"renders/(.+)"))
     with pytest.raises(ConfigError, match="unknown field"):
         prepare_custom(CustomDataConfig(**base, scale_labels=True, link_template="{basename}.mp4"))
-    proc = run_cli(
-        "prepare",
-        "custom",
-        "--sheet",
-        str(team["sheet"]),
-        "--videos",
-        str(team["videos"]),
-        "--out",
-        str(tmp_path / "o"),
-        "--scale-labels",
-        "--link-pattern",
-        "renders/(",
+    proc = _prepare_custom(
+        team["sheet"], team["videos"], tmp_path / "o", "--scale-labels", "--link-pattern", "renders/("
     )
     assert proc.returncode == 2 and "not a valid regular expression" in proc.stderr
 
@@ -382,15 +371,10 @@ def test_declared_label_range_is_scaled_and_checked(team: dict, tmp_path: Path) 
     links = [HOST + urllib.parse.quote(c.name) for c in clips]
     pd.DataFrame({"output_link": links, "rating": ratings}).to_csv(sheet, index=False)
     base = {"sheet": sheet, "videos_dir": team["videos"], "label_column": "rating", "eval_size": 0.5}
-    proc = run_cli(
-        "prepare",
-        "custom",
-        "--sheet",
-        str(sheet),
-        "--videos",
-        str(team["videos"]),
-        "--out",
-        str(tmp_path / "o"),
+    proc = _prepare_custom(
+        sheet,
+        team["videos"],
+        tmp_path / "o",
         "--label-column",
         "rating",
         "--scale-labels",

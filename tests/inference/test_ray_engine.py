@@ -57,6 +57,51 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _cluster_env(marker: str, **extra: str) -> dict[str, str]:
+    """The environment of a test cluster's processes: this one's, less any RAY_AUTH_MODE, with the cluster's
+    ``marker`` (see :func:`_cluster_pids`), this checkout importable, and ``extra``."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"},
+        MARKER: marker,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1: Ray would swap it for the interface address
+        # A loaded 2-core machine starts the node's agents slowly; the raylet waits this long for them.
+        "RAY_agent_register_timeout_ms": "300000",
+        "RAY_raylet_start_wait_time_s": "300",
+        **extra,
+    }
+
+
+def _wait_for_nodes(port: int, nodes: int, env: dict[str, str], cluster: str, timeout: float | None = None) -> None:
+    """Wait (at most 300 s) until a driver at 127.0.0.1:``port`` sees ``nodes`` alive nodes; each probe is a new
+    process with ``env``, stopped after ``timeout`` seconds (None: never). ``cluster`` names it in the failure."""
+    probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+    deadline = time.time() + 300
+    while True:
+        r = subprocess.run(
+            [sys.executable, "-c", probe % f"127.0.0.1:{port}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if r.stdout.strip().splitlines()[-1:] == [str(nodes)]:
+            return
+        assert time.time() < deadline, f"{cluster} did not come up: {r.stderr[-2000:]}"
+        time.sleep(3)
+
+
+def _stop_cluster(marker: str, temp: str) -> None:
+    """Stop the processes of the cluster ``marker`` (SIGTERM, then SIGKILL) and remove its temp dir ``temp``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _cluster_pids(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        time.sleep(2)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():  # noqa: ANN201
     """A head and a second node on 127.0.0.1, one CPU each, on their own port and temp dir; stopped afterwards."""
@@ -68,17 +113,8 @@ def ray_cluster():  # noqa: ANN201
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 107 characters
     port = _free_port()
     marker = f"{os.getpid()}-{port}"
-    env = {
-        **os.environ,
-        MARKER: marker,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "disabled",  # on loopback; without this a token in ~/.ray turns auth on for the nodes only
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1: Ray would swap it for the interface address
-        # A loaded 2-core machine starts the node's agents slowly; the raylet waits this long for them.
-        "RAY_agent_register_timeout_ms": "300000",
-        "RAY_raylet_start_wait_time_s": "300",
-    }
+    # On loopback; without RAY_AUTH_MODE=disabled a token in ~/.ray turns auth on for the nodes only.
+    env = _cluster_env(marker, RAY_AUTH_MODE="disabled")
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = ["--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
     head += ["--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port())]
@@ -92,24 +128,10 @@ def ray_cluster():  # noqa: ANN201
         subprocess.run(
             [sys.executable, "-c", SECOND_NODE, "start", *second, *common], env=env2, capture_output=True, timeout=300
         )
-        probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
-        deadline = time.time() + 300
-        while True:
-            r = subprocess.run(
-                [sys.executable, "-c", probe % f"127.0.0.1:{port}"], env=env, capture_output=True, text=True
-            )
-            if r.stdout.strip().splitlines()[-1:] == ["2"]:
-                break
-            assert time.time() < deadline, f"the two-node cluster did not come up: {r.stderr[-2000:]}"
-            time.sleep(3)
+        _wait_for_nodes(port, 2, env, "the two-node cluster")
         yield {"address": f"127.0.0.1:{port}", "marker": marker, "env": env}
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _cluster_pids(marker):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(2)
-        shutil.rmtree(temp, ignore_errors=True)
+        _stop_cluster(marker, temp)
 
 
 def _clips(synth_clips, n: int) -> list[str]:  # noqa: ANN001
@@ -281,18 +303,7 @@ def token_cluster(tmp_path_factory):  # noqa: ANN001, ANN201
     temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
     port = _free_port()
     marker = f"{os.getpid()}-{port}-token"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
-    env.update(
-        {
-            "HOME": str(home),
-            MARKER: marker,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_agent_register_timeout_ms": "300000",
-            "RAY_raylet_start_wait_time_s": "300",
-        }
-    )
+    env = _cluster_env(marker, HOME=str(home))
     made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120)
     assert (home / ".ray" / "auth_token").is_file(), made.stderr
     head = ["start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false", "--num-cpus", "2"]
@@ -302,28 +313,10 @@ def token_cluster(tmp_path_factory):  # noqa: ANN001, ANN201
         # 'ray start' gives up after 30 s waiting for its node (the node keeps starting) and leaves daemons holding
         # its stdout: no pipes, then wait for the node as a client that sends the token.
         subprocess.run([ray_bin, *head], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-        probe = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
-        deadline = time.time() + 300
-        while True:
-            r = subprocess.run(
-                [sys.executable, "-c", probe % f"127.0.0.1:{port}"],
-                env={**env, "RAY_AUTH_MODE": "token"},
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if r.stdout.strip().splitlines()[-1:] == ["1"]:
-                break
-            assert time.time() < deadline, f"the token cluster did not come up: {r.stderr[-2000:]}"
-            time.sleep(3)
+        _wait_for_nodes(port, 1, {**env, "RAY_AUTH_MODE": "token"}, "the token cluster", timeout=300)
         yield {"address": f"127.0.0.1:{port}", "env": env}
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _cluster_pids(marker):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            time.sleep(2)
-        shutil.rmtree(temp, ignore_errors=True)
+        _stop_cluster(marker, temp)
 
 
 def test_cluster_with_token_auth_after_the_demo(token_cluster, tiny_critic, synth_clips, tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.accel.toggle import bind_forward, has_own_forward, toggled, unbind_forward
 from recipe_lib.inference.accel.vision_attention import PlanCache, rotate_qk
+from recipe_lib.inference.accel.vision_mlp import padded_gate_up_down
 
 ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention", "Qwen3VLVisionAttention")
 FUSED_BLOCK_CLASSES = ("Qwen2_5_VLVisionBlock",)
@@ -121,18 +122,39 @@ def _modules(model: Any, classes: tuple[str, ...]) -> list[Any]:
     return [m for m in model.modules() if type(m).__name__ in classes]
 
 
+def _bind_packed(
+    model: Any,
+    classes: tuple[str, ...],
+    forward: Callable[..., Any],
+    plans: str,
+    missing: str,
+    hint: str,
+    **attributes: Any,
+) -> int:
+    """Make ``forward`` the forward of every module of ``classes`` in ``model`` (in place), each given one shared cache
+    of packed plans as attribute ``plans`` and the other ``attributes``; returns how many. A model without such a
+    module is refused (``missing``: what it has none of, ``hint``: what the patch applies to)."""
+    modules = _modules(model, classes)
+    if not modules:
+        raise RecipeError(f"{type(model).__name__} has no {missing}", hint=hint)
+    cache = PlanCache(build_packed_plan)
+    for module in modules:
+        setattr(module, plans, cache)
+        for name, value in attributes.items():
+            setattr(module, name, value)
+    return bind_forward(modules, forward)
+
+
 def enable_packed_vision_attention(model: Any) -> int:
     """Patch every Qwen2.5-VL / Qwen3-VL vision attention of ``model`` (in place); returns how many were patched."""
-    modules = _modules(model, ATTENTION_CLASSES)
-    if not modules:
-        raise RecipeError(
-            f"{type(model).__name__} has no Qwen2.5-VL or Qwen3-VL vision attention to patch",
-            hint="packed vision attention applies to Qwen2.5-VL and Qwen3-VL critics",
-        )
-    plans = PlanCache(build_packed_plan)
-    for module in modules:
-        module._recipe_packed_plans = plans
-    return bind_forward(modules, _packed_attention_forward)
+    return _bind_packed(
+        model,
+        ATTENTION_CLASSES,
+        _packed_attention_forward,
+        "_recipe_packed_plans",
+        missing="Qwen2.5-VL or Qwen3-VL vision attention to patch",
+        hint="packed vision attention applies to Qwen2.5-VL and Qwen3-VL critics",
+    )
 
 
 def disable_packed_vision_attention(model: Any) -> int:
@@ -227,18 +249,7 @@ def _block_weights(block: Any, multiple: int = 128) -> tuple[Any, ...]:
     key = tuple((p.data_ptr(), p._version) for p in params)
     cached = block.__dict__.get("_recipe_fused_mlp")
     if cached is None or cached[0] != key:
-        n = gate.out_features
-        p = -(-n // multiple) * multiple
-        stacked = gate.weight.new_zeros(2 * p, gate.in_features)
-        stacked[:n].copy_(gate.weight)
-        stacked[p : p + n].copy_(up.weight)
-        bias = None
-        if gate.bias is not None:
-            bias = gate.bias.new_zeros(2 * p)
-            bias[:n].copy_(gate.bias)
-            bias[p : p + n].copy_(up.bias)
-        down_w = down.weight.new_zeros(down.out_features, p)
-        down_w[:, :n].copy_(down.weight)
+        stacked, bias, down_w = padded_gate_up_down(gate, up, down, -(-gate.out_features // multiple) * multiple)
         cached = (key, (stacked, bias, None, None, down_w, down.bias))
         block.__dict__["_recipe_fused_mlp"] = cached
     return head + cached[1]
@@ -285,17 +296,15 @@ def _fused_block_forward(
 def enable_fused_vision_blocks(model: Any, compile_backend: str | None = None) -> int:
     """Run every Qwen2.5-VL vision block of ``model`` as :func:`fused_block_math` (packed attention inside),
     compiled with ``torch.compile(backend=compile_backend)`` unless it is None; returns how many blocks."""
-    blocks = _modules(model, FUSED_BLOCK_CLASSES)
-    if not blocks:
-        raise RecipeError(
-            f"{type(model).__name__} has no Qwen2.5-VL vision block to fuse",
-            hint="the fused vision block applies to Qwen2.5-VL critics (Cosmos-Reason1, the demo critic)",
-        )
-    plans = PlanCache(build_packed_plan)
-    for block in blocks:
-        block._recipe_fused_plans = plans
-        block._recipe_compile = compile_backend
-    return bind_forward(blocks, _fused_block_forward)
+    return _bind_packed(
+        model,
+        FUSED_BLOCK_CLASSES,
+        _fused_block_forward,
+        "_recipe_fused_plans",
+        missing="Qwen2.5-VL vision block to fuse",
+        hint="the fused vision block applies to Qwen2.5-VL critics (Cosmos-Reason1, the demo critic)",
+        _recipe_compile=compile_backend,
+    )
 
 
 def disable_fused_vision_blocks(model: Any) -> int:

@@ -19,8 +19,17 @@ def _padded_mlp_forward(self: Any, hidden_state: Any) -> Any:
     run as one product. Padded weights are built per call from the live parameters (no stale copies)."""
     import torch.nn.functional as F
 
-    n, p = self.gate_proj.out_features, self._recipe_pad_to
-    gate, up, down = self.gate_proj, self.up_proj, self.down_proj
+    p = self._recipe_pad_to
+    weight, bias, down_weight = padded_gate_up_down(self.gate_proj, self.up_proj, self.down_proj, p)
+    g, u = F.linear(hidden_state, weight, bias).split(p, dim=-1)
+    return F.linear(self.act_fn(g) * u, down_weight, self.down_proj.bias)
+
+
+def padded_gate_up_down(gate: Any, up: Any, down: Any, p: int) -> tuple[Any, Any, Any]:
+    """A gated MLP's weights with its hidden size padded by zeros to ``p``: gate and up stacked as one (2p, in)
+    weight (gate rows first, up rows from row ``p``), their bias stacked likewise (None when the gate has none), and
+    the down weight with zero columns from its hidden size up to ``p``."""
+    n = gate.out_features
     weight = gate.weight.new_zeros(2 * p, gate.in_features)
     weight[:n].copy_(gate.weight)
     weight[p : p + n].copy_(up.weight)
@@ -29,10 +38,9 @@ def _padded_mlp_forward(self: Any, hidden_state: Any) -> Any:
         bias = gate.bias.new_zeros(2 * p)
         bias[:n].copy_(gate.bias)
         bias[p : p + n].copy_(up.bias)
-    g, u = F.linear(hidden_state, weight, bias).split(p, dim=-1)
     down_weight = down.weight.new_zeros(down.out_features, p)
     down_weight[:, :n].copy_(down.weight)
-    return F.linear(self.act_fn(g) * u, down_weight, down.bias)
+    return weight, bias, down_weight
 
 
 def _vision_mlps(model: Any) -> list[Any]:
