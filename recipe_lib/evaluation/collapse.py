@@ -60,9 +60,11 @@ def check_collapse(
     label_key: str | None = None,
     share: float = COLLAPSE_SHARE,
     min_predictions: int = COLLAPSE_MIN_PREDICTIONS,
+    columns: dict[str, list[Any]] | None = None,
 ) -> CollapseCheck:
-    """The collapse check over scored rows (unparsed rows are not predictions and are left out of the shares)."""
-    columns = score_columns(rows, label_key or LABEL_COLUMN)  # one pass (in SQL for a view of a large run's store)
+    """The collapse check over scored rows (unparsed rows are not predictions and are left out of the shares).
+    ``columns``: the rows' :func:`~recipe_lib.inference.record.score_columns` when the caller has read them."""
+    columns = columns or score_columns(rows, label_key or LABEL_COLUMN)  # one pass (in SQL for a large run's view)
     scores = [int(s) for s in columns["score"] if s is not None]
     counts = Counter(scores)
     n = len(scores)

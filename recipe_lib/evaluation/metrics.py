@@ -496,12 +496,13 @@ def evaluate_predictions(
 
 
 def has_labels(rows: Iterable[dict[str, Any]], label_key: str = "pc") -> bool:
-    """Whether any row's item carries a label (stops at the first; a view of a large run's store is read in SQL)."""
-    labels = score_columns(rows, label_key)["label"] if callable(getattr(rows, "columns", None)) else None
-    for value in labels if labels is not None else (label_of(r, label_key) for r in rows):
-        if not (value is None or (isinstance(value, float) and math.isnan(value))):
-            return True
-    return False
+    """Whether any row's item carries a label (stops at the first)."""
+    return any_label(label_of(r, label_key) for r in rows)
+
+
+def any_label(labels: Iterable[Any]) -> bool:
+    """Whether any of ``labels`` is one (not None, not NaN)."""
+    return any(not (value is None or (isinstance(value, float) and math.isnan(value))) for value in labels)
 
 
 def labelled_rows(rows: Sequence[dict[str, Any]], label_key: str = "pc") -> list[dict[str, Any]]:
@@ -526,13 +527,15 @@ def suite_from_rows(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    columns: dict[str, list[Any]] | None = None,
 ) -> MetricSuite:
     """The metric suite over scored result rows (``row['item'][label_key]`` is the label); unlabelled rows are left
-    out (count them with :func:`labelled_rows`), unparsed rows stay in and count as wrong where stated."""
+    out (count them with :func:`labelled_rows`), unparsed rows stay in and count as wrong where stated. ``columns``:
+    the rows' :func:`~recipe_lib.inference.record.score_columns` when the caller has read them."""
     from collections import Counter
 
     # One pass over the rows (in SQL for a view of a large run's store): only the columns the metrics read.
-    columns = score_columns(rows, label_key)
+    columns = columns or score_columns(rows, label_key)
     labels, scores, expected = [], [], []
     reasons: Counter[str] = Counter()
     for label, score, exp, error in zip(

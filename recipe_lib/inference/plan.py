@@ -65,7 +65,9 @@ def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_colum
     label = row.get(label_column)
     if label is not None and not (type(label) is int and 1 <= label <= 5):  # the common case, checked fast
         check_label(label, f"{path} row {i} ({os.path.basename(url)})", label_column)
-    if _remote(url):
+    if url.startswith("/"):
+        pass  # an absolute path: most rows of a large table, answered with no parsing
+    elif is_remote(url):
         url = remember_url(url)  # credentials never reach a row, a skip or a report
     elif not os.path.isabs(url):
         url = os.path.join(base, url)
@@ -249,14 +251,14 @@ class DigestCache:
 
     def prefetch(self, paths: list[str]) -> None:
         """Look the digests of ``paths`` up in ``saved`` (one query per 900 paths instead of one per file)."""
-        self._kept = self.saved.lookup([os.path.abspath(p) for p in paths]) if self.saved is not None else {}
+        self._kept = self.saved.lookup([absolute(p) for p in paths]) if self.saved is not None else {}
 
     def of(self, path: str, st: os.stat_result | None = None) -> str:
         st = st or os.stat(path)
         sig = signature(st)
         digest = self._known.get(sig)
         if digest is None:
-            where = os.path.abspath(path)
+            where = absolute(path)
             kept = self._kept.get(where)
             if kept is not None and kept[0] == sig:
                 digest = kept[1]
@@ -369,9 +371,21 @@ def key_template(settings: dict[str, Any]) -> str:
     return json.dumps({**settings, "content": _CONTENT}, sort_keys=True, default=str)
 
 
+_CONTENT_JSON = json.dumps(_CONTENT)
+
+
 def fast_key(template: str, digest: str) -> str:
-    """``result_key(content=digest, **settings)`` from :func:`key_template`'s JSON: the same key, byte for byte."""
-    return hashlib.sha256(template.replace(json.dumps(_CONTENT), json.dumps(digest), 1).encode()).hexdigest()[:32]
+    """``result_key(content=digest, **settings)`` from :func:`key_template`'s JSON: the same key, byte for byte (a
+    hex digest needs no escaping: its JSON is the digest in quotes)."""
+    return hashlib.sha256(template.replace(_CONTENT_JSON, f'"{digest}"', 1).encode()).hexdigest()[:32]
+
+
+def absolute(path: str) -> str:
+    """``os.path.abspath(path)``, answered without a call for a path that is already absolute and normal (nearly
+    every row of a large table)."""
+    if path.startswith("/") and "/." not in path and "//" not in path and not path.endswith("/"):
+        return path
+    return os.path.abspath(path)
 
 
 def _unreadable(url: str, exc: OSError) -> dict[str, str]:
@@ -491,12 +505,15 @@ def stored_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "video_sha256"}
 
 
+_ITEM_JSON = json.JSONEncoder(ensure_ascii=True, default=str, allow_nan=False)
+
+
 def item_text(item: dict[str, Any]) -> str:
     """:func:`stored_item` as the run's order in the store keeps it: ASCII JSON, as rows are stored, with a number
     that is not finite (which JSON cannot hold, and SQLite's JSON functions refuse) as null."""
     kept = stored_item(item)
     try:
-        return json.dumps(kept, ensure_ascii=True, default=str, allow_nan=False)
+        return _ITEM_JSON.encode(kept)
     except ValueError:
         return row_text({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in kept.items()})
 

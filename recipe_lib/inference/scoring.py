@@ -242,6 +242,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
                     n_now = score_with_ray(cfg, ray_plan, ray_todo, store, progress)
                     store.add_skips(task, redact_obj(ray_plan.skipped))
             digest = store.finish_run(task)
+            changed = store.run_changed(task)
             n_rows, n_skips = store.run_counts(task)
             small = n_rows + n_skips <= IN_MEMORY_ROWS
             if small:
@@ -267,7 +268,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
         label_column=cfg.label_column,
         protocol=protocol,
         digest=digest,
-        reusable=n_now == 0 and not warnings,
+        reusable=n_now == 0 and not warnings and not changed,
     )
     _write_outputs(cfg, result, optional)
     return result

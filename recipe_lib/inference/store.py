@@ -102,9 +102,12 @@ def store_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / STORE_NAME
 
 
+_ROW_JSON = json.JSONEncoder(ensure_ascii=True, default=str)  # made once: json.dumps with options makes one a call
+
+
 def row_text(row: dict[str, Any]) -> str:
     """A row as stored: ASCII JSON, so lone surrogates (non-UTF-8 file names) survive."""
-    return json.dumps(row, ensure_ascii=True, default=str)
+    return _ROW_JSON.encode(row)
 
 
 def _os_error(exc: sqlite3.Error, path: Path) -> OSError | None:
@@ -355,7 +358,7 @@ class ResultStore:
         if not entries and self._diverged[task][table]:
             return
         columns = "seq, key, item" if table == "run_keys" else "seq, skip"
-        first = len(entries)
+        first = 0  # where the entries start to differ from what is stored (past a divergence: nothing is stored)
         if not self._diverged[task][table]:
             end = start + len(entries)
             with self._errors():
@@ -391,8 +394,9 @@ class ResultStore:
             for i in range(0, len(unique), _CHUNK):
                 chunk = unique[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT key FROM run_keys WHERE task = ? AND seq < ? AND key IN ({marks})"  # noqa: S608 - placeholders only
-                earlier.update(k for (k,) in self.db.execute(sql, [task, start, *chunk]))
+                # ``+seq``: looked up by key (its index), not by a range of positions that grows with the run
+                sql = f"SELECT key FROM run_keys WHERE task = ? AND key IN ({marks}) AND +seq < ?"  # noqa: S608 - placeholders only
+                earlier.update(k for (k,) in self.db.execute(sql, [task, *chunk, start]))
         fresh: list[bool] = []
         entries: list[tuple[int, str, str | None]] = []
         seq = start

@@ -260,9 +260,10 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         write_filter_outputs,
         write_joint_filter_outputs,
     )
-    from recipe_lib.evaluation.metrics import has_labels, joint_suite, rule_suite_from_rows, suite_from_rows
+    from recipe_lib.evaluation.metrics import any_label, joint_suite, rule_suite_from_rows, suite_from_rows
     from recipe_lib.evaluation.report import CriticScores, ReportConfig, ReportResult, write_report
     from recipe_lib.inference.plan import score_files
+    from recipe_lib.inference.record import score_columns
     from recipe_lib.io import atomic_write_csv, claim_outputs
     from recipe_lib.prompts import load_prompt
     from recipe_lib.tasks import check_keep_on, check_task_prompt, parse_tasks, task_prompt
@@ -307,8 +308,17 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         results["pc"] = dataclasses.replace(results["pc"], rows=rows)
         scores_csv = next(name for name in score_files("pc") if name.endswith(".csv"))
         atomic_write_csv(out / scores_csv, results_frame(rows, cfg.label_column))  # calibrated like the rest
+    columns: dict[str, dict[str, list[Any]]] = {}  # per task: what the checks and metrics read, read once
+
+    def read(task: str) -> dict[str, list[Any]]:
+        if task not in columns:
+            columns[task] = score_columns(results[task].rows, labels.get(task, cfg.label_column))
+        return columns[task]
+
     collapse_task = "pc" if "pc" in results else tasks[0]
-    collapse = check_collapse(results[collapse_task].rows, labels.get(collapse_task, cfg.label_column))
+    collapse = check_collapse(
+        results[collapse_task].rows, labels.get(collapse_task, cfg.label_column), columns=read(collapse_task)
+    )
     warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
     _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
 
@@ -319,13 +329,16 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         "calibration": file_digest(cfg.calibration) if cfg.calibration is not None else None,
         "may_keep": all(result.reusable for result in results.values()),
     }
+    # The decisions read fewer settings than the report (its title, say): a report turned on or off keeps them.
+    decided = ("threshold", "label_column", "sa_column", "tasks", "keep_on", "calibration")
+    filter_basis = {**kept_basis, "stage": {k: v for k, v in kept_basis["stage"].items() if k in decided}}
     suites: dict[str, Any] = {}
     for task, result in results.items():
         if task == "rule":
             if result.rows:
                 suites["rule"] = rule_suite_from_rows(result.rows)
-        elif has_labels(result.rows, labels[task]):
-            suites[task] = suite_from_rows(result.rows, labels[task], threshold=cfg.threshold)
+        elif any_label(read(task)["label"]):
+            suites[task] = suite_from_rows(result.rows, labels[task], threshold=cfg.threshold, columns=read(task))
     joint, joint_csv = None, None
     if both:
         joint = joint_records(
@@ -350,7 +363,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         filtered = _kept_or_written(
             out,
             "filter",
-            kept_basis,
+            filter_basis,
             [out / name for name in FILTER_FILES],
             lambda: write_filter_outputs(basis.rows, basis.skipped, out, cfg.threshold, labels[keep_on]),
             lambda f: {"counts": f.counts},

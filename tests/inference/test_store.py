@@ -126,10 +126,14 @@ sys.exit(1)
 
 
 def _run(store: ResultStore, task: str, listed: list[tuple[str, str]], skips: list[dict] = ()) -> tuple[list, str]:
-    """One run of ``task``: ``listed`` (key, input row text) in order, then ``skips``; (fresh flags, digest)."""
+    """One run of ``task``: ``listed`` (key, input row text) in chunks of 7, as scoring lists its chunks, each
+    chunk's skips after it (``skips`` in the first); (fresh flags, digest)."""
     store.start_run(task)
-    fresh = store.add_to_run(task, [k for k, _ in listed], [item for _, item in listed])
-    store.add_skips(task, list(skips))
+    fresh = []
+    for i in range(0, max(len(listed), 1), 7):
+        chunk = listed[i : i + 7]
+        fresh += store.add_to_run(task, [k for k, _ in chunk], [item for _, item in chunk])
+        store.add_skips(task, list(skips) if i == 0 else [])
     return fresh, store.finish_run(task)
 
 
