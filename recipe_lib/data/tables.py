@@ -138,22 +138,9 @@ def iter_rows(
             f"{path} is a table, not a dataset folder with splits, so --split {split} names nothing",
             hint="drop --split (it selects a split of a dataset folder that holds several)",
         )
-    import pandas as pd
-
     try:
-        if suffix == ".csv":
-            check_columns(_csv_header(path), str(path))
-            frames: Iterator[Any] = iter(pd.read_csv(path, chunksize=chunk_rows))
-        elif suffix == ".jsonl":
-            frames = iter(pd.read_json(path, lines=True, chunksize=chunk_rows))
-        else:
-            import pyarrow.parquet as pq
-
-            parquet = pq.ParquetFile(path)
-            check_columns(parquet.schema_arrow.names, str(path))
-            frames = (batch.to_pandas() for batch in parquet.iter_batches(batch_size=chunk_rows))
         offset = 0
-        for frame in frames:
+        for frame in _frames(path, chunk_rows):
             if offset == 0:
                 check_columns(list(frame.columns), str(path))
             rows = [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
@@ -167,6 +154,58 @@ def iter_rows(
         raise DataError(
             f"cannot read {path}: {first}", hint=f"check that it is a valid {suffix.lstrip('.')} file"
         ) from exc
+
+
+def _frames(path: Path, chunk_rows: int, columns: list[str] | None = None) -> Iterator[Any]:
+    """A streamed table file (CSV, JSONL, Parquet) as DataFrames of at most ``chunk_rows`` rows; with ``columns``,
+    only those of them the table has (read alone where the format allows: Parquet and CSV)."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        header = _csv_header(path)
+        check_columns(header, str(path))
+        usecols = None if columns is None else [c for c in columns if c in header]
+        yield from pd.read_csv(path, chunksize=chunk_rows, usecols=usecols)
+    elif suffix == ".jsonl":
+        for frame in pd.read_json(path, lines=True, chunksize=chunk_rows):
+            yield frame if columns is None else frame[[c for c in columns if c in frame.columns]]
+    else:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        check_columns(names, str(path))
+        selected = None if columns is None else [c for c in columns if c in names]
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=selected):
+            yield batch.to_pandas()
+
+
+def iter_columns(
+    path: str | Path, columns: list[str], split: str | None = None, chunk_rows: int = 200_000
+) -> Iterator[Any]:
+    """Only ``columns`` (those the table has) of a dataset folder or table file, as DataFrames of at most
+    ``chunk_rows`` rows, in order: what a check of a few columns over millions of rows reads (Parquet, CSV and
+    dataset folders read those columns alone). A table that cannot be read yields what was read before the problem:
+    reading it whole (:func:`iter_rows`) reports it."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        if is_dataset_dir(path):
+            ds = _open_dataset(path, split)
+            if ds is not None:
+                ds = ds.select_columns([c for c in columns if c in ds.column_names])
+                for batch in ds.iter(batch_size=chunk_rows):
+                    yield pd.DataFrame(batch)
+        elif path.suffix.lower() in STREAMED_SUFFIXES and split is None:
+            yield from _frames(path, chunk_rows, columns)
+        else:
+            rows = load_rows(path, split=split)
+            frame = pd.DataFrame(rows)
+            yield frame[[c for c in columns if c in frame.columns]]
+    except (ValueError, OSError, UnicodeDecodeError):
+        return
 
 
 def _open_dataset(path: Path, split: str | None) -> Any:

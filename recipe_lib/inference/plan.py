@@ -49,6 +49,36 @@ def check_label(value: Any, where: str, label_column: str) -> None:
         )
 
 
+def check_table_rows(path: Path, split: str | None, label_column: str) -> None:
+    """Before any row of a table is scored: every row names a clip and its label is empty or a whole score 1-5 (the
+    checks :func:`_table_item` makes per row), read a few columns at a time (:func:`~recipe_lib.data.tables.
+    iter_columns`), so a bad row near the end of a table of millions is an error before the first clip, not after
+    hours of scoring. The rows a quick test flags are checked one by one, with the same messages."""
+    import numpy as np
+    import pandas as pd
+
+    from recipe_lib.data.tables import iter_columns
+
+    offset = 0
+    for frame in iter_columns(path, ["video_url", label_column], split):
+        if "video_url" not in frame:
+            return  # reading the rows says so
+        urls = frame["video_url"]
+        empty = np.flatnonzero((urls.isna() | (urls == "") | (urls == 0)).to_numpy())
+        if len(empty):
+            raise DataError(f"{path}: row {offset + empty[0]} has no 'video_url'", hint="every row needs a video path")
+        if label_column in frame and label_column != "video_url":
+            values = frame[label_column]
+            number = pd.to_numeric(values, errors="coerce")
+            good = values.isna() | ((number % 1 == 0) & (number >= 1) & (number <= 5))
+            for i in np.flatnonzero(~good.to_numpy()):
+                where = f"{path} row {offset + i} ({os.path.basename(str(urls.iloc[i]))})"
+                value = values.iloc[i]
+                value = value.item() if isinstance(value, np.generic) else value  # shown as the row reader gives it
+                check_label(value, where, label_column)  # raises unless the quick test was too strict
+        offset += len(frame)
+
+
 def _remote(url: str) -> bool:
     """:func:`~recipe_lib.data.download.is_remote`, with absolute paths (most rows of a large table) answered without
     parsing: a scheme never starts with ``/``."""
@@ -98,6 +128,7 @@ def iter_inputs(
             pending.append({"video_url": remember_url(str(raw))})  # a clip given by URL (fetched when scoring)
             given += 1
         elif is_dataset_dir(path) or is_table(path):
+            check_table_rows(path, split, label_column)
             i = -1
             base = path.parent if path.is_file() else path
             for rows in iter_rows(path, split=split, chunk_rows=chunk_rows):

@@ -591,6 +591,40 @@ def test_a_table_of_many_rows_is_read_in_chunks_and_rerun_from_the_store(tiny_cr
     assert f"scored 2 of {n} clips (0 now, 2 cached)" in again.stdout, again.stdout
 
 
+@pytest.mark.parametrize(
+    ("suffix", "bad", "message"),
+    [
+        (".parquet", {"pc": 7}, "row 24999 (c.mp4): label pc=7.0 is not a whole score 1-5"),
+        (".csv", {"pc": 2.5}, "row 24999 (c.mp4): label pc=2.5 is not a whole score 1-5"),
+        (".jsonl", {"video_url": ""}, "row 24999 has no 'video_url'"),
+    ],
+)
+def test_a_bad_row_at_the_end_of_a_large_table_is_an_error_before_any_clip(
+    tiny_critic, synth_clips, tmp_path, suffix, bad, message
+):
+    """The last of 25 000 rows (three chunks in) names no clip or has a label off the scale: one error line naming
+    the row, before any clip is scored or the store is written (it used to come after two chunks were scored)."""
+    a, b = _clips(synth_clips, 2)
+    n = 25_000
+    frame = pd.DataFrame({"video_url": [str(a if i % 2 else b) for i in range(n)], "pc": [1 + i % 5 for i in range(n)]})
+    frame.loc[n - 1, "video_url"] = str(tmp_path / "c.mp4")
+    for column, value in bad.items():
+        frame[column] = frame[column].astype(object)
+        frame.loc[n - 1, column] = value
+    table = tmp_path / f"clips{suffix}"
+    if suffix == ".parquet":
+        frame.astype({"pc": float}).to_parquet(table)
+    elif suffix == ".csv":
+        frame.to_csv(table, index=False)
+    else:
+        frame.to_json(table, orient="records", lines=True)
+    out = tmp_path / "out"
+    r = _score(str(table), "--model", str(tiny_critic), "--out", str(out), "--no-report")
+    error, _ = error_lines(r)
+    assert message in error, error
+    assert "scoring" not in r.stderr and not (out / "results.sqlite").exists(), "nothing scored, nothing stored"
+
+
 def test_a_million_row_table(tiny_critic, synth_clips, tmp_path):
     """LONG: a table of 1 M rows (the README's one-table cluster example at scale), scored, then rerun with nothing
     missing."""
