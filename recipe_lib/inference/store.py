@@ -351,67 +351,84 @@ class ResultStore:
         self._digest[task] = hashlib.sha256()
         self._changed[task] = False
 
-    def _sync(self, table: str, task: str, start: int, entries: list[tuple[Any, ...]]) -> None:
-        """Make positions ``start``.. of ``table`` hold ``entries`` ((seq, value...) in order): compared with what is
-        stored there, and written only from the first difference on (everything stored after it goes: it was the
-        previous run's)."""
-        if not entries and self._diverged[task][table]:
-            return
+    def _first_difference(self, table: str, task: str, start: int, entries: list[tuple[Any, ...]]) -> int:
+        """How many of ``entries`` ((seq, value...) in order) positions ``start``.. of ``table`` already hold (0 past a
+        divergence: nothing of the previous run is left there)."""
+        if self._diverged[task][table]:
+            return 0
         columns = "seq, key, item" if table == "run_keys" else "seq, skip"
-        first = 0  # where the entries start to differ from what is stored (past a divergence: nothing is stored)
-        if not self._diverged[task][table]:
-            end = start + len(entries)
-            with self._errors():
-                stored = self.db.execute(
-                    f"SELECT {columns} FROM {table} WHERE task = ? AND seq >= ? AND seq < ? ORDER BY seq",  # noqa: S608 - fixed names only
-                    (task, start, end),
-                ).fetchall()
-            first = next((i for i, (old, new) in enumerate(zip(stored, entries)) if old != new), len(stored))
-            if first == len(entries):
-                return
+        with self._errors():
+            stored = self.db.execute(
+                f"SELECT {columns} FROM {table} WHERE task = ? AND seq >= ? AND seq < ? ORDER BY seq",  # noqa: S608 - fixed names only
+                (task, start, start + len(entries)),
+            ).fetchall()
+        return next((i for i, (old, new) in enumerate(zip(stored, entries)) if old != new), len(stored))
+
+    def _sync(self, table: str, task: str, start: int, entries: list[tuple[Any, ...]], same: int | None = None) -> None:
+        """Make positions ``start``.. of ``table`` hold ``entries``: written only from the first difference with what
+        is stored there (``same``, when the caller compared them), and everything stored after it goes (it was the
+        previous run's)."""
+        first = self._first_difference(table, task, start, entries) if same is None else same
+        if first == len(entries):
+            return  # all there already (the previous run's tail, if any, is dropped by finish_run)
         statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         if not self._diverged[task][table]:
             statements.append((f"DELETE FROM {table} WHERE task = ? AND seq >= ?", [(task, start + first)]))  # noqa: S608
             self._diverged[task][table] = True
             self._changed[task] = True
-        marks = ", ".join("?" * (len(entries[0]) + 1)) if entries else ""
         if entries[first:]:
-            statements.append(
-                (f"INSERT INTO {table} (task, {columns}) VALUES ({marks})", [(task, *e) for e in entries[first:]])  # noqa: S608
-            )
+            columns = "task, seq, key, item" if table == "run_keys" else "task, seq, skip"
+            marks = ", ".join("?" * (len(entries[0]) + 1))
+            rows = [(task, *e) for e in entries[first:]]
+            statements.append((f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows))  # noqa: S608
         self._transaction(statements)
+
+    @staticmethod
+    def _fresh(
+        keys: list[str], items: list[str | None], start: int, earlier: set[str]
+    ) -> tuple[list[bool], list[tuple[int, str, str | None]]]:
+        """For each key whether it is new (not in ``earlier``, not listed before it), and the entries of the new."""
+        seen = set(earlier)
+        fresh: list[bool] = []
+        entries: list[tuple[int, str, str | None]] = []
+        for key, item in zip(keys, items):
+            new = key not in seen
+            fresh.append(new)
+            if new:
+                seen.add(key)
+                entries.append((start + len(entries), key, item))
+        return fresh, entries
 
     def add_to_run(self, task: str, keys: list[str], items: list[str | None] | None = None) -> list[bool]:
         """Append ``keys`` to the run's order, with the input row each was listed with (``items``: ASCII JSON, as
         :func:`row_text` writes it; the exports show it in place of the row's first input: the name and labels as
         this run gives them). Returns, for each key, whether it is new in this run (False: the same clip was listed
-        earlier, in this call or a previous one). Held in SQLite, so a run of any length keeps no key set."""
+        earlier, in this call or a previous one). Held in SQLite, so a run of any length keeps no key set.
+
+        A rerun listing what the last run listed asks nothing more than the comparison: when the positions already
+        hold these keys, none of them can be listed earlier (a key has one position in the order)."""
         start = self._seq.get(task, 0)
         items = items if items is not None else [None] * len(keys)
-        earlier: set[str] = set()
-        unique = list(dict.fromkeys(keys))
-        with self._errors():
-            for i in range(0, len(unique), _CHUNK):
-                chunk = unique[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                # ``+seq``: looked up by key (its index), not by a range of positions that grows with the run
-                sql = f"SELECT key FROM run_keys WHERE task = ? AND key IN ({marks}) AND +seq < ?"  # noqa: S608 - placeholders only
-                earlier.update(k for (k,) in self.db.execute(sql, [task, *chunk, start]))
-        fresh: list[bool] = []
-        entries: list[tuple[int, str, str | None]] = []
-        seq = start
-        for key, item in zip(keys, items):
-            new = key not in earlier
-            fresh.append(new)
-            if new:
-                earlier.add(key)
-                entries.append((seq, key, item))
-                seq += 1
-        self._sync("run_keys", task, start, entries)
+        fresh, entries = self._fresh(keys, items, start, set())
+        same = self._first_difference("run_keys", task, start, entries)
+        if same < len(entries) or self._diverged[task]["run_keys"]:
+            earlier: set[str] = set()
+            unique = list(dict.fromkeys(keys))
+            with self._errors():
+                for i in range(0, len(unique), _CHUNK):
+                    chunk = unique[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    # ``+seq``: looked up by key (its index), not by a range of positions that grows with the run
+                    sql = f"SELECT key FROM run_keys WHERE task = ? AND key IN ({marks}) AND +seq < ?"  # noqa: S608 - placeholders only
+                    earlier.update(k for (k,) in self.db.execute(sql, [task, *chunk, start]))
+            if earlier:
+                fresh, entries = self._fresh(keys, items, start, earlier)
+                same = self._first_difference("run_keys", task, start, entries)
+            self._sync("run_keys", task, start, entries, same)
         digest = self._digest[task]
         for _, key, item in entries:
             digest.update(f"{key}\t{item}\n".encode())
-        self._seq[task] = seq
+        self._seq[task] = start + len(entries)
         return fresh
 
     def missing_in_run(self, task: str, start: int = 0) -> set[str]:
