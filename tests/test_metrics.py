@@ -236,3 +236,24 @@ def test_a_large_bootstrap_draws_cell_counts_with_the_same_intervals_and_says_so
         # An interval's width shrinks as 1/sqrt(n): n is 3 times the per-clip run's here.
         width = (per_clip[name][1] - per_clip[name][0]) / math.sqrt(3)
         assert (hi - lo) == pytest.approx(width, rel=0.25), name
+
+
+def test_a_suite_and_a_collapse_check_read_back_from_their_json_are_the_same():
+    """What a rerun keeps instead of reading a million rows again (stages/score.py): the JSON round trip loses
+    nothing, NaN included (written as null)."""
+    import json
+
+    from recipe_lib.evaluation.collapse import CollapseCheck, check_collapse
+    from recipe_lib.evaluation.metrics import MetricSuite, suite_from_rows
+
+    rows = [
+        {"score": None if i % 7 == 0 else 1 + i % 5, "expected_score": 2.0 + (i % 3) / 2, "parse_error": "no digit",
+         "item": {"pc": 1 + i % 4}}
+        for i in range(80)
+    ]  # fmt: skip
+    for suite in (suite_from_rows(rows, "pc"), suite_from_rows(rows[:1], "pc")):  # the second has NaN metrics
+        back = MetricSuite.from_dict(json.loads(json.dumps(suite.to_dict())))
+        assert back.to_dict() == suite.to_dict()
+        assert back.confusion.dtype == suite.confusion.dtype and back.intervals.keys() == suite.intervals.keys()
+    check = check_collapse(rows, "pc")
+    assert CollapseCheck.from_dict(json.loads(json.dumps(check.to_dict()))) == check

@@ -47,6 +47,11 @@ class CollapseCheck:
             line += f"; the labels' most common value, {self.label_top}, is {self.label_top_share * 100:.0f} % of them"
         return line + " - the scores barely separate clips; check the calibration and the confusion matrix"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CollapseCheck:
+        """The check :meth:`to_dict` wrote (its derived ``warning`` and ``note`` left out)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["warning"] = self.message()

@@ -316,6 +316,32 @@ class MetricSuite:
             },
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MetricSuite:
+        """The suite :meth:`to_dict` wrote (a number it wrote as null, NaN, is NaN again)."""
+
+        def num(value: Any) -> float:
+            return float("nan") if value is None else value
+
+        boot = data["bootstrap"]
+        return cls(
+            n=data["n"],
+            n_parsed=data["n_parsed"],
+            coverage=num(data["coverage"]),
+            threshold=data["threshold"],
+            values={k: num(v) for k, v in data["metrics"].items()},
+            intervals={k: (num(lo), num(hi)) for k, (lo, hi) in data["intervals"].items()},
+            confusion=np.array(data["confusion"]["counts"]),
+            n_good=data["n_good"],
+            majority_label=data["majority_label"],
+            majority_accuracy=num(data["majority_accuracy"]),
+            n_boot=boot["resamples"],
+            seed=boot["seed"],
+            confidence=boot["confidence"],
+            unparsed_reasons=dict(data["unparsed_reasons"]),
+            bootstrap_method=boot["method"],
+        )
+
     def row(self) -> dict[str, Any]:
         """A flat record (value, low, high per metric) for comparison tables."""
         rec: dict[str, Any] = {"n": self.n, "n_parsed": self.n_parsed, "coverage": self.coverage}

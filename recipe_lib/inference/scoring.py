@@ -25,7 +25,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,19 +52,20 @@ from recipe_lib.io import atomic_write_json, claim_outputs, redact_obj, writes_a
 from recipe_lib.progress import progress_bar
 
 
-def _write_outputs(cfg: ScoreConfig, result: ScoreResult, optional: set[str]) -> None:
+def _write_outputs(cfg: ScoreConfig, result: ScoreResult, optional: Callable[[], set[str]]) -> None:
     """scores.csv and skipped.jsonl streamed from ``result`` (lists or views of the store), unless a rerun of the
     same run left them as written (:mod:`recipe_lib.inference.kept`), then summary.json."""
     out = Path(cfg.out_dir)
     _, scores, skipped, summary = score_files(cfg.task)
     paths = [out / scores, out / skipped]
     name = f"scores:{cfg.task}"
-    basis = {"run": result.digest, "label_column": result.label_column, "optional": sorted(optional)}
+    # The optional columns follow from the run (its digest) and the stored rows: asked only when writing.
+    basis = {"run": result.digest, "label_column": result.label_column}
     kept = kept_exports(out, name, basis, paths) if result.reusable else None
     if kept is not None:
         result.unparsed = int(kept["unparsed"])
     else:
-        result.unparsed = write_scores_csv(paths[0], result.rows, result.label_column, optional)
+        result.unparsed = write_scores_csv(paths[0], result.rows, result.label_column, optional())
         write_jsonl(paths[1], result.skipped)
         keep_exports(out, name, basis, paths, {"unparsed": result.unparsed})
     # Inputs and URLs are listed redacted; a reason may quote a server's text: the whole summary goes through redact.
@@ -248,11 +249,18 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
             if small:
                 rows: Any = list(store.iter_run_rows(task))
                 skipped: Any = list(store.iter_run_skips(task))
-                optional = optional_columns_present(rows)
+                present = optional_columns_present(rows)
+
+                def optional() -> set[str]:
+                    return present
             else:
                 rows = RunView(store.path, task, "rows", n_rows)
                 skipped = RunView(store.path, task, "skips", n_skips)
-                optional = store.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
+
+                def optional() -> set[str]:  # one scan of the run's input rows in SQL, when scores.csv is written
+                    with ResultStore(store_path(out), lock=False) as reader:
+                        return reader.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
+
             warnings = list(store.warnings)
     result = ScoreResult(
         out_dir=out,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from recipe_lib.constants import DEFAULT_THRESHOLD, LABEL_COLUMN
-from recipe_lib.evaluation.collapse import check_collapse
+from recipe_lib.evaluation.collapse import CollapseCheck, check_collapse
 from recipe_lib.inference.score_config import ScoreConfig, ScoreResult
 from recipe_lib.inference.scoring import score_videos
 from recipe_lib.io import printable, writes_as
@@ -260,7 +260,13 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         write_filter_outputs,
         write_joint_filter_outputs,
     )
-    from recipe_lib.evaluation.metrics import any_label, joint_suite, rule_suite_from_rows, suite_from_rows
+    from recipe_lib.evaluation.metrics import (
+        MetricSuite,
+        any_label,
+        joint_suite,
+        rule_suite_from_rows,
+        suite_from_rows,
+    )
     from recipe_lib.evaluation.report import CriticScores, ReportConfig, ReportResult, write_report
     from recipe_lib.inference.plan import score_files
     from recipe_lib.inference.record import score_columns
@@ -308,20 +314,6 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         results["pc"] = dataclasses.replace(results["pc"], rows=rows)
         scores_csv = next(name for name in score_files("pc") if name.endswith(".csv"))
         atomic_write_csv(out / scores_csv, results_frame(rows, cfg.label_column))  # calibrated like the rest
-    columns: dict[str, dict[str, list[Any]]] = {}  # per task: what the checks and metrics read, read once
-
-    def read(task: str) -> dict[str, list[Any]]:
-        if task not in columns:
-            columns[task] = score_columns(results[task].rows, labels.get(task, cfg.label_column))
-        return columns[task]
-
-    collapse_task = "pc" if "pc" in results else tasks[0]
-    collapse = check_collapse(
-        results[collapse_task].rows, labels.get(collapse_task, cfg.label_column), columns=read(collapse_task)
-    )
-    warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
-    _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
-
     # What the stage's files are written from: a rerun with the same runs and settings keeps them (kept.py).
     kept_basis = {
         "runs": {task: result.digest for task, result in results.items()},
@@ -332,13 +324,45 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
     # The decisions read fewer settings than the report (its title, say): a report turned on or off keeps them.
     decided = ("threshold", "label_column", "sa_column", "tasks", "keep_on", "calibration")
     filter_basis = {**kept_basis, "stage": {k: v for k, v in kept_basis["stage"].items() if k in decided}}
+    columns: dict[str, dict[str, list[Any]]] = {}  # per task: what the checks and metrics read, read once
+
+    def read(task: str) -> dict[str, list[Any]]:
+        if task not in columns:
+            columns[task] = score_columns(results[task].rows, labels.get(task, cfg.label_column))
+        return columns[task]
+
+    def checks() -> dict[str, Any]:
+        """The collapse check and the 1-5 tasks' metric suites, from one read of the columns they need."""
+        task = "pc" if "pc" in results else tasks[0]
+        collapse = check_collapse(results[task].rows, labels.get(task, cfg.label_column), columns=read(task))
+        found = {t: suite_from_rows(r.rows, labels[t], threshold=cfg.threshold, columns=read(t))
+                 for t, r in results.items() if t != "rule" and any_label(read(t)["label"])}  # fmt: skip
+        return {"collapse": collapse, "suites": found}
+
+    # A rerun of the same runs keeps them too: a million rows are not read again to print the same numbers.
+    checked = _kept_or_written(
+        out,
+        "checks",
+        filter_basis,
+        [],
+        checks,
+        lambda c: {"collapse": c["collapse"].to_dict(), "suites": {t: v.to_dict() for t, v in c["suites"].items()}},
+        lambda kept: {
+            "collapse": CollapseCheck.from_dict(kept["collapse"]),
+            "suites": {t: MetricSuite.from_dict(v) for t, v in kept["suites"].items()},
+        },
+    )
+    collapse = checked["collapse"]
+    warnings = _calibration_warnings(calibration, sc) if calibration is not None else []
+    _extend_summary(out, calibration, n_uncalibrated, collapse, warnings)
+
     suites: dict[str, Any] = {}
     for task, result in results.items():
         if task == "rule":
             if result.rows:
                 suites["rule"] = rule_suite_from_rows(result.rows)
-        elif any_label(read(task)["label"]):
-            suites[task] = suite_from_rows(result.rows, labels[task], threshold=cfg.threshold, columns=read(task))
+        elif task in checked["suites"]:
+            suites[task] = checked["suites"][task]
     joint, joint_csv = None, None
     if both:
         joint = joint_records(
