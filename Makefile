@@ -30,14 +30,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/plausibility demo
 
-# Tests run on 2 processes (pytest-xdist; one file per process at a time, so a file's fixtures are made once), then
-# the tests that start Ray clusters in one process (CLUSTER in tests/conftest.py). Exit status: the first failure's.
+# Tests run on 2 processes (pytest-xdist; one file per process at a time, so a file's fixtures are made once; the
+# longest files first, HEAVY_FIRST in tests/conftest.py, and torch on one thread per process), then the tests that
+# start Ray clusters in one process (CLUSTER in tests/conftest.py). Exit status: the first failure's.
 # make test       the CI gate: everything but the longest end-to-end runs (LONG in tests/conftest.py); < 15 min
 # make test-all   everything, LONG included
 # make test-fast  without the tests marked slow (notebooks, training runs, end-to-end commands, Ray clusters,
 #                 the wheel install; SLOW in tests/conftest.py)
 PYTEST := $(PY) -m pytest -q
-PARALLEL := -n 2 --dist loadfile
+PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 define two_phases
 	$(PYTEST) $(PARALLEL) -m "not cluster$(1)"; a=$$?; \
 	$(PYTEST) -m "cluster$(1)"; b=$$?; [ $$b -eq 5 ] && b=0; \

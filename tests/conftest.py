@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from notebook_outputs import unclean_since
-from support import MODEL_OUTPUTS, SHARED_VIDEOS
+
+def _threads_per_worker() -> int | None:
+    """Under pytest-xdist, the cores of the machine shared among its processes (1 each on 2 cores with ``-n 2``)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    return max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+
+
+# Torch's CPU kernels run on one thread per core by default. With two test processes on 2 cores (and the notebook
+# kernels, training data loaders and command-line runs they start) that is twice as many busy threads as cores, and a
+# training step of the demo critic took 1-10 s instead of 0.2-0.35 s (notebook 03: 616 s, 244 s on one thread beside
+# similar load; measured 2026-12-07). Each test process and everything it starts gets its share of the cores
+# instead. Set here, before torch is imported in this process and before the warm command server
+# (tests/cli_process.py) and any kernel starts, so they all inherit it. A run not split across processes keeps
+# torch's default.
+_THREADS = _threads_per_worker()
+if _THREADS is not None:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_THREADS))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from notebook_outputs import unclean_since  # noqa: E402
+from support import MODEL_OUTPUTS, SHARED_VIDEOS  # noqa: E402
 
 # Tests marked slow here rather than in their modules, one rule a line, so `make test-fast` (pytest -m "not slow")
 # stays within a few minutes on 2 CPU cores. They still run in `make test` and CI. A prefix is a folder, a module or
@@ -68,7 +90,39 @@ LONG = {
 CLUSTER = ("tests/inference/test_ray_engine.py", "tests/test_notebooks.py::test_07_at_scale")
 
 
+# Under pytest-xdist (`--dist loadfile --no-loadscope-reorder` in the Makefile) each process takes the next whole file
+# as it runs out of work, in collection order. The files that take longest go first, longest first, the others after
+# them in their usual order, so no long file starts near the end while the other process has nothing left: with
+# pytest-xdist's own order (files with the most tests first) test_sweep.py started after 6 minutes and ran alone for
+# its last 6. Seconds: the first phase of `make test` on 2 cores beside other jobs (load 4), 2026-12-07.
+HEAVY_FIRST = (
+    "tests/train/test_sweep.py",  # 435: notebooks 03 and 04 at full length (04 starts from 03's checkpoint)
+    "tests/reliability/test_gauntlet_round3.py",  # 109
+    "tests/reliability/test_gauntlet_hostile.py",  # 88
+    "tests/reliability/test_gauntlet_score.py",  # 78
+    "tests/test_docs_site.py",  # 71
+    "tests/test_notebooks.py",  # 51
+    "tests/test_evaluation.py",  # 49
+    "tests/test_clean_output.py",  # 43
+    "tests/test_docs_browser.py",  # 40
+    "tests/inference/test_scoring.py",  # 36
+    "tests/train/test_cosmos.py",  # 33
+    "tests/test_wheel_install.py",  # 25
+    "tests/reliability/test_gauntlet_videophy2.py",  # 25
+)
+
+
+def _heavy_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return HEAVY_FIRST.index(path) if path in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    return sorted(items, key=rank)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = _heavy_first(items)
     for item in items:
         if item.nodeid.startswith(CLUSTER):
             item.add_marker(pytest.mark.cluster)
