@@ -86,8 +86,11 @@ LONG = {
 
 
 # Tests that start Ray clusters run after the others, one at a time (`-m cluster` in the Makefile): a Ray node's
-# agents must register within a timeout, which two busy test processes on 2 cores can make them miss.
-CLUSTER = ("tests/inference/test_ray_engine.py", "tests/test_notebooks.py::test_07_at_scale")
+# agents must register within a timeout, which two busy test processes on 2 cores can make them miss. They are the
+# tests that use a fixture of CLUSTER_FIXTURES (the cluster tests/inference/test_ray_engine.py starts once) and those
+# named here; the other tests of test_ray_engine.py (no cluster, no Ray) run with the rest.
+CLUSTER = ("tests/test_notebooks.py::test_07_at_scale",)
+CLUSTER_FIXTURES = {"ray_cluster"}
 
 
 # Under pytest-xdist (`--dist loadfile --no-loadscope-reorder` in the Makefile) each process takes the next whole file
@@ -124,7 +127,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items[:] = _heavy_first(items)
     for item in items:
-        if item.nodeid.startswith(CLUSTER):
+        if item.nodeid.startswith(CLUSTER) or CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
         if item.nodeid.startswith(tuple(LONG)):
             item.add_marker(pytest.mark.long)
@@ -141,8 +144,10 @@ def session_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    # Test clusters run on loopback without Ray's token auth; set explicitly, because Ray turns auth on by itself
-    # once a token exists in ~/.ray (a plain ray.init() writes one), and a half-enabled cluster refuses the driver.
+    # Ray started by the tests runs on loopback without Ray's token auth unless a test says otherwise (the cluster of
+    # tests/inference/test_ray_engine.py: token auth, in a HOME of its own); set explicitly, because Ray turns auth on
+    # by itself once a token exists in ~/.ray (a plain ray.init() writes one), and a half-enabled cluster refuses the
+    # driver.
     os.environ["RAY_AUTH_MODE"] = "disabled"
     return path
 

@@ -18,11 +18,12 @@ MODEL_OUTPUTS = SHARED / "model_outputs"
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``plausibility ARGS`` in a new process, as a user would; the result of :func:`subprocess.run`.
 
-    The process is forked from a server that has the heavy libraries imported (:mod:`cli_process`), unless ``env``
-    changes a variable libraries read at import time: then it is a new ``python -m recipe_lib.cli``."""
+    ``env``: variables set for this run on top of this process's (a value of None removes one). The process is forked
+    from a server that has the heavy libraries imported (:mod:`cli_process`), unless ``env`` changes a variable
+    libraries read at import time: then it is a new ``python -m recipe_lib.cli``."""
     from cli_process import needs_new_interpreter, run_forked
 
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     if not needs_new_interpreter(full_env):
         return run_forked(list(args), full_env, REPO, timeout)
     return subprocess.run(

@@ -1,7 +1,7 @@
 """``--engine ray`` on a real two-node Ray cluster on this machine (head + second node, one CPU each, all on
-127.0.0.1), scoring real mp4 clips with the real tiny critic: the rows equal the single-process run; a scoring worker
-SIGKILLed mid-run and the driver SIGKILLed then rerun lose and duplicate nothing; clear errors
-without Ray or a cluster."""
+127.0.0.1, token authentication on as after ``make demo``), scoring real mp4 clips with the real tiny critic: the rows
+equal the single-process run; a scoring worker SIGKILLed mid-run and the driver SIGKILLed then rerun lose and duplicate
+nothing; the driver sends the token; clear errors without Ray or a cluster."""
 
 from __future__ import annotations
 
@@ -103,35 +103,48 @@ def _stop_cluster(marker: str, temp: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():  # noqa: ANN201
-    """A head and a second node on 127.0.0.1, one CPU each, on their own port and temp dir; stopped afterwards."""
+def ray_cluster(tmp_path_factory):  # noqa: ANN001, ANN201
+    """The README's cluster steps (docs/guides/ray.md) on a machine after ``make demo``: ``ray start --head``, then
+    ``ray start --address HEAD`` for a second node, one CPU each, all on 127.0.0.1, on their own ports and temp dir;
+    stopped afterwards. A token already exists in ``~/.ray`` (notebook 07's ``ray.init()`` writes one) and
+    ``RAY_AUTH_MODE`` is unset, so Ray 2.60's head turns token authentication on by itself and a driver must send the
+    token. HOME is a temporary folder, so the real ``~/.ray`` is never read or written. One cluster for the module:
+    starting one takes about half a minute of a 2-core machine."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
     ray_bin = Path(sys.executable).with_name("ray")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+    home = tmp_path_factory.mktemp("home")
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must stay under 107 characters
     port = _free_port()
     marker = f"{os.getpid()}-{port}"
-    # On loopback; without RAY_AUTH_MODE=disabled a token in ~/.ray turns auth on for the nodes only.
-    env = _cluster_env(marker, RAY_AUTH_MODE="disabled")
+    env = _cluster_env(marker, HOME=str(home))
+    made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120)
+    assert (home / ".ray" / "auth_token").is_file(), made.stderr
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     head = ["--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false"]
     head += ["--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port())]
     second = ["--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port", str(_free_port())]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 300}
     try:
-        # 'ray start' gives up after 30 s waiting for its node; the node itself keeps starting: wait for it below.
-        subprocess.run([ray_bin, "start", *head, *common], env=env, capture_output=True, timeout=300)
+        # 'ray start' gives up after 30 s waiting for its node (the node keeps starting) and leaves daemons holding
+        # its stdout: no pipes, then wait for the nodes as a client that sends the token.
+        subprocess.run([ray_bin, "start", *head, *common], env=env, **quiet)
         # The second node: Ray 2.60 refuses a second node with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and without it
         # swaps --node-ip-address 127.0.0.1 for the machine's interface address; SECOND_NODE keeps it on 127.0.0.1.
+        # Unlike the head, 'ray start --address' does not turn token authentication on by itself: told, it sends the
+        # token of ~/.ray (without, the head refuses it: InvalidAuthToken).
         env2 = {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
-        subprocess.run(
-            [sys.executable, "-c", SECOND_NODE, "start", *second, *common], env=env2, capture_output=True, timeout=300
-        )
-        _wait_for_nodes(port, 2, env, "the two-node cluster")
+        env2["RAY_AUTH_MODE"] = "token"
+        subprocess.run([sys.executable, "-c", SECOND_NODE, "start", *second, *common], env=env2, **quiet)
+        _wait_for_nodes(port, 2, {**env, "RAY_AUTH_MODE": "token"}, "the two-node cluster", timeout=300)
         yield {"address": f"127.0.0.1:{port}", "marker": marker, "env": env}
     finally:
         _stop_cluster(marker, temp)
+
+
+def _cli_env(cluster: dict) -> dict:
+    """The cluster's environment for :func:`support.run_cli`, which adds this process's: without the session's
+    ``RAY_AUTH_MODE``, so the driver finds the token in ``~/.ray`` as a user's does."""
+    return {**cluster["env"], "RAY_AUTH_MODE": None}
 
 
 def _clips(synth_clips, n: int) -> list[str]:  # noqa: ANN001
@@ -168,7 +181,7 @@ def test_ray_run_equals_the_single_process_run(ray_cluster, tiny_critic, synth_c
     reference = _reference(args, tmp_path / "local")
     r = run_cli(
         *args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--address", ray_cluster["address"],
-        "--num-workers", "2", env=ray_cluster["env"], timeout=400,
+        "--num-workers", "2", env=_cli_env(ray_cluster), timeout=400,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "scored 6 of 7 clips (6 now, 0 cached), 0 unparsed, 1 skipped" in r.stdout, r.stdout
@@ -251,7 +264,7 @@ def test_driver_killed_then_rerun_scores_only_what_is_missing(ray_cluster, tiny_
     proc.communicate()
     landed = read_store(out)
     assert 3 <= len(landed) < len(clips), "killed mid-run"
-    done = run_cli(*ray_args, env=ray_cluster["env"], timeout=400)
+    done = run_cli(*ray_args, env=_cli_env(ray_cluster), timeout=400)
     assert done.returncode == 0, done.stderr
     n = len(landed)
     assert f"scored 12 of 12 clips ({12 - n} now, {n} cached)" in done.stdout, done.stdout
@@ -291,38 +304,10 @@ def test_importing_the_library_does_not_import_ray():
     assert r.stdout.strip() == "False", r.stderr
 
 
-@pytest.fixture(scope="module")
-def token_cluster(tmp_path_factory):  # noqa: ANN001, ANN201
-    """A one-node cluster started by ``ray start --head`` the way the README says, on a machine where a token already
-    exists in ``~/.ray`` (as after ``make demo``: notebook 07's ``ray.init()`` writes one) and ``RAY_AUTH_MODE`` is
-    unset: Ray 2.60's head then turns token authentication on by itself. HOME is a temporary folder, so the real
-    ``~/.ray`` is never read or written."""
-    pytest.importorskip("ray", reason="Ray is not installed")
-    ray_bin = Path(sys.executable).with_name("ray")
-    home = tmp_path_factory.mktemp("home")
-    temp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
-    port = _free_port()
-    marker = f"{os.getpid()}-{port}-token"
-    env = _cluster_env(marker, HOME=str(home))
-    made = subprocess.run([ray_bin, "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120)
-    assert (home / ".ray" / "auth_token").is_file(), made.stderr
-    head = ["start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false", "--num-cpus", "2"]
-    head += ["--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--dashboard-port", str(_free_port())]
-    head += ["--ray-client-server-port", str(_free_port())]
-    try:
-        # 'ray start' gives up after 30 s waiting for its node (the node keeps starting) and leaves daemons holding
-        # its stdout: no pipes, then wait for the node as a client that sends the token.
-        subprocess.run([ray_bin, *head], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-        _wait_for_nodes(port, 1, {**env, "RAY_AUTH_MODE": "token"}, "the token cluster", timeout=300)
-        yield {"address": f"127.0.0.1:{port}", "env": env}
-    finally:
-        _stop_cluster(marker, temp)
-
-
-def test_cluster_with_token_auth_after_the_demo(token_cluster, tiny_critic, synth_clips, tmp_path):
+def test_cluster_with_token_auth_after_the_demo(ray_cluster, tiny_critic, synth_clips, tmp_path):
     """The README's cluster steps after ``make demo``: the driver sends the token the head asks for, the clips are
     scored; and workers that cannot fit the cluster's CPUs are one error before any clip is scored."""
-    env, address = token_cluster["env"], token_cluster["address"]
+    env, address = ray_cluster["env"], ray_cluster["address"]
     args = [sys.executable, "-m", "recipe_lib.cli", *_args(tiny_critic, _clips(synth_clips, 2))]
     too_many = subprocess.run(
         [*args, "--out", str(tmp_path / "many"), "--engine", "ray", "--address", address, "--num-workers", "50"],
