@@ -521,11 +521,6 @@ def evaluate_predictions(
     )
 
 
-def has_labels(rows: Iterable[dict[str, Any]], label_key: str = "pc") -> bool:
-    """Whether any row's item carries a label (stops at the first)."""
-    return any_label(label_of(r, label_key) for r in rows)
-
-
 def any_label(labels: Iterable[Any]) -> bool:
     """Whether any of ``labels`` is one (not None, not NaN)."""
     return any(not (value is None or (isinstance(value, float) and math.isnan(value))) for value in labels)

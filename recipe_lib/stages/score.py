@@ -319,8 +319,8 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         "runs": {task: result.digest for task, result in results.items()},
         "stage": to_dict(cfg),
         "calibration": file_digest(cfg.calibration) if cfg.calibration is not None else None,
-        "may_keep": all(result.reusable for result in results.values()),
     }
+    may_keep = all(result.reusable for result in results.values())  # nothing scored now, no damaged row
     # The decisions read fewer settings than the report (its title, say): a report turned on or off keeps them.
     decided = ("threshold", "label_column", "sa_column", "tasks", "keep_on", "calibration")
     filter_basis = {**kept_basis, "stage": {k: v for k, v in kept_basis["stage"].items() if k in decided}}
@@ -344,6 +344,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
         out,
         "checks",
         filter_basis,
+        may_keep,
         [],
         checks,
         lambda c: {"collapse": c["collapse"].to_dict(), "suites": {t: v.to_dict() for t, v in c["suites"].items()}},
@@ -388,6 +389,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
             out,
             "filter",
             filter_basis,
+            may_keep,
             [out / name for name in FILTER_FILES],
             lambda: write_filter_outputs(basis.rows, basis.skipped, out, cfg.threshold, labels[keep_on]),
             lambda f: {"counts": f.counts},
@@ -425,6 +427,7 @@ def run_score(cfg: ScoreStageConfig, progress: bool = True, scorer: Any = None) 
             out,
             "report",
             kept_basis,
+            may_keep,
             [report_cfg.out_path, json_path],
             lambda: write_report([critic], report_cfg, task_sections(suites, shown), extra=extra),
             lambda _: {},
@@ -452,17 +455,17 @@ def _kept_or_written(
     out: Path,
     name: str,
     basis: dict[str, Any],
+    may_keep: bool,
     paths: list[Path],
     write: Callable[[], Any],
     record: Callable[[Any], dict[str, Any]],
     rebuild: Callable[[dict[str, Any]], Any],
 ) -> Any:
-    """``write()``'s result, or, when ``paths`` were written from this ``basis`` by an earlier run and are unchanged
-    since (:mod:`recipe_lib.inference.kept`), the result ``rebuild`` makes from what ``record`` kept of it."""
+    """``write()``'s result, or, when ``may_keep`` and ``paths`` were written from this ``basis`` by an earlier run
+    and are unchanged since (:mod:`recipe_lib.inference.kept`), the result ``rebuild`` makes from what ``record`` kept
+    of it."""
     from recipe_lib.inference.kept import keep_exports, kept_exports
 
-    may_keep = basis.get("may_keep", False)
-    basis = {k: v for k, v in basis.items() if k != "may_keep"}
     kept = kept_exports(out, name, basis, paths) if may_keep else None
     if kept is not None:
         return rebuild(kept)
