@@ -394,17 +394,22 @@ def test_a_rerun_with_nothing_new_keeps_its_exports_and_rewrites_any_that_change
     assert _score(*args).returncode == 0
     names = ["scores.csv", "skipped.jsonl", "predictions.csv", "predictions.jsonl", "manifest.csv", "report.html",
              "evaluation_results.json"]  # fmt: skip
-    before = {n: ((out / n).stat().st_ino, (out / n).read_bytes()) for n in names}
+
+    def written(name: str) -> tuple[int, int]:  # a file written again has a new inode or mtime (inodes get reused)
+        st = (out / name).stat()
+        return st.st_ino, st.st_mtime_ns
+
+    before = {n: (written(n), (out / n).read_bytes()) for n in names}
     again = _score(*args)
     assert "(0 now, 2 cached)" in again.stdout and "keep 0, reject 2" in again.stdout, again.stdout + again.stderr
-    assert {n: ((out / n).stat().st_ino, (out / n).read_bytes()) for n in names} == before
+    assert {n: (written(n), (out / n).read_bytes()) for n in names} == before
     (out / "manifest.csv").write_text("video,decision\n")  # edited by hand
     (out / "scores.csv").unlink()
     third = _score(*args)
     assert third.returncode == 0, third.stderr
     for n in names:
         assert (out / n).read_bytes() == before[n][1], n
-    rewritten = {n for n in names if (out / n).stat().st_ino != before[n][0]}
+    rewritten = {n for n in names if written(n) != before[n][0]}
     assert rewritten == {"scores.csv", "skipped.jsonl", "manifest.csv", "predictions.csv", "predictions.jsonl"}
     lower = _score(*args, "--threshold", "2")
     assert "keep 2, reject 0" in lower.stdout, lower.stdout
