@@ -164,6 +164,9 @@ class ScoreResult:
     # same digest: nothing was scored now and no stored row was found damaged (recipe_lib.inference.kept).
     digest: str | None = None
     reusable: bool = False
+    # Whether the run's plan was the last finished run's, taken from the store because its local inputs and settings
+    # were found unchanged, with no row read or keyed (recipe_lib.inference.kept_run); the counts are the same.
+    kept_plan: bool = False
 
     @property
     def in_memory(self) -> bool:

@@ -7,7 +7,9 @@ batch ahead of the model; with ``engine="ray"`` on a Ray cluster (:mod:`recipe_l
 same rows. Finished batches are committed to ``results.sqlite`` (:mod:`recipe_lib.inference.store`), so a killed run
 loses at most the batch in flight and a rerun scores only what is missing. Clips that cannot be read are recorded in
 ``skipped.jsonl`` with the reason and counted in the summary; they are tried again on the next run (after the user
-fixes them).
+fixes them). A rerun whose local inputs and settings are unchanged since the last finished run of its task, with
+nothing skipped but duplicates, takes that run's plan from the store instead of planning every row again
+(:mod:`recipe_lib.inference.kept_run`).
 
 Video and sampling settings are resolved first (:func:`resolve_settings`): explicit ones (``video_overrides`` /
 ``sampling_overrides``, i.e. flags) win; then settings the caller passed (``video`` / ``sampling``, labelled by
@@ -34,6 +36,7 @@ from recipe_lib.constants import IN_MEMORY_ROWS
 from recipe_lib.errors import RecipeError
 from recipe_lib.inference.exports import optional_columns_present, write_jsonl, write_scores_csv
 from recipe_lib.inference.kept import keep_exports, kept_exports
+from recipe_lib.inference.kept_run import InputState, input_state, kept_run, run_stamp
 from recipe_lib.inference.plan import (
     DUPLICATE,
     DigestCache,
@@ -47,7 +50,7 @@ from recipe_lib.inference.plan import (
 )
 from recipe_lib.inference.score_config import OPTIONAL_ITEM_COLUMNS, ScoreConfig, ScoreResult
 from recipe_lib.inference.scorers import Scorer, make_scorer
-from recipe_lib.inference.store import FileDigests, ResultStore, RunView, store_path
+from recipe_lib.inference.store import LEGACY_NAME, FileDigests, ResultStore, RunView, store_path
 from recipe_lib.io import atomic_write_json, claim_outputs, redact_obj, writes_as
 from recipe_lib.progress import progress_bar
 
@@ -176,6 +179,57 @@ def ahead(chunks: Iterator[ScorePlan]) -> Iterator[ScorePlan]:
                 continue
 
 
+def _run_rows(store: ResultStore, task: str, n_rows: int, n_skips: int) -> tuple[Any, Any, Callable[[], set[str]]]:
+    """The rows and skips of the run of ``task`` just listed: lists for a run of up to ``IN_MEMORY_ROWS``, else
+    views of the store; and the optional columns of scores.csv (from the lists, or one scan in SQL when written)."""
+    if n_rows + n_skips <= IN_MEMORY_ROWS:
+        rows = list(store.iter_run_rows(task))
+        present = optional_columns_present(rows)
+        return rows, list(store.iter_run_skips(task)), lambda: present
+
+    def optional() -> set[str]:
+        with ResultStore(store.path, lock=False) as reader:
+            return reader.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
+
+    return RunView(store.path, task, "rows", n_rows), RunView(store.path, task, "skips", n_skips), optional
+
+
+def _kept_plan(
+    cfg: ScoreConfig, state: InputState, protocol: Any, start: float
+) -> tuple[ScoreResult, Callable[[], set[str]]] | None:
+    """The result of a run whose inputs are those the last finished run of its task was planned from, read from the
+    store without planning (:mod:`recipe_lib.inference.kept_run`); None when they are not, or a row of it is no
+    longer whole (the normal path scores it again)."""
+    path = store_path(cfg.out_dir)
+    if not path.exists() or path.with_name(LEGACY_NAME).exists():
+        return None  # nothing stored yet, or an old results.jsonl the normal path imports and reports
+    with ResultStore(path) as store:
+        stamp = kept_run(store, cfg.task, state)
+        if stamp is None or store.warnings:
+            return None
+        rows, skipped, optional = _run_rows(store, cfg.task, stamp["rows"], stamp["skips"])
+        if store.warnings:
+            return None  # a stored row found damaged as it was read: scored again on the normal path
+    result = ScoreResult(
+        out_dir=Path(cfg.out_dir),
+        rows=rows,
+        skipped=skipped,
+        n_inputs=stamp["inputs"],
+        n_scored_now=0,
+        n_cached=stamp["cached"],
+        seconds=time.perf_counter() - start,
+        repeated=list(stamp["repeated"]),
+        warnings=[],
+        task=cfg.task,
+        label_column=cfg.label_column,
+        protocol=protocol,
+        digest=stamp["digest"],
+        reusable=True,
+        kept_plan=True,
+    )
+    return result, optional
+
+
 @writes_as("score")
 def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None = None) -> ScoreResult:
     """Score every clip in ``cfg.inputs``; see the module docstring. ``scorer`` reuses an already loaded one
@@ -197,7 +251,15 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
     if not os.access(out, os.W_OK):
         raise RecipeError(f"cannot write to {out}", hint="choose a writable --out folder")
     task = cfg.task
-    n_inputs = n_now = n_cached = 0
+    # Local inputs unchanged since the last finished run of this task: its plan, rows and counts are the stored ones.
+    state = input_state(cfg, setup.settings)
+    if state is not None:
+        kept = _kept_plan(cfg, state, protocol, start)
+        if kept is not None:
+            result, optional = kept
+            _write_outputs(cfg, result, optional)
+            return result
+    n_inputs = n_now = n_cached = own_skips = 0
     repeated: list[str] = []
     lazy = _LazyScorer(cfg, setup.prompt, scorer)
     # Ray scores every missing clip in one pipeline (its actors load the critic once): the plan is still streamed,
@@ -235,6 +297,7 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
                         ray_plan.local.update({it["video_url"]: chunk.local[it["video_url"]] for _, it in todo})
                     elif todo:
                         n_now += _score_local(cfg, chunk, todo, store, lazy.get(), bar)
+                    own_skips += sum(1 for skip in chunk.skipped if skip["reason"] != DUPLICATE)
                     # A reason may quote a server's answer: no secret is printed or written.
                     store.add_skips(task, redact_obj(chunk.skipped))
                 if ray_todo:
@@ -245,23 +308,13 @@ def score_videos(cfg: ScoreConfig, progress: bool = True, scorer: Scorer | None 
             digest = store.finish_run(task)
             changed = store.run_changed(task)
             n_rows, n_skips = store.run_counts(task)
-            small = n_rows + n_skips <= IN_MEMORY_ROWS
-            if small:
-                rows: Any = list(store.iter_run_rows(task))
-                skipped: Any = list(store.iter_run_skips(task))
-                present = optional_columns_present(rows)
-
-                def optional() -> set[str]:
-                    return present
-            else:
-                rows = RunView(store.path, task, "rows", n_rows)
-                skipped = RunView(store.path, task, "skips", n_skips)
-
-                def optional() -> set[str]:  # one scan of the run's input rows in SQL, when scores.csv is written
-                    with ResultStore(store_path(out), lock=False) as reader:
-                        return reader.run_item_keys(task, OPTIONAL_ITEM_COLUMNS)
-
+            rows, skipped, optional = _run_rows(store, task, n_rows, n_skips)
             warnings = list(store.warnings)
+            if state is not None and state.settled and not own_skips and not warnings and n_cached + n_now == n_rows:
+                # Every clip listed is stored, every skip a duplicate: a rerun with these inputs may take this plan.
+                counts = {"inputs": n_inputs, "cached": n_cached + n_now, "repeated": repeated, "rows": n_rows,
+                          "skips": n_skips}  # fmt: skip
+                store.set_run_stamp(task, run_stamp(state, digest, counts))
     result = ScoreResult(
         out_dir=out,
         rows=rows,

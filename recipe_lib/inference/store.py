@@ -24,6 +24,11 @@ The input files' sha256 digests are kept too (``file_digests``, by path and stat
 mtime and ctime in nanoseconds), so a rerun over a million files stats them instead of reading them again
 (:class:`FileDigests`); any change of the signature reads the file again.
 
+What the last finished run of each task was planned from is kept as well (``run_stamps``: hashes of its settings and
+of its input files' stat signatures, and its counts), so a rerun whose inputs are unchanged takes its order from
+``run_keys`` without planning every row again (:mod:`recipe_lib.inference.kept_run`). A run forgets its task's stamp
+when it starts; a row or an order changed from outside forgets them all (triggers).
+
 Older output folders hold ``results.jsonl``: it is imported once on the first open (damaged lines in its middle are
 reported by line number and skipped, a torn last line is cut) and renamed ``results.jsonl.imported``.
 """
@@ -88,6 +93,26 @@ CREATE TABLE IF NOT EXISTS exports (
     name TEXT PRIMARY KEY,
     stamp TEXT NOT NULL       -- JSON
 ) WITHOUT ROWID;
+-- What the last finished run of each task was planned from (hashes of its settings and of its input files' stat
+-- signatures) and what it counted: a rerun whose inputs are unchanged takes its plan from here
+-- (recipe_lib.inference.kept_run). Forgotten when a run of the task starts.
+CREATE TABLE IF NOT EXISTS run_stamps (
+    task TEXT PRIMARY KEY,
+    stamp TEXT NOT NULL       -- JSON
+) WITHOUT ROWID;
+-- A stored row changed or removed, or a run's order or skips changed, by anything but a run's own listing (which
+-- forgets its stamp first), a SQLite tool included: no plan is taken from those stamps any more. Rows added are
+-- seen by the counts a stamp keeps.
+CREATE TRIGGER IF NOT EXISTS results_updated AFTER UPDATE ON results BEGIN DELETE FROM run_stamps; END;
+CREATE TRIGGER IF NOT EXISTS results_deleted AFTER DELETE ON results BEGIN DELETE FROM run_stamps; END;
+CREATE TRIGGER IF NOT EXISTS run_keys_updated AFTER UPDATE ON run_keys
+    BEGIN DELETE FROM run_stamps WHERE task IN (OLD.task, NEW.task); END;
+CREATE TRIGGER IF NOT EXISTS run_keys_deleted AFTER DELETE ON run_keys
+    BEGIN DELETE FROM run_stamps WHERE task = OLD.task; END;
+CREATE TRIGGER IF NOT EXISTS run_skips_updated AFTER UPDATE ON run_skips
+    BEGIN DELETE FROM run_stamps WHERE task IN (OLD.task, NEW.task); END;
+CREATE TRIGGER IF NOT EXISTS run_skips_deleted AFTER DELETE ON run_skips
+    BEGIN DELETE FROM run_stamps WHERE task = OLD.task; END;
 """
 
 
@@ -347,6 +372,8 @@ class ResultStore:
         position where the new run differs (a rerun over the same inputs writes nothing), so until the run finishes
         the positions past the ones listed may still hold the previous run's."""
         self._seq[task] = self._skip_seq[task] = 0
+        # Before the order changes: a run killed from here on leaves no stamp claiming the last run's plan.
+        self.set_run_stamp(task, None)
         self._diverged[task] = {"run_keys": False, "run_skips": False}
         self._digest[task] = hashlib.sha256()
         self._changed[task] = False
@@ -575,6 +602,24 @@ class ResultStore:
         else:
             text = json.dumps(stamp, sort_keys=True, ensure_ascii=True)
             self._transaction([("INSERT OR REPLACE INTO exports (name, stamp) VALUES (?, ?)", [(name, text)])])
+
+    def run_stamp(self, task: str) -> dict[str, Any] | None:
+        """What the last finished run of ``task`` was planned from (:mod:`recipe_lib.inference.kept_run`), or None."""
+        with self._errors():
+            found = self.db.execute("SELECT stamp FROM run_stamps WHERE task = ?", (task,)).fetchone()
+        try:
+            stamp = json.loads(found[0]) if found else None
+        except ValueError:
+            return None  # a damaged stamp only means the run is planned again
+        return stamp if isinstance(stamp, dict) else None
+
+    def set_run_stamp(self, task: str, stamp: dict[str, Any] | None) -> None:
+        """Record (or, with None, forget) what the run of ``task`` just finished was planned from."""
+        if stamp is None:
+            self._transaction([("DELETE FROM run_stamps WHERE task = ?", [(task,)])])
+        else:
+            text = json.dumps(stamp, sort_keys=True, ensure_ascii=True)
+            self._transaction([("INSERT OR REPLACE INTO run_stamps (task, stamp) VALUES (?, ?)", [(task, text)])])
 
     # -- writing -------------------------------------------------------------------------------------------------
 
