@@ -61,6 +61,9 @@ MIB = 1 << 20
 PIECE_MIB = 58.0
 DEVICE_COMMAND_LIMIT = 2000  # characters the device tool takes for one command
 TRANSFER_LIMIT = 64 * MIB  # checkout + carried folders, one call
+DEVICE_BUDGET_S = 1800  # device time of one session, the machine's start and every call included
+MACHINE_START_S = 120  # a machine's start as measured (60-120 s); a start that fails costs 90-105 s more
+CALL_MARGIN_S = 30  # a call's own steps besides its stages: copying and checking the piece, extracting
 
 # The machine: CPython 3.12 on Linux x86-64 (PEP 508 marker values).
 TARGET_ENV = {
@@ -157,15 +160,18 @@ STAGES = {
     "serve": (("project", "cosmos", "vllm"), 330),
     "bench-gpu": (("project", "cosmos", "vllm"), 420),  # benchmarks/bench_gpu.py: both backends, agreement, fp8
 }
-# Which stages each device call runs, in order (the call's pieces must make their archives whole). The four calls fit
-# a 30-minute device budget with the machine's start; bench-gpu measures the bf16-vs-vLLM agreement and both
-# backends' rows in one run, so agree / bench-vllm / bench-hf / cosmos-demo stay available as single stages.
+# Which stages each device call runs, in order (the call's pieces must make their archives whole). With every stage
+# run to its timeout and the machine's start, the four calls fit a session's 30 minutes of device time (`plan` prints
+# the sum), in order of need: fine-tuning, cosmos-rl, serve, then the speed benchmark. Only the first call runs
+# `check` (the demo critic and clips it makes stay in /tmp while the machine is held; every call checks the GPU and
+# its piece before its stages). bench-gpu measures the bf16-vs-vLLM agreement and both backends' rows in one run, so
+# agree / bench-vllm / bench-hf / cosmos-demo stay available as single stages.
 # GPU_CALL_STAGES="name[:seconds] ..." replaces a call's list (e.g. to rerun one stage in the same lease).
 CALLS = {
     1: ["check", "train-7b"],
-    2: ["check", "cosmos-7b", "cosmos-grpo"],
-    3: ["check", "serve"],
-    4: ["check", "bench-gpu"],
+    2: ["cosmos-7b", "cosmos-grpo"],
+    3: ["serve"],
+    4: ["bench-gpu"],
 }
 
 
@@ -966,6 +972,7 @@ class DeviceCall:
     command: str
     carry: list[str]
     groups_ready: list[str]
+    seconds: int = 0  # the most it runs: its stages' timeouts and the margin (CALL_LIMIT stops it starting more)
 
 
 def plan(m: Manifest, limit: int = 600) -> list[DeviceCall]:
@@ -990,8 +997,11 @@ def plan(m: Manifest, limit: int = 600) -> list[DeviceCall]:
                     hint="move the stage to a later call in CALLS (benchmarks/gpu_bundle.py) or rebuild with larger "
                     "--piece-mib",
                 )
-        command = f"CALL_LIMIT={limit - 30} bash benchmarks/gpu_session.sh call {i} 2>&1 | tail -c 11000"
-        calls.append(DeviceCall(i, command, [piece] if i <= n else [], ready))
+        # Each call stops starting stages once its own stages' time is spent, so a call that overruns cannot eat the
+        # time of the calls after it (the session's device time is one budget, DEVICE_BUDGET_S).
+        seconds = min(limit - 30, sum(STAGES[s][1] for s in CALLS.get(i, [])) + CALL_MARGIN_S)
+        command = f"CALL_LIMIT={seconds} bash benchmarks/gpu_session.sh call {i} 2>&1 | tail -c 11000"
+        calls.append(DeviceCall(i, command, [piece] if i <= n else [], ready, seconds))
     for c in calls:
         if len(c.command) > DEVICE_COMMAND_LIMIT:
             raise RecipeError(f"device call {c.number} is {len(c.command)} characters (limit {DEVICE_COMMAND_LIMIT})")
@@ -1016,6 +1026,13 @@ def render_plan(m: Manifest, calls: list[DeviceCall]) -> str:
             f"call {c.number}: carry={json.dumps(c.carry)} ({total / MIB:.1f} MiB with the checkout); "
             f"archives whole: {', '.join(c.groups_ready) or 'none'}\n  command: {c.command}"
         )
+    worst = MACHINE_START_S + sum(c.seconds for c in calls)
+    fits = "fits" if worst <= DEVICE_BUDGET_S else f"is {worst - DEVICE_BUDGET_S} s over"
+    lines.append(
+        f"device time at most {worst} s (a machine start of {MACHINE_START_S} s and every stage to its timeout): "
+        f"{fits} a session's {DEVICE_BUDGET_S} s. The calls run in order of need: a session whose budget runs out "
+        "keeps the results of the calls before (each failed machine start costs 90-105 s of it)."
+    )
     return "\n".join(lines)
 
 

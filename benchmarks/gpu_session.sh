@@ -7,11 +7,14 @@
 # machine is still held: /tmp is lost when it is given back.
 #
 # The device calls (`python benchmarks/gpu_bundle.py plan` prints them with the sizes; command + carry list):
-#   1. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 1 2>&1 | tail -c 11000        carry [".gpu/p1"]
-#   2. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 2 2>&1 | tail -c 11000        carry [".gpu/p2"]
-#   3. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 3 2>&1 | tail -c 11000        carry [".gpu/p3"]
-#   4. CALL_LIMIT=570 bash benchmarks/gpu_session.sh call 4 2>&1 | tail -c 11000        carry []
-# (calls 1-3 run what the full-scale guide records: fine-tuning, cosmos-rl, serve; call 4 the speed benchmark)
+#   1. CALL_LIMIT=510 bash benchmarks/gpu_session.sh call 1 2>&1 | tail -c 11000        carry [".gpu/p1"]
+#   2. CALL_LIMIT=350 bash benchmarks/gpu_session.sh call 2 2>&1 | tail -c 11000        carry [".gpu/p2"]
+#   3. CALL_LIMIT=360 bash benchmarks/gpu_session.sh call 3 2>&1 | tail -c 11000        carry [".gpu/p3"]
+#   4. CALL_LIMIT=450 bash benchmarks/gpu_session.sh call 4 2>&1 | tail -c 11000        carry []
+# (calls 1-3 run what the full-scale guide records: fine-tuning, cosmos-rl, serve; call 4 the speed benchmark. Each
+# call's limit is its stages' timeouts plus 30 s; with a 120 s machine start the four fit 30 minutes of device time
+# (1790 s). Give each call a timeout of its CALL_LIMIT + 40 s; a machine that fails to start costs 90-105 s of the
+# budget, so after two of them drop call 4.)
 # (58 MiB pieces make the bundle three pieces; built with smaller ones, a fourth would travel with call 4.)
 #
 # One stage alone, on a machine that already has /tmp/site (e.g. a rerun in the same lease):

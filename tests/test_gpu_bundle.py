@@ -276,6 +276,12 @@ def test_plan_fits_the_device_tool_and_checks_stage_needs(tmp_path):
     assert [c.number for c in calls] == [1, 2, 3, 4]
     assert all(len(c.command) <= gb.DEVICE_COMMAND_LIMIT for c in calls)
     assert calls[0].carry == [".gpu/p1"] and calls[0].groups_ready == list(gb.GROUPS)
+    # each call stops starting stages when its own stages' time is spent, and the four fit one session's device time
+    for c in calls:
+        stages = sum(gb.STAGES[s][1] for s in gb.CALLS[c.number])
+        assert c.command.startswith(f"CALL_LIMIT={c.seconds} ") and c.seconds == stages + gb.CALL_MARGIN_S
+    assert gb.MACHINE_START_S + sum(c.seconds for c in calls) <= gb.DEVICE_BUDGET_S
+    assert "fits a session's" in gb.render_plan(m, calls).splitlines()[-1]
     # the vllm archive whole only after piece 4, while call 3 runs vLLM stages: refused, naming both
     late = gb.Manifest(m.piece_bytes, m.pieces * 4, [*m.archives[:2], gb.Archive(**{
         **m.archives[2].__dict__, "complete_with_piece": 4})], {}, {}, {})  # fmt: skip
