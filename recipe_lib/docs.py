@@ -32,6 +32,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -745,25 +746,59 @@ def serve_directory(root: Path, harness: bytes = b"", results: queue.Queue[bytes
         thread.join(timeout=5)
 
 
+def _stop_chromium(proc: subprocess.Popen[Any]) -> None:
+    """Stop Chromium and every process it started (it runs in a session of its own): its renderer, zygote and
+    utility processes can outlive the browser by a moment and still write to the profile folder, which is then
+    removed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is still there
+    proc.wait()
+
+
+@contextlib.contextmanager
+def _chromium_profile() -> Iterator[Path]:
+    """A throwaway profile folder, removed once Chromium is stopped; a file that a process outside the group still
+    writes there at that moment makes the removal retry, then leave what is left rather than fail the check."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+    (profile / "tmp").mkdir()  # Chromium's own temporary folders (TMPDIR, see _chromium_env) go with the profile
+    try:
+        yield profile
+    finally:
+        for _ in range(5):
+            shutil.rmtree(profile, ignore_errors=True)
+            if not profile.exists():
+                break
+            time.sleep(0.2)
+
+
+def _chromium_env(profile: Path) -> dict[str, str]:
+    """The environment Chromium runs in: its temporary folders inside the throwaway profile, not left in /tmp; unless
+    the profile's path is long, as Chromium's sockets live there and a socket's path holds at most 107 bytes."""
+    if len(os.fsencode(profile)) > 48:
+        return dict(os.environ)
+    return {**os.environ, "TMPDIR": str(profile / "tmp")}
+
+
 @contextlib.contextmanager
 def _browser(url: str) -> Iterator[Path]:
     """Headless Chromium on ``url`` (a throwaway profile) while the block runs, then stopped; yields its log file."""
     if not chromium_available():
         raise RecipeError(f"Chromium not found at {CHROMIUM}", hint="apt-get install -y chromium")
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        log = Path(profile) / "chromium.log"
+    with _chromium_profile() as profile:
+        log = profile / "chromium.log"
         with log.open("w") as err:
             cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}/data", url]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=err, env=_chromium_env(profile), start_new_session=True
+            )
             try:
                 yield log
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _stop_chromium(proc)
 
 
 def chromium_available() -> bool:
@@ -774,12 +809,23 @@ def run_chromium(args: Sequence[str], timeout: float = 120) -> subprocess.Comple
     """Run headless Chromium with the flags for an isolated, offline run (a throwaway profile folder)."""
     if not chromium_available():
         raise RecipeError(f"Chromium not found at {CHROMIUM}", hint="apt-get install -y chromium")
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    with _chromium_profile() as profile:
         cmd = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_chromium_env(profile),
+            start_new_session=True,
+        )
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise RecipeError(f"Chromium did not finish within {timeout:.0f} s") from exc
+        finally:
+            _stop_chromium(proc)
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def browser_check(

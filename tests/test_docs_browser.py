@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -134,7 +136,12 @@ def test_site_in_browser(tmp_path):
 
 
 @needs_chromium
-def test_browser_check_catches_broken_images_and_links(tmp_path):
+def test_browser_check_catches_broken_images_and_links(tmp_path, monkeypatch, request):
+    # the temporary folder of this check alone, so that what Chromium leaves there is seen (short: sockets go there)
+    scratch = Path(tempfile.mkdtemp(prefix="cc-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     (tmp_path / "index.html").write_text(
         '<html><body><a href="good.html">good</a> <a href="nowhere.html">gone</a></body></html>'
     )
@@ -147,6 +154,8 @@ def test_browser_check_catches_broken_images_and_links(tmp_path):
     good = next(p for p in check.pages if p.url == "/good.html")
     assert good.loaded and good.images == 2 and good.broken_images == 2
     assert any("2 of 2 images failed" in p for p in check.problems())
+    # Chromium and every process it started are stopped, its profile and its own temporary folders removed
+    assert list(scratch.iterdir()) == []
 
 
 @needs_chromium
