@@ -585,41 +585,42 @@ class ResultStore:
                     out[name] += values
         return out
 
-    def export_stamp(self, name: str) -> dict[str, Any] | None:
-        """What the exports ``name`` were last written from (see :mod:`recipe_lib.inference.kept`), or None."""
+    # The stamps: what the exports of a name were last written from (recipe_lib.inference.kept), and what the last
+    # finished run of a task was planned from (recipe_lib.inference.kept_run); JSON objects, by table and key.
+    _STAMPS = {"exports": "name", "run_stamps": "task"}
+
+    def _stamp(self, table: str, key: str) -> dict[str, Any] | None:
         with self._errors():
-            found = self.db.execute("SELECT stamp FROM exports WHERE name = ?", (name,)).fetchone()
+            found = self.db.execute(f"SELECT stamp FROM {table} WHERE {self._STAMPS[table]} = ?", (key,)).fetchone()
         try:
             stamp = json.loads(found[0]) if found else None
         except ValueError:
-            return None  # a damaged stamp only means the files are written again
+            return None  # a damaged stamp only means the work is done again
         return stamp if isinstance(stamp, dict) else None
+
+    def _set_stamp(self, table: str, key: str, stamp: dict[str, Any] | None) -> None:
+        column = self._STAMPS[table]
+        if stamp is None:
+            self._transaction([(f"DELETE FROM {table} WHERE {column} = ?", [(key,)])])
+        else:
+            text = json.dumps(stamp, sort_keys=True, ensure_ascii=True)
+            self._transaction([(f"INSERT OR REPLACE INTO {table} ({column}, stamp) VALUES (?, ?)", [(key, text)])])
+
+    def export_stamp(self, name: str) -> dict[str, Any] | None:
+        """What the exports ``name`` were last written from (see :mod:`recipe_lib.inference.kept`), or None."""
+        return self._stamp("exports", name)
 
     def set_export_stamp(self, name: str, stamp: dict[str, Any] | None) -> None:
         """Record (or, with None, forget) what the exports ``name`` were written from."""
-        if stamp is None:
-            self._transaction([("DELETE FROM exports WHERE name = ?", [(name,)])])
-        else:
-            text = json.dumps(stamp, sort_keys=True, ensure_ascii=True)
-            self._transaction([("INSERT OR REPLACE INTO exports (name, stamp) VALUES (?, ?)", [(name, text)])])
+        self._set_stamp("exports", name, stamp)
 
     def run_stamp(self, task: str) -> dict[str, Any] | None:
         """What the last finished run of ``task`` was planned from (:mod:`recipe_lib.inference.kept_run`), or None."""
-        with self._errors():
-            found = self.db.execute("SELECT stamp FROM run_stamps WHERE task = ?", (task,)).fetchone()
-        try:
-            stamp = json.loads(found[0]) if found else None
-        except ValueError:
-            return None  # a damaged stamp only means the run is planned again
-        return stamp if isinstance(stamp, dict) else None
+        return self._stamp("run_stamps", task)
 
     def set_run_stamp(self, task: str, stamp: dict[str, Any] | None) -> None:
         """Record (or, with None, forget) what the run of ``task`` just finished was planned from."""
-        if stamp is None:
-            self._transaction([("DELETE FROM run_stamps WHERE task = ?", [(task,)])])
-        else:
-            text = json.dumps(stamp, sort_keys=True, ensure_ascii=True)
-            self._transaction([("INSERT OR REPLACE INTO run_stamps (task, stamp) VALUES (?, ?)", [(task, text)])])
+        self._set_stamp("run_stamps", task, stamp)
 
     # -- writing -------------------------------------------------------------------------------------------------
 
