@@ -43,6 +43,7 @@ from recipe_lib import __version__
 from recipe_lib.data.download import is_remote
 from recipe_lib.data.tables import is_table, iter_columns
 from recipe_lib.errors import RecipeError
+from recipe_lib.inference.plan import SETTLED_NS, table_video_path
 from recipe_lib.inference.score_config import ScoreConfig
 from recipe_lib.inference.store import ResultStore
 
@@ -105,12 +106,10 @@ def _local_inputs(cfg: ScoreConfig) -> tuple[list[Path], list[str]] | None:
 
 
 def _resolved(url: str, base: Path) -> str:
-    """A table's ``video_url`` as the row reader resolves it (relative to the table's folder)."""
-    if url.startswith("/"):
-        return url
+    """A table's ``video_url`` as the row reader resolves it (:func:`~recipe_lib.inference.plan.table_video_path`)."""
     if not url or is_remote(url):
         raise _NotLocal(url)
-    return os.path.join(base, url)
+    return table_video_path(url, base)
 
 
 def _named_files(tables: list[Path], clips: list[str], counts: list[int]) -> Iterator[list[str]]:
@@ -142,8 +141,6 @@ def input_state(cfg: ScoreConfig, settings: dict[str, Any]) -> InputState | None
     inputs are not all local tables and files, or one of them cannot be read or stat'ed. The tables are read a chunk
     at a time and each chunk's files stat'ed before the next: memory holds one chunk, whatever the table's size."""
     import numpy as np
-
-    from recipe_lib.inference.plan import SETTLED_NS
 
     inputs = _local_inputs(cfg)
     if inputs is None:

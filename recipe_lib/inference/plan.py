@@ -99,10 +99,16 @@ def _table_item(row: dict[str, Any], i: int, path: Path, base: Path, label_colum
         pass  # an absolute path: most rows of a large table, answered with no parsing
     elif is_remote(url):
         url = remember_url(url)  # credentials never reach a row, a skip or a report
-    elif not os.path.isabs(url):
-        url = os.path.join(base, url)
+    else:
+        url = table_video_path(url, base)
     row["video_url"] = url
     return row
+
+
+def table_video_path(url: str, base: Path) -> str:
+    """A table row's local ``video_url`` as the file it names: a relative path is read from the table's folder
+    ``base``. (The rule a rerun's check of its inputs follows too: :mod:`recipe_lib.inference.kept_run`.)"""
+    return url if os.path.isabs(url) else os.path.join(base, url)
 
 
 def iter_inputs(
